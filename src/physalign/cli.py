@@ -1,0 +1,33 @@
+"""The ``physalign`` command line: a thin layer over the library.
+
+Each command group lives in ``physalign.commands.<name>`` and is registered here; commands parse
+arguments, call the library, and print. No logic of their own.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Post-train text-to-video generators toward physical plausibility.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from physalign.commands import world
+
+    app.add_typer(world.app, name="world")
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
