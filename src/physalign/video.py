@@ -74,3 +74,23 @@ def _check_frames(frames: np.ndarray, path) -> np.ndarray:
     if frames.dtype != np.uint8:
         raise VideoError(f"{path}: frames must be uint8. Got {frames.dtype}.")
     return np.ascontiguousarray(frames)
+
+
+def tile(grid: list[list[np.ndarray]], pad: int = 1, pad_value: int = 255) -> np.ndarray:
+    """Tile a grid (rows x columns) of videos, each (T, H, W, 3) uint8 of one shape, into one video.
+
+    Columns are separated by ``pad`` pixels of ``pad_value``; shorter videos hold their last frame.
+    """
+    if not grid or not grid[0]:
+        raise VideoError("tile: the grid is empty")
+    shapes = {v.shape[1:] for row in grid for v in row}
+    if len(shapes) != 1:
+        raise VideoError(f"tile: all videos must share (H, W, 3). Got {sorted(shapes)}.")
+    (h, w, _), cols = shapes.pop(), max(len(row) for row in grid)
+    length = max(v.shape[0] for row in grid for v in row)
+    out = np.full((length, len(grid) * (h + pad) - pad, cols * (w + pad) - pad, 3), pad_value, np.uint8)
+    for r, row in enumerate(grid):
+        for c, video in enumerate(row):
+            held = np.concatenate([video, np.repeat(video[-1:], length - len(video), axis=0)])
+            out[:, r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = held
+    return out

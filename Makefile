@@ -1,0 +1,30 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.physalign-installed
+
+.PHONY: setup demo test bench-eval clean
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU wheel on this machine's disk; pyproject.toml declares only a range, which a
+# plain resolver would satisfy with a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/physalign demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench-eval: setup
+	$(PY) benchmarks/bench_eval.py
+
+clean:
+	rm -rf runs/demo .pytest_cache
