@@ -136,10 +136,12 @@ def validate(scene: Scene) -> None:
 
 def _conflicts(s: Scene) -> Iterator[str]:
     horizontal = s.kinematics.startswith(("thrown", "rolled"))
-    if s.interaction in ("wall", "ball") and not horizontal:
-        yield f"interaction {s.interaction!r} needs horizontal motion (thrown or rolled), not {s.kinematics!r}."
-    if s.interaction == "ramp" and s.kinematics not in ("dropped", "thrown_left", "thrown_right"):
-        yield f"interaction 'ramp' needs a dropped or thrown object, not {s.kinematics!r}."
+    if s.interaction == "wall" and not horizontal:
+        yield f"interaction 'wall' needs horizontal motion (thrown or rolled), not {s.kinematics!r}."
+    if s.interaction == "ball" and not s.kinematics.startswith("rolled"):
+        yield f"interaction 'ball' needs an object rolling or sliding on the floor, not {s.kinematics!r}."
+    if s.interaction == "ramp" and (s.kinematics not in ("dropped", "thrown_left", "thrown_right") or s.force == "none"):
+        yield f"interaction 'ramp' needs a dropped or thrown object under gravity, not {s.kinematics!r} with gravity {s.force!r}."
     if s.kinematics == "launched_up" and s.force == "none":
         yield "an object launched upward in zero gravity leaves the frame: kinematics 'launched_up' needs gravity."
     if (s.interaction == "ball") != (s.other_color is not None):

@@ -46,7 +46,7 @@ MATERIALS = {
 # Radius of a ball, half-side of a block, in units, by the scene's ``size`` value.
 SIZES = {"small": 1.5, "large": 2.5}
 SECOND_BALL_SIZE = "small"  # the struck ball of the "collides with a ... ball" interaction
-SECOND_BALL_X = 18.0  # its centre when the primary object moves right (mirrored for left)
+SECOND_BALL_X = 12.0  # its centre when the primary object moves right (mirrored for left)
 
 # Colours, RGB uint8. Object colours are far from every background and from the static structures.
 OBJECT_COLORS = {
@@ -73,10 +73,13 @@ RAMP_HEIGHT = 8.0  # units above the floor at the high end
 
 # Initial conditions: ranges sampled uniformly per video (the prompt fixes the range, the seed the value).
 DROP_X = (10.0, 22.0)
+RAMP_DROP_X = (9.0, 16.0)  # over the slope of the wedge that rises to the left
 DROP_HEIGHT = {"low": (7.0, 11.0), "high": (17.0, 23.0)}  # bottom of the object above the floor
 THROW_START_X = (4.0, 7.0)  # distance of the start from the side the object moves away from
 THROW_HEIGHT = (13.0, 19.0)  # bottom of the object above the floor
-SPEED = {"low": (6.0, 9.0), "high": (12.0, 15.0)}  # horizontal speed: thrown, rolled
+SPEED = {"low": (4.0, 6.0), "high": (8.0, 10.0)}  # horizontal speed: thrown, rolled
+INTERACTION_GAP = (0.3, 3.0)  # free distance between the object and the wall / second ball at the start
+RAMP_MAX_FALL_TIME = 0.8  # s; a thrown object starts low enough to land on the ramp by then
 LAUNCH_SPEED = {"low": (16.0, 19.0), "high": (24.0, 27.0)}  # upward speed: launched up
 
 

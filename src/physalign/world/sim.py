@@ -1,0 +1,249 @@
+"""Simulate a scene with pymunk and record its ground truth: trajectories and contact events.
+
+A scene fixes *ranges* (drop height, speed); the seed fixes where in each range a video falls, through
+unit-uniform draws (:class:`InitialDraws`). A counterfactual — the same scene with one physics axis
+perturbed — reuses the same draws, so it differs from the original only by that axis.
+
+Blocks do not rotate (infinite moment of inertia) and stay axis-aligned squares: the renderer and the
+evaluator then see a block's shape unchanged in every frame, and what varies is only its motion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pymunk
+
+from physalign.world import spec
+from physalign.world.scene import Scene
+
+STRUCTURE_FRICTION = 0.5  # floor, walls, ramp; pymunk multiplies it with the object's friction
+STATIC_ELASTICITY = 1.0  # so an impact's restitution is the object's material restitution
+_SURFACES = {1: "floor", 2: "wall", 3: "ramp"}
+_OBJECT = 10  # collision type of the primary object; the second ball is _OBJECT + 1
+
+
+@dataclass(frozen=True)
+class InitialDraws:
+    """Unit-uniform numbers that place a scene inside the ranges its prompt names."""
+
+    x: float
+    height: float
+    speed: float
+    gap: float
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "InitialDraws":
+        return cls(*np.random.default_rng(seed).uniform(size=4).tolist())
+
+
+@dataclass
+class ObjectTrack:
+    """One object's trajectory: ``pos`` and ``vel`` are (T, 2) in world units (x right, y up)."""
+
+    name: str  # "primary" or "other"
+    color: str
+    kind: str  # "ball" | "block"
+    half_size: float  # radius of a ball, half-side of a block
+    mass: float
+    pos: np.ndarray
+    vel: np.ndarray
+
+
+@dataclass
+class Contact:
+    """An impact: object ``a`` met surface ``b`` between frames ``frame - 1`` and ``frame``."""
+
+    frame: int
+    time: float
+    a: str
+    b: str  # "floor" | "wall" | "ramp" | "other"
+    speed_in: float  # approach speed along the contact normal, before
+    speed_out: float  # separation speed along the normal, right after the impact
+
+
+@dataclass
+class Rollout:
+    times: np.ndarray  # (T,) seconds
+    objects: tuple[ObjectTrack, ...]  # primary first
+    contacts: list[Contact] = field(default_factory=list)
+    wall_side: str | None = None  # "left" | "right"
+    ramp_rises_to: str | None = None  # "left" | "right"
+
+    def object(self, name: str) -> ObjectTrack:
+        return next(o for o in self.objects if o.name == name)
+
+
+def lerp(bounds: tuple[float, float], u: float) -> float:
+    return bounds[0] + (bounds[1] - bounds[0]) * u
+
+
+def simulate(scene: Scene, seed: int, frames: int = spec.DEFAULT_FRAMES) -> Rollout:
+    """Run ``scene`` for ``frames`` frames at ``spec.FPS`` and return its :class:`Rollout`."""
+    if frames < 2:
+        raise ValueError(f"frames must be >= 2. Got {frames}.")
+    draws = InitialDraws.from_seed(seed)
+    space = pymunk.Space()
+    space.gravity = (0.0, -spec.GRAVITY[scene.force])
+    geometry = _add_structures(space, scene)
+    bodies = _add_objects(space, scene, draws)
+    events = _watch_contacts(space, bodies)
+    return _run(space, scene, bodies, events, frames, geometry)
+
+
+def _add_structures(space: pymunk.Space, scene: Scene) -> dict:
+    def add(shape: pymunk.Shape, kind: int) -> None:
+        shape.elasticity, shape.friction, shape.collision_type = STATIC_ELASTICITY, STRUCTURE_FRICTION, kind
+        space.add(shape)
+
+    body = space.static_body
+    add(pymunk.Poly(body, [(-10, -10), (spec.WORLD_SIZE + 10, -10), (spec.WORLD_SIZE + 10, spec.FLOOR_Y), (-10, spec.FLOOR_Y)]), 1)
+    geometry = {"wall_side": None, "ramp_rises_to": None}
+    if scene.interaction == "wall":
+        side = scene.direction
+        x0, x1 = (spec.WALL_X["right"], spec.WORLD_SIZE + 10) if side == "right" else (-10, spec.WALL_X["left"])
+        add(pymunk.Poly(body, [(x0, spec.FLOOR_Y - 1), (x1, spec.FLOOR_Y - 1), (x1, spec.WORLD_SIZE + 10), (x0, spec.WORLD_SIZE + 10)]), 2)
+        geometry["wall_side"] = side
+    if scene.interaction == "ramp":
+        rises = ramp_side(scene)
+        add(pymunk.Poly(body, list(spec.ramp_vertices(rises))), 3)
+        geometry["ramp_rises_to"] = rises
+    return geometry
+
+
+def ramp_side(scene: Scene) -> str:
+    """Which way the ramp rises: toward a thrown object's motion; to the left under a dropped one."""
+    return scene.direction if scene.direction in ("left", "right") else "left"
+
+
+def start_state(scene: Scene, draws: InitialDraws) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Initial centre (x, y) and velocity (vx, vy) of the primary object."""
+    r = spec.SIZES[scene.size]
+    if scene.kinematics == "dropped":
+        x_range = spec.RAMP_DROP_X if scene.interaction == "ramp" else spec.DROP_X
+        return (lerp(x_range, draws.x), spec.FLOOR_Y + lerp(spec.DROP_HEIGHT[scene.magnitude], draws.height) + r), (0.0, 0.0)
+    if scene.kinematics == "launched_up":
+        return (lerp(spec.DROP_X, draws.x), spec.FLOOR_Y + r), (0.0, lerp(spec.LAUNCH_SPEED[scene.magnitude], draws.speed))
+    sign = 1.0 if scene.direction == "right" else -1.0
+    speed = lerp(spec.SPEED[scene.magnitude], draws.speed)
+    height = 0.0 if scene.kinematics.startswith("rolled") else _throw_height(scene, draws)
+    x = _start_x(scene, draws, r, speed, height)
+    x = x if sign > 0 else spec.WORLD_SIZE - x
+    return (x, spec.FLOOR_Y + height + r), (sign * speed, 0.0)
+
+
+def _throw_height(scene: Scene, draws: InitialDraws) -> float:
+    """Height of a thrown object's bottom above the floor. Onto a ramp, low enough to land within the clip."""
+    height = lerp(spec.THROW_HEIGHT, draws.height)
+    if scene.interaction == "ramp":
+        height = min(height, 0.5 * spec.GRAVITY[scene.force] * spec.RAMP_MAX_FALL_TIME**2)
+    return height
+
+
+def _start_x(scene: Scene, draws: InitialDraws, r: float, speed: float, height: float) -> float:
+    """Start x for rightward motion (the caller mirrors it). With a wall or a second ball the object starts
+    a gap away that it can cross before friction stops it; onto a ramp, so that it lands on the slope."""
+    if scene.interaction == "ramp":
+        fall = math.sqrt(2 * height / spec.GRAVITY[scene.force])
+        return max(r, spec.RAMP_LOW_X + 1.0 + lerp(spec.INTERACTION_GAP, draws.gap) - speed * fall)
+    if scene.interaction not in ("wall", "ball"):
+        return lerp(spec.THROW_START_X, draws.x)
+    gap = lerp((spec.INTERACTION_GAP[0], min(spec.INTERACTION_GAP[1], 0.7 * _reach(scene, speed))), draws.gap)
+    target = spec.WALL_X["right"] if scene.interaction == "wall" else spec.SECOND_BALL_X - spec.SIZES[spec.SECOND_BALL_SIZE]
+    return target - gap - r
+
+
+def _reach(scene: Scene, speed: float) -> float:
+    """How far a sliding block travels before floor friction stops it (balls roll on)."""
+    decel = STRUCTURE_FRICTION * spec.MATERIALS[scene.material].friction * spec.GRAVITY[scene.force]
+    if scene.kind == "ball" or not scene.kinematics.startswith("rolled") or decel == 0:
+        return math.inf
+    return speed**2 / (2 * decel)
+
+
+def _make_body(space: pymunk.Space, kind: str, half: float, material: spec.Material, kind_id: int) -> pymunk.Body:
+    if kind == "ball":
+        mass = material.density * math.pi * half**2
+        body = pymunk.Body(mass, pymunk.moment_for_circle(mass, 0, half))
+        shape: pymunk.Shape = pymunk.Circle(body, half)
+    else:
+        mass = material.density * (2 * half) ** 2
+        body = pymunk.Body(mass, math.inf)
+        shape = pymunk.Poly.create_box(body, (2 * half, 2 * half))
+    shape.elasticity, shape.friction, shape.collision_type = material.restitution, material.friction, kind_id
+    space.add(body, shape)
+    return body
+
+
+def _add_objects(space: pymunk.Space, scene: Scene, draws: InitialDraws) -> dict[str, pymunk.Body]:
+    material = spec.MATERIALS[scene.material]
+    primary = _make_body(space, scene.kind, spec.SIZES[scene.size], material, _OBJECT)
+    primary.position, primary.velocity = start_state(scene, draws)
+    bodies = {"primary": primary}
+    if scene.interaction == "ball":
+        r2 = spec.SIZES[spec.SECOND_BALL_SIZE]
+        other = _make_body(space, "ball", r2, material, _OBJECT + 1)
+        x = spec.SECOND_BALL_X if scene.direction == "right" else spec.WORLD_SIZE - spec.SECOND_BALL_X
+        other.position = (x, spec.FLOOR_Y + r2)
+        bodies["other"] = other
+    return bodies
+
+
+def _watch_contacts(space: pymunk.Space, bodies: dict[str, pymunk.Body]) -> list[dict]:
+    """Record each new contact's normal speed before the impulse; the run loop fills in the speed after."""
+    events: list[dict] = []
+    names = {_OBJECT: "primary", _OBJECT + 1: "other"}
+
+    def begin(arbiter: pymunk.Arbiter, space: pymunk.Space, data) -> None:
+        a_shape, b_shape = arbiter.shapes
+        a = names[a_shape.collision_type]
+        b = _SURFACES.get(b_shape.collision_type) or names.get(b_shape.collision_type, "other")
+        normal = arbiter.normal
+        rel = bodies[a].velocity - (bodies[b].velocity if b in bodies else pymunk.Vec2d(0, 0))
+        events.append({"a": a, "b": "other" if b in bodies else b, "normal": normal, "speed_in": abs(rel.dot(normal)), "bodies": (a, b)})
+
+    for kind in (1, 2, 3, _OBJECT + 1):
+        space.on_collision(_OBJECT, kind, begin=begin)
+    for kind in (1, 2, 3):
+        space.on_collision(_OBJECT + 1, kind, begin=begin)
+    return events
+
+
+def _run(space, scene: Scene, bodies: dict, events: list[dict], frames: int, geometry: dict) -> Rollout:
+    dt = 1.0 / (spec.FPS * spec.SUBSTEPS)
+    pos = {n: np.zeros((frames, 2)) for n in bodies}
+    vel = {n: np.zeros((frames, 2)) for n in bodies}
+    contacts: list[Contact] = []
+    for f in range(frames):
+        for k in range(spec.SUBSTEPS if f > 0 else 0):
+            seen = len(events)
+            space.step(dt)
+            t = (f - 1) / spec.FPS + (k + 1) * dt
+            contacts += [_finish(e, bodies, f, t) for e in events[seen:]]
+        for n, body in bodies.items():
+            pos[n][f], vel[n][f] = tuple(body.position), tuple(body.velocity)
+    del events[:]
+    times = np.arange(frames) / spec.FPS
+    tracks = tuple(_track(n, scene, bodies[n], pos[n], vel[n]) for n in bodies)
+    return Rollout(times, tracks, _merge(contacts), **geometry)
+
+
+def _finish(event: dict, bodies: dict, frame: int, time: float) -> Contact:
+    a, b = event["bodies"]
+    rel = bodies[a].velocity - (bodies[b].velocity if b in bodies else pymunk.Vec2d(0, 0))
+    return Contact(frame, time, event["a"], event["b"], float(event["speed_in"]), float(abs(rel.dot(event["normal"]))))
+
+
+def _merge(contacts: list[Contact]) -> list[Contact]:
+    """Drop the re-touches of an object resting on a surface: keep impacts faster than a crawl."""
+    return [c for c in contacts if c.speed_in > 0.5]
+
+
+def _track(name: str, scene: Scene, body: pymunk.Body, pos: np.ndarray, vel: np.ndarray) -> ObjectTrack:
+    if name == "primary":
+        color, kind, half = scene.color, scene.kind, spec.SIZES[scene.size]
+    else:
+        color, kind, half = scene.other_color, "ball", spec.SIZES[spec.SECOND_BALL_SIZE]
+    return ObjectTrack(name, color, kind, half, float(body.mass), pos, vel)
