@@ -1,0 +1,1 @@
+"""Training: typed configs, method plugins, the loop and its checkpoints."""
