@@ -150,7 +150,8 @@ def _start_x(scene: Scene, draws: InitialDraws, r: float, speed: float, height: 
         return max(r, spec.RAMP_LOW_X + 1.0 + lerp(spec.INTERACTION_GAP, draws.gap) - speed * fall)
     if scene.interaction not in ("wall", "ball"):
         return lerp(spec.THROW_START_X, draws.x)
-    gap = lerp((spec.INTERACTION_GAP[0], min(spec.INTERACTION_GAP[1], 0.7 * _reach(scene, speed))), draws.gap)
+    reach = _reach(scene, speed)
+    gap = lerp((min(spec.INTERACTION_GAP[0], 0.5 * reach), min(spec.INTERACTION_GAP[1], 0.7 * reach)), draws.gap)
     target = spec.WALL_X["right"] if scene.interaction == "wall" else spec.SECOND_BALL_X - spec.SIZES[spec.SECOND_BALL_SIZE]
     return target - gap - r
 

@@ -78,7 +78,7 @@ DROP_HEIGHT = {"low": (7.0, 11.0), "high": (17.0, 23.0)}  # bottom of the object
 THROW_START_X = (4.0, 7.0)  # distance of the start from the side the object moves away from
 THROW_HEIGHT = (13.0, 19.0)  # bottom of the object above the floor
 SPEED = {"low": (4.0, 6.0), "high": (8.0, 10.0)}  # horizontal speed: thrown, rolled
-INTERACTION_GAP = (0.3, 3.0)  # free distance between the object and the wall / second ball at the start
+INTERACTION_GAP = (1.0, 3.0)  # free distance between the object and the wall / second ball at the start
 RAMP_MAX_FALL_TIME = 0.8  # s; a thrown object starts low enough to land on the ramp by then
 LAUNCH_SPEED = {"low": (16.0, 19.0), "high": (24.0, 27.0)}  # upward speed: launched up
 
