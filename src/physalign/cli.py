@@ -17,12 +17,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from physalign.commands import sample, train, world
+    from physalign.commands import evaluate, sample, train, world
 
     app.add_typer(world.app, name="world")
     app.command("train")(train.train_command)
     app.command("train-autoencoder")(train.train_autoencoder_command)
     app.command("sample")(sample.sample_command)
+    app.command("eval")(evaluate.eval_command)
 
 
 _register()

@@ -48,7 +48,8 @@ class Check:
 
     def to_dict(self) -> dict:
         value = None if self.value is None or not math.isfinite(self.value) else round(float(self.value), 4)
-        return {"name": self.name, "group": self.group, "passed": self.passed, "value": value, "detail": self.detail}
+        passed = None if self.passed is None else bool(self.passed)
+        return {"name": self.name, "group": self.group, "passed": passed, "value": value, "detail": self.detail}
 
 
 def half_size(obj: ObjectObs, kind: str) -> float:
@@ -88,8 +89,9 @@ def max_speed(scene: Scene) -> float:
     return 2 * spec.SPEED["high"][1] + vertical
 
 
-def contact_frames(obs: Observation, scene: Scene, name: str) -> np.ndarray:
-    """Frames (T,) bool where object ``name`` touches the floor, a wall, the ramp or the other ball."""
+def contact_frames(obs: Observation, scene: Scene, name: str, impulses: bool = True) -> np.ndarray:
+    """Frames (T,) bool where object ``name`` touches the floor, a wall, the ramp or the other ball (and,
+    with ``impulses``, frames where its velocity jumps as at an impact)."""
     obj = obs.objects[name]
     r = half_size(obj, scene.kind if name == "primary" else "ball")
     touching = obj.y - r < spec.FLOOR_Y + CONTACT_MARGIN
@@ -102,7 +104,7 @@ def contact_frames(obs: Observation, scene: Scene, name: str) -> np.ndarray:
     if "other" in obs.objects:
         other = obs.objects["other" if name == "primary" else "primary"]
         touching |= np.hypot(obj.x - other.x, obj.y - other.y) < r + half_size(other, "ball") + CONTACT_MARGIN
-    return touching | ~obj.present | _impulses(obj)
+    return touching | ~obj.present | (_impulses(obj) if impulses else False)
 
 
 def _impulses(obj: ObjectObs) -> np.ndarray:
@@ -174,7 +176,7 @@ def no_hover(obs: Observation, scene: Scene) -> Check:
     if spec.GRAVITY[scene.force] == 0:
         return Check("no_hover", "PC", None, None, "zero gravity")
     obj = obs.objects["primary"]
-    free = ~contact_frames(obs, scene, "primary")
+    free = ~contact_frames(obs, scene, "primary", impulses=False)  # a freeze's own velocity jumps are not contacts
     still = np.hypot(np.diff(obj.x), np.diff(obj.y)) < HOVER_STEP
     run = still & free[1:] & free[:-1]
     longest = max((len(s) for s in flight_segments(run, 1)), default=0)
@@ -215,20 +217,26 @@ def bounce(obs: Observation, scene: Scene) -> Check:
 
 
 def _restitutions(obj: ObjectObs, r: float, g: float, contact: np.ndarray, on_floor: np.ndarray) -> list[float]:
-    """Rebound / impact speed at each floor impact with >= 3 free frames before (and after, or a stop)."""
+    """Rebound / impact speed at each floor impact with >= 3 free frames before (and after, or a stop).
+
+    The impact's window is its run of floor frames widened by the contact frames touching it (an impact
+    between frames also marks its neighbours through the velocity jump)."""
     out = []
-    runs = flight_segments(on_floor, 1)
-    for run in runs:
-        i, j = run[0], run[-1]
+    for run in flight_segments(on_floor, 1):
+        i, j = int(run[0]), int(run[-1])
+        while i > 0 and contact[i - 1]:
+            i -= 1
+        while j + 1 < len(contact) and contact[j + 1]:
+            j += 1
         before = np.arange(max(0, i - 4), i)
-        if len(before) < 3 or contact[before].any():
+        if len(before) < 3:
             continue
         v_in = _impact_speed(obj, before, r, g)
         after = np.arange(j + 1, min(len(obj.y), j + 5))
         if len(after) >= 3 and not contact[after].any():
-            out.append(_impact_speed(obj, after, r, g, rising=True) / v_in)
-        elif j - i >= 2:  # stayed on the floor for 3+ frames: no rebound
-            out.append(0.0)
+            out.append(_impact_speed(obj, after, r, g, rising=True) / max(v_in, 1e-6))
+        elif on_floor[run[0] : min(len(obj.y), run[0] + 3)].all() and run[0] + 3 <= len(obj.y):
+            out.append(0.0)  # stayed on the floor for 3 frames: no rebound
     return out
 
 
