@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.physalign-installed
 
-.PHONY: setup demo test bench-eval clean
+.PHONY: setup demo test base clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-bench-eval: setup
-	$(PY) benchmarks/bench_eval.py
+# The base model recipe: world data, stage one (autoencoder), stage two (flow matching).
+base: setup
+	$(VENV)/bin/physalign world generate --n 4000 --split train --out data/world --seed 0
+	$(VENV)/bin/physalign train-autoencoder --manifest data/world/manifest.jsonl --out runs/base_ae --steps 1200
+	$(VENV)/bin/physalign train --config configs/base.yaml --out runs/base
 
 clean:
 	rm -rf runs/demo .pytest_cache
