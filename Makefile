@@ -26,7 +26,7 @@ test: setup
 # The base model recipe: world data, stage one (autoencoder), stage two (flow matching).
 base: setup
 	$(VENV)/bin/physalign world generate --n 4000 --split train --out data/world --seed 0
-	$(VENV)/bin/physalign train-autoencoder --manifest data/world/manifest.jsonl --out runs/base_ae --steps 1200
+	$(VENV)/bin/physalign train-autoencoder --manifest data/world/manifest.jsonl --out checkpoints/base_ae --steps 1200
 	$(VENV)/bin/physalign train --config configs/base.yaml --out runs/base
 
 clean:
