@@ -22,6 +22,8 @@ from physalign.world.scene import Scene
 STRUCTURE_FRICTION = 0.5  # floor, walls, ramp; pymunk multiplies it with the object's friction
 STATIC_ELASTICITY = 1.0  # so an impact's restitution is the object's material restitution
 _SURFACES = {1: "floor", 2: "wall", 3: "ramp"}
+COLLISION_SLOP = 0.02  # units of overlap pymunk leaves between resting shapes (its default, 0.1, is visible)
+RAMP_CLEARANCE = 1.0  # units: the least free fall of an object dropped onto the ramp
 _OBJECT = 10  # collision type of the primary object; the second ball is _OBJECT + 1
 
 
@@ -29,10 +31,10 @@ _OBJECT = 10  # collision type of the primary object; the second ball is _OBJECT
 class InitialDraws:
     """Unit-uniform numbers that place a scene inside the ranges its prompt names."""
 
-    x: float
-    height: float
-    speed: float
-    gap: float
+    u_x: float  # start position across its range
+    u_height: float  # drop / throw height (or the fall onto a ramp)
+    u_speed: float  # horizontal or launch speed
+    u_gap: float  # free distance to a wall or second ball; landing point on a ramp
 
     @classmethod
     def from_seed(cls, seed: int) -> "InitialDraws":
@@ -62,10 +64,14 @@ class Contact:
     b: str  # "floor" | "wall" | "ramp" | "other"
     speed_in: float  # approach speed along the contact normal, before
     speed_out: float  # separation speed along the normal, right after the impact
+    # speed_out / speed_in is the material's restitution on static surfaces (their elasticity is 1), its
+    # square between the two balls (pymunk multiplies the elasticities of the shapes in contact).
 
 
 @dataclass
 class Rollout:
+    """What a scene did: trajectories, impacts, and the static geometry that was there."""
+
     times: np.ndarray  # (T,) seconds
     objects: tuple[ObjectTrack, ...]  # primary first
     contacts: list[Contact] = field(default_factory=list)
@@ -80,13 +86,20 @@ def lerp(bounds: tuple[float, float], u: float) -> float:
     return bounds[0] + (bounds[1] - bounds[0]) * u
 
 
-def simulate(scene: Scene, seed: int, frames: int = spec.DEFAULT_FRAMES) -> Rollout:
-    """Run ``scene`` for ``frames`` frames at ``spec.FPS`` and return its :class:`Rollout`."""
+def simulate(scene: Scene, seed: int, frames: int = spec.DEFAULT_FRAMES, *, draws: InitialDraws | None = None) -> Rollout:
+    """Run ``scene`` for ``frames`` frames at ``spec.FPS`` (``spec.SUBSTEPS`` physics steps per frame).
+
+    The start is placed by ``InitialDraws.from_seed(seed)`` (or by ``draws``, if given). For every valid
+    scene and ``frames <= spec.DEFAULT_FRAMES`` the objects stay wholly inside the visible box and out of
+    the floor, wall and ramp (up to pymunk's collision slop, < 0.1 unit); ``tests/test_world_sim.py``
+    checks it over random scenes and the extreme draws.
+    """
     if frames < 2:
         raise ValueError(f"frames must be >= 2. Got {frames}.")
-    draws = InitialDraws.from_seed(seed)
+    draws = InitialDraws.from_seed(seed) if draws is None else draws
     space = pymunk.Space()
     space.gravity = (0.0, -spec.GRAVITY[scene.force])
+    space.collision_slop = COLLISION_SLOP
     geometry = _add_structures(space, scene)
     bodies = _add_objects(space, scene, draws)
     events = _watch_contacts(space, bodies)
@@ -122,36 +135,64 @@ def start_state(scene: Scene, draws: InitialDraws) -> tuple[tuple[float, float],
     """Initial centre (x, y) and velocity (vx, vy) of the primary object."""
     r = spec.SIZES[scene.size]
     if scene.kinematics == "dropped":
-        x_range = spec.RAMP_DROP_X if scene.interaction == "ramp" else spec.DROP_X
-        return (lerp(x_range, draws.x), spec.FLOOR_Y + lerp(spec.DROP_HEIGHT[scene.magnitude], draws.height) + r), (0.0, 0.0)
+        return _drop_start(scene, draws, r), (0.0, 0.0)
     if scene.kinematics == "launched_up":
-        return (lerp(spec.DROP_X, draws.x), spec.FLOOR_Y + r), (0.0, lerp(spec.LAUNCH_SPEED[scene.magnitude], draws.speed))
+        return (lerp(spec.DROP_X, draws.u_x), spec.FLOOR_Y + r), (0.0, lerp(spec.LAUNCH_SPEED[scene.magnitude], draws.u_speed))
     sign = 1.0 if scene.direction == "right" else -1.0
-    speed = lerp(spec.SPEED[scene.magnitude], draws.speed)
-    height = 0.0 if scene.kinematics.startswith("rolled") else _throw_height(scene, draws)
-    x = _start_x(scene, draws, r, speed, height)
+    speed = lerp(spec.SPEED[scene.magnitude], draws.u_speed)
+    if scene.interaction == "ramp":
+        x, y = _onto_ramp(scene, draws, r, speed)
+    else:
+        x = _start_x(scene, draws, r, speed)
+        y = spec.FLOOR_Y + r + (0.0 if scene.kinematics.startswith("rolled") else lerp(spec.THROW_HEIGHT, draws.u_height))
     x = x if sign > 0 else spec.WORLD_SIZE - x
-    return (x, spec.FLOOR_Y + height + r), (sign * speed, 0.0)
+    return (x, y), (sign * speed, 0.0)
 
 
-def _throw_height(scene: Scene, draws: InitialDraws) -> float:
-    """Height of a thrown object's bottom above the floor. Onto a ramp, low enough to land within the clip."""
-    height = lerp(spec.THROW_HEIGHT, draws.height)
-    if scene.interaction == "ramp":
-        height = min(height, 0.5 * spec.GRAVITY[scene.force] * spec.RAMP_MAX_FALL_TIME**2)
-    return height
+def _drop_start(scene: Scene, draws: InitialDraws, r: float) -> tuple[float, float]:
+    """Start centre of a dropped object. Over a ramp, at least ``RAMP_CLEARANCE`` above the slope under it."""
+    if scene.interaction != "ramp":
+        return lerp(spec.DROP_X, draws.u_x), spec.FLOOR_Y + lerp(spec.DROP_HEIGHT[scene.magnitude], draws.u_height) + r
+    x = lerp(spec.RAMP_DROP_X, draws.u_x)
+    highest = max(ramp_surface(x - r, "left"), ramp_surface(x + r, "left"))
+    height = lerp(spec.DROP_HEIGHT[scene.magnitude], draws.u_height) * _ramp_drop_scale(scene)
+    return x, max(spec.FLOOR_Y + height, highest + RAMP_CLEARANCE) + r
 
 
-def _start_x(scene: Scene, draws: InitialDraws, r: float, speed: float, height: float) -> float:
+def _ramp_drop_scale(scene: Scene) -> float:
+    """Shrinks drop heights (keeping high above low) so that a drop onto the ramp lasts at most
+    ``RAMP_MAX_FALL_TIME``: the landing the prompt names happens within the clip even in low gravity."""
+    reach = 0.5 * spec.GRAVITY[scene.force] * spec.RAMP_MAX_FALL_TIME**2
+    return min(1.0, reach / spec.DROP_HEIGHT["high"][1])
+
+
+def ramp_surface(x: float, rises_to: str) -> float:
+    """Height y of the ramp's top surface at ``x`` (the floor's beyond the wedge)."""
+    (x0, _), (x1, _), (x2, y2) = spec.ramp_vertices("right")
+    x = x if rises_to == "right" else spec.WORLD_SIZE - x
+    return spec.FLOOR_Y + (y2 - spec.FLOOR_Y) * min(max((x - x0) / (x1 - x0), 0.0), 1.0)
+
+
+def _onto_ramp(scene: Scene, draws: InitialDraws, r: float, speed: float) -> tuple[float, float]:
+    """Start centre (x, y), for rightward motion, of an object thrown onto the slope facing it.
+
+    Its bottom falls ``fall`` units onto the slope at ``x_land``, reached after ``t = sqrt(2 fall / g)``:
+    ``x0 = x_land - speed t``. The fall is short (and the fall time at most ``RAMP_MAX_FALL_TIME``), so
+    that a bouncy object, which the slope sends back the way it came, stays in the frame.
+    """
+    g = spec.GRAVITY[scene.force]
+    fall = min(lerp(spec.RAMP_THROW_FALL, draws.u_height), 0.5 * g * spec.RAMP_MAX_FALL_TIME**2)
+    x_land = spec.RAMP_LOW_X + lerp(spec.RAMP_LAND_X, draws.u_gap)
+    return max(r, x_land - speed * math.sqrt(2 * fall / g)), ramp_surface(x_land, "right") + fall + r
+
+
+def _start_x(scene: Scene, draws: InitialDraws, r: float, speed: float) -> float:
     """Start x for rightward motion (the caller mirrors it). With a wall or a second ball the object starts
-    a gap away that it can cross before friction stops it; onto a ramp, so that it lands on the slope."""
-    if scene.interaction == "ramp":
-        fall = math.sqrt(2 * height / spec.GRAVITY[scene.force])
-        return max(r, spec.RAMP_LOW_X + 1.0 + lerp(spec.INTERACTION_GAP, draws.gap) - speed * fall)
+    a gap away that it can cross before friction stops it."""
     if scene.interaction not in ("wall", "ball"):
-        return lerp(spec.THROW_START_X, draws.x)
+        return lerp(spec.THROW_START_X, draws.u_x)
     reach = _reach(scene, speed)
-    gap = lerp((min(spec.INTERACTION_GAP[0], 0.5 * reach), min(spec.INTERACTION_GAP[1], 0.7 * reach)), draws.gap)
+    gap = lerp((min(spec.INTERACTION_GAP[0], 0.5 * reach), min(spec.INTERACTION_GAP[1], 0.7 * reach)), draws.u_gap)
     target = spec.WALL_X["right"] if scene.interaction == "wall" else spec.SECOND_BALL_X - spec.SIZES[spec.SECOND_BALL_SIZE]
     return target - gap - r
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 WORLD_SIZE = 32.0  # units; the visible box is [0, 32] x [0, 32]
 FPS = 12.0  # frames per second of every rendered video
-SUBSTEPS = 20  # physics steps per frame (240 Hz)
+SUBSTEPS = 40  # physics steps per frame (480 Hz): fast impacts overlap surfaces by < 0.1 unit
 DEFAULT_FRAMES = 16
 DEFAULT_RESOLUTION = 32  # pixels, square
 
@@ -73,14 +73,16 @@ RAMP_HEIGHT = 8.0  # units above the floor at the high end
 
 # Initial conditions: ranges sampled uniformly per video (the prompt fixes the range, the seed the value).
 DROP_X = (10.0, 22.0)
-RAMP_DROP_X = (9.0, 16.0)  # over the slope of the wedge that rises to the left
+RAMP_DROP_X = (8.0, 14.0)  # over the slope of the wedge that rises to the left
 DROP_HEIGHT = {"low": (7.0, 11.0), "high": (17.0, 23.0)}  # bottom of the object above the floor
 THROW_START_X = (4.0, 7.0)  # distance of the start from the side the object moves away from
 THROW_HEIGHT = (13.0, 19.0)  # bottom of the object above the floor
 SPEED = {"low": (4.0, 6.0), "high": (8.0, 10.0)}  # horizontal speed: thrown, rolled
 INTERACTION_GAP = (1.0, 3.0)  # free distance between the object and the wall / second ball at the start
-RAMP_MAX_FALL_TIME = 0.8  # s; a thrown object starts low enough to land on the ramp by then
-LAUNCH_SPEED = {"low": (16.0, 19.0), "high": (24.0, 27.0)}  # upward speed: launched up
+RAMP_MAX_FALL_TIME = 1.0  # s; an object thrown or dropped onto the ramp starts low enough to land by then
+RAMP_LAND_X = (4.0, 8.0)  # where a thrown object lands: distance up the slope from RAMP_LOW_X (mirrored)
+RAMP_THROW_FALL = (3.0, 6.0)  # how far a thrown object's bottom falls onto the slope
+LAUNCH_SPEED = {"low": (16.0, 19.0), "high": (23.0, 26.0)}  # upward speed: launched up (apex in frame at low gravity)
 
 
 def ramp_vertices(rises_to: str) -> tuple[tuple[float, float], ...]:
