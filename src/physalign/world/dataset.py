@@ -8,8 +8,15 @@
      "perturbed": {"axis": "forces", "prompt": "...", "scene": {...}, "video": "videos/train_00000_cf.mp4"}}
 
 ``perturbed`` is present with ``counterfactuals=True``: the same scene and seed with one physics axis
-changed (DiReCT's micro hard negative). Generating a split replaces that split's lines and keeps the others.
-Train and val never contain ``scene.HELD_OUT_COMBOS``; about a third of test is drawn from them (``ood``).
+changed (DiReCT's micro hard negative), so the same initial draws. Train and val never contain
+``scene.HELD_OUT_COMBOS``; every third test video is drawn from them (``ood``), the rest like train.
+
+Everything is deterministic from ``seed``: video ``i`` of a split gets its own seed from
+``SeedSequence([seed, split_index, i])``, which draws its scene, places it, and picks its counterfactual.
+
+Generating a split into a folder that already has lines of that split *replaces* them (and deletes that
+split's videos the new lines do not name); the other splits' lines are kept. So re-running a command
+never duplicates a split, and ``train``, ``val`` and ``test`` can be written into one folder one by one.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ from physalign.world.sim import Rollout, simulate
 SPLITS = ("train", "val", "test")
 OOD_EVERY = 3  # every third test video comes from a held-out combination
 REQUIRED_FIELDS = {"video": str, "prompt": str, "scene": dict, "phenomena": list}
+# Checked when present: sample manifests (physalign.generate) carry some of them, not "truth".
+OPTIONAL_FIELDS = {"seed": int, "split": str, "ood": bool, "truth": dict, "perturbed": dict}
+TRUTH_FIELDS = {"pos": dict, "contacts": list}
+PERTURBED_FIELDS = {"axis": str, "prompt": str, "scene": dict, "video": str}
 
 
 class ManifestError(ValueError):
@@ -71,13 +82,22 @@ def generate(
     if n < 1:
         raise ValueError(f"n must be >= 1. Got {n}.")
     out = Path(out_dir)
+    manifest = out / "manifest.jsonl"
+    kept = [r for r in load_manifest(manifest) if r.get("split") != split] if manifest.exists() else []
     lines = []
     for i in tqdm(range(n), desc=f"world {split}", unit="video", disable=not progress):
         lines.append(_write_example(out, split, i, video_seed(seed, split, i), frames, resolution, counterfactuals))
-    manifest = out / "manifest.jsonl"
-    kept = [r for r in load_manifest(manifest) if r.get("split") != split] if manifest.exists() else []
     _write_lines(manifest, kept + lines)
+    _remove_stale_videos(out, split, lines)
     return manifest
+
+
+def _remove_stale_videos(out: Path, split: str, lines: list[dict]) -> None:
+    """Delete ``videos/<split>_*.mp4`` files that no line names (left by an earlier, larger run)."""
+    named = {line["video"] for line in lines} | {line["perturbed"]["video"] for line in lines if "perturbed" in line}
+    for path in (out / "videos").glob(f"{split}_*.mp4"):
+        if f"videos/{path.name}" not in named:
+            path.unlink()
 
 
 def _write_example(out: Path, split: str, i: int, seed: int, frames: int, resolution: int, cf: bool) -> dict:
@@ -156,16 +176,37 @@ def _check_line(text: str, where: str) -> dict:
         raise ManifestError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(row, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    for field, kind in REQUIRED_FIELDS.items():
-        if field not in row:
-            raise ManifestError(f"{where}: missing field {field!r}")
-        if not isinstance(row[field], kind):
-            raise ManifestError(f"{where}: field {field!r} must be a {kind.__name__}, got {type(row[field]).__name__}")
-    try:
-        grammar.Scene.from_dict(row["scene"])
-    except (grammar.SceneError, TypeError) as err:
-        raise ManifestError(f"{where}: field 'scene': {err}") from None
+    _check_fields(row, REQUIRED_FIELDS, where, "", required=True)
+    _check_fields(row, OPTIONAL_FIELDS, where, "", required=False)
+    _check_scene(row["scene"], where, "scene")
+    if "split" in row and row["split"] not in SPLITS:
+        raise ManifestError(f"{where}: field 'split' must be one of {SPLITS}, got {row['split']!r}")
+    if "truth" in row:
+        _check_fields(row["truth"], TRUTH_FIELDS, where, "truth.", required=True)
+    if "perturbed" in row:
+        _check_fields(row["perturbed"], PERTURBED_FIELDS, where, "perturbed.", required=True)
+        _check_scene(row["perturbed"]["scene"], where, "perturbed.scene")
     return row
+
+
+def _check_fields(row: dict, kinds: dict[str, type], where: str, prefix: str, required: bool) -> None:
+    for field, kind in kinds.items():
+        if field not in row:
+            if required:
+                raise ManifestError(f"{where}: missing field {prefix + field!r}")
+            continue
+        # bool is an int in Python; a seed of true is as wrong as a seed of "3"
+        if not isinstance(row[field], kind) or (kind is int and isinstance(row[field], bool)):
+            raise ManifestError(f"{where}: field {prefix + field!r} must be a {kind.__name__}, got {type(row[field]).__name__}")
+
+
+def _check_scene(d: dict, where: str, field: str) -> None:
+    try:
+        grammar.Scene.from_dict(d, f"{where}: field {field!r}")
+    except grammar.SceneError as err:
+        raise ManifestError(str(err) if str(err).startswith(where) else f"{where}: field {field!r}: {err}") from None
+    except TypeError as err:
+        raise ManifestError(f"{where}: field {field!r}: {err}") from None
 
 
 def scene_of(row: dict) -> grammar.Scene:

@@ -19,7 +19,9 @@ import pymunk
 from physalign.world import spec
 from physalign.world.scene import Scene
 
-STRUCTURE_FRICTION = 0.5  # floor, walls, ramp; pymunk multiplies it with the object's friction
+# Floor, walls, ramp; pymunk multiplies it with the object's friction. Low, so that a block pushed at
+# "slow" speed visibly slides (v^2 / (2 mu g) >= 0.9 units even for clay) and slides down the ramp.
+STRUCTURE_FRICTION = 0.1
 STATIC_ELASTICITY = 1.0  # so an impact's restitution is the object's material restitution
 _SURFACES = {1: "floor", 2: "wall", 3: "ramp"}
 COLLISION_SLOP = 0.02  # units of overlap pymunk leaves between resting shapes (its default, 0.1, is visible)
