@@ -15,10 +15,21 @@ def test_prompt_round_trip_is_exact():
         assert g.prompt_to_scene(g.scene_to_prompt(s)) == s
 
 
-def test_every_scene_of_a_slice_of_the_grammar_round_trips():
-    scenes = [s for s, _ in zip(g.all_scenes(), range(3000))]
-    assert len(scenes) == 3000
-    assert all(g.prompt_to_scene(g.scene_to_prompt(s)) == s for s in scenes)
+def test_a_random_subset_of_all_scenes_round_trips():
+    scenes = list(g.all_scenes())
+    assert len(scenes) == len(set(scenes)) > 30000
+    for s in random.Random(0).sample(scenes, 4000):
+        assert g.prompt_to_scene(g.scene_to_prompt(s)) == s, g.scene_to_prompt(s)
+    prompts = {g.scene_to_prompt(s) for s in random.Random(1).sample(scenes, 4000)}
+    assert len(prompts) == 4000  # distinct scenes read differently
+
+
+def test_all_scenes_holds_every_value_and_the_held_out_combinations():
+    scenes = list(g.all_scenes())
+    for field, values in g._FIELD_VALUES.items():
+        assert {getattr(s, field) for s in scenes} == set(values), field
+    for combo in g.HELD_OUT_COMBOS:
+        assert any(all(getattr(s, k) == v for k, v in combo.items()) for s in scenes), combo
 
 
 @pytest.mark.parametrize(
@@ -66,6 +77,12 @@ def test_perturb_changes_exactly_one_physics_axis(axis):
 def test_held_out_split():
     assert not any(s.is_held_out for s in _sample(500, held_out=False))
     assert all(s.is_held_out for s in _sample(100, held_out=True))
+    mixed = _sample(500, held_out=None)
+    assert 0 < sum(s.is_held_out for s in mixed) < 500
+
+
+def test_sampling_is_deterministic_from_the_rng():
+    assert _sample(50, seed=4) == _sample(50, seed=4) != _sample(50, seed=5)
 
 
 def test_from_dict_names_bad_fields():

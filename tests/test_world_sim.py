@@ -208,7 +208,7 @@ def test_ramp_faces_a_thrown_object_and_lies_under_a_dropped_one():
         assert r.contacts[0].b == "ramp"
 
 
-def test_every_interaction_happens_within_the_clip():
+def test_every_interaction_happens_early_in_the_clip():
     rng, wanted = random.Random(3), {"wall": "wall", "ball": "other", "ramp": "ramp"}
     seen = 0
     for i in range(400):
@@ -217,7 +217,8 @@ def test_every_interaction_happens_within_the_clip():
             continue
         seen += 1
         r = simulate(s, i)
-        assert any(c.a == "primary" and c.b == wanted[s.interaction] for c in r.contacts), f"seed {i}: {s}"
+        frames = [c.frame for c in r.contacts if c.a == "primary" and c.b == wanted[s.interaction]]
+        assert frames and 2 <= frames[0] <= 12, f"seed {i}: {s} meets its {s.interaction} at frames {frames}"
     assert seen > 100
 
 

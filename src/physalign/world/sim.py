@@ -25,6 +25,7 @@ STRUCTURE_FRICTION = 0.1
 STATIC_ELASTICITY = 1.0  # so an impact's restitution is the object's material restitution
 _SURFACES = {1: "floor", 2: "wall", 3: "ramp"}
 COLLISION_SLOP = 0.02  # units of overlap pymunk leaves between resting shapes (its default, 0.1, is visible)
+INTERACTION_TIME = 0.6  # s: an object reaches the wall or the second ball within this (see _gap_cap)
 RAMP_CLEARANCE = 1.0  # units: the least free fall of an object dropped onto the ramp
 _OBJECT = 10  # collision type of the primary object; the second ball is _OBJECT + 1
 
@@ -145,8 +146,8 @@ def start_state(scene: Scene, draws: InitialDraws) -> tuple[tuple[float, float],
     if scene.interaction == "ramp":
         x, y = _onto_ramp(scene, draws, r, speed)
     else:
-        x = _start_x(scene, draws, r, speed)
-        y = spec.FLOOR_Y + r + (0.0 if scene.kinematics.startswith("rolled") else lerp(spec.THROW_HEIGHT, draws.u_height))
+        height = 0.0 if scene.kinematics.startswith("rolled") else lerp(spec.THROW_HEIGHT, draws.u_height)
+        x, y = _start_x(scene, draws, r, speed, height), spec.FLOOR_Y + height + r
     x = x if sign > 0 else spec.WORLD_SIZE - x
     return (x, y), (sign * speed, 0.0)
 
@@ -188,23 +189,30 @@ def _onto_ramp(scene: Scene, draws: InitialDraws, r: float, speed: float) -> tup
     return max(r, x_land - speed * math.sqrt(2 * fall / g)), ramp_surface(x_land, "right") + fall + r
 
 
-def _start_x(scene: Scene, draws: InitialDraws, r: float, speed: float) -> float:
+def _start_x(scene: Scene, draws: InitialDraws, r: float, speed: float, height: float) -> float:
     """Start x for rightward motion (the caller mirrors it). With a wall or a second ball the object starts
-    a gap away that it can cross before friction stops it."""
+    a gap away that it crosses early in the clip: see :func:`_gap_cap`."""
     if scene.interaction not in ("wall", "ball"):
         return lerp(spec.THROW_START_X, draws.u_x)
-    reach = _reach(scene, speed)
-    gap = lerp((min(spec.INTERACTION_GAP[0], 0.5 * reach), min(spec.INTERACTION_GAP[1], 0.7 * reach)), draws.u_gap)
+    cap = _gap_cap(scene, speed, height)
+    gap = lerp((min(spec.INTERACTION_GAP[0], 0.5 * cap), min(spec.INTERACTION_GAP[1], cap)), draws.u_gap)
     target = spec.WALL_X["right"] if scene.interaction == "wall" else spec.SECOND_BALL_X - spec.SIZES[spec.SECOND_BALL_SIZE]
     return target - gap - r
 
 
-def _reach(scene: Scene, speed: float) -> float:
-    """How far a sliding block travels before floor friction stops it (balls roll on)."""
-    decel = STRUCTURE_FRICTION * spec.MATERIALS[scene.material].friction * spec.GRAVITY[scene.force]
-    if scene.kind == "ball" or not scene.kinematics.startswith("rolled") or decel == 0:
-        return math.inf
-    return speed**2 / (2 * decel)
+def _gap_cap(scene: Scene, speed: float, height: float) -> float:
+    """The widest gap that still makes the interaction happen early: the object covers it within
+    ``INTERACTION_TIME`` at its start speed (a rolling ball slows as it starts to roll), before friction
+    stops a sliding block (70% of its reach), and, thrown, before it lands (floor friction at the landing
+    can stop a slow block short of the wall)."""
+    g = spec.GRAVITY[scene.force]
+    cap = speed * INTERACTION_TIME
+    if scene.kinematics.startswith("rolled") and scene.kind == "block" and g > 0:
+        decel = STRUCTURE_FRICTION * spec.MATERIALS[scene.material].friction * g
+        cap = min(cap, 0.7 * speed**2 / (2 * decel))
+    if height > 0 and g > 0:
+        cap = min(cap, 0.8 * speed * math.sqrt(2 * height / g))
+    return cap
 
 
 def _make_body(space: pymunk.Space, kind: str, half: float, material: spec.Material, kind_id: int) -> pymunk.Body:
