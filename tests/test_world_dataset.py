@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from physalign.cli import app
 from physalign.video import read_video
 from physalign.world import spec
-from physalign.world.dataset import ManifestError, generate, load_manifest, video_seed
+from physalign.world.dataset import ManifestError, counterfactual_scene, generate, load_manifest, video_seed
 from physalign.world.phenomena import phenomena
 from physalign.world.render import render
 from physalign.world.scene import PHYSICS_AXES, Scene, prompt_to_scene, sample_scene
@@ -180,9 +180,17 @@ def test_generation_is_deterministic_from_the_seed(tmp_path, test_split):
 
 
 def test_train_and_val_hold_no_held_out_combination(tmp_path):
-    rows = load_manifest(generate(tmp_path, 24, "val", seed=0, progress=False, resolution=8, frames=4))
+    rows = load_manifest(generate(tmp_path, 24, "val", seed=0, progress=False, resolution=8, frames=4, counterfactuals=True))
     assert not any(r["ood"] or Scene.from_dict(r["scene"]).is_held_out for r in rows)
     assert read_video(tmp_path / rows[0]["video"]).shape == (4, 8, 8, 3)
+    # nor do their counterfactuals, though perturbing often lands on one (e.g. steel -> low gravity)
+    assert not any(Scene.from_dict(r["perturbed"]["scene"]).is_held_out for r in rows)
+    rng, landed = random.Random(0), 0
+    for _ in range(300):
+        s = sample_scene(rng, held_out=False)
+        landed += counterfactual_scene(s, rng, held_out_allowed=True)[1].is_held_out
+        assert not counterfactual_scene(s, rng)[1].is_held_out
+    assert landed > 0
 
 
 def test_regenerating_a_split_replaces_it_and_keeps_the_others(tmp_path):

@@ -24,7 +24,10 @@ def generate(
     resolution: int = typer.Option(spec.DEFAULT_RESOLUTION, help="Height and width in pixels."),
     counterfactuals: bool = typer.Option(False, help="Also write one one-axis counterfactual per video."),
 ) -> None:
-    """Simulate and render N videos of a split into OUT."""
+    """Simulate and render N videos of a split into OUT/videos and OUT/manifest.jsonl.
+
+    Re-running a split replaces that split's manifest lines (and its videos); other splits are kept.
+    """
     from physalign.world.dataset import generate as run
 
     start = time.perf_counter()

@@ -9,7 +9,8 @@
 
 ``perturbed`` is present with ``counterfactuals=True``: the same scene and seed with one physics axis
 changed (DiReCT's micro hard negative), so the same initial draws. Train and val never contain
-``scene.HELD_OUT_COMBOS``; every third test video is drawn from them (``ood``), the rest like train.
+``scene.HELD_OUT_COMBOS``, not even in their counterfactuals; every third test video is drawn from them
+(``ood``), the rest like train.
 
 Everything is deterministic from ``seed``: video ``i`` of a split gets its own seed from
 ``SeedSequence([seed, split_index, i])``, which draws its scene, places it, and picks its counterfactual.
@@ -122,13 +123,26 @@ def _write_example(out: Path, split: str, i: int, seed: int, frames: int, resolu
 
 
 def _counterfactual(out: Path, name: str, scene, seed: int, rng: random.Random, frames: int, resolution: int) -> dict:
-    axes = [a for a in grammar.PHYSICS_AXES if _perturbable(scene, a)]
-    axis = rng.choice(axes)
-    other = grammar.perturb(scene, axis, rng)
+    axis, other = counterfactual_scene(scene, rng, held_out_allowed=scene.is_held_out)
     video, _ = make_example(other, seed, frames, resolution)
     cf_name = name.replace(".mp4", "_cf.mp4")
     write_mp4(out / cf_name, video, fps=spec.FPS)
     return {"axis": axis, "prompt": grammar.scene_to_prompt(other), "scene": other.to_dict(), "video": cf_name}
+
+
+def counterfactual_scene(scene, rng: random.Random, held_out_allowed: bool = False, tries: int = 100):
+    """A random physics axis that ``scene`` can change along and the changed scene: (axis, Scene).
+
+    Unless ``held_out_allowed``, the changed scene is never a held-out combination, so that train and val
+    counterfactuals do not show the test split's out-of-distribution combinations.
+    """
+    axes = [a for a in grammar.PHYSICS_AXES if _perturbable(scene, a)]
+    for _ in range(tries):
+        axis = rng.choice(axes)
+        other = grammar.perturb(scene, axis, rng)
+        if held_out_allowed or not other.is_held_out:
+            return axis, other
+    raise grammar.SceneError(f"no counterfactual outside the held-out combinations for {grammar.scene_to_prompt(scene)!r}")
 
 
 def _perturbable(scene, axis: str) -> bool:
