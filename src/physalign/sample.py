@@ -1,5 +1,10 @@
-"""Sampling: Euler integration of the learned velocity from noise (t = 1) to data (t = 0), with
-classifier-free guidance ``v = v_uncond + g (v_cond - v_uncond)``."""
+"""Sampling: Euler integration of the learned velocity from noise (t = 1) to data (t = 0).
+
+    x_{t'} = x_t + (t' - t) v(x_t, t),   t = 1 = t_0 > t_1 > ... > t_N = 0 evenly spaced,
+
+with classifier-free guidance ``v = v_uncond + g (v_cond - v_uncond)`` (the empty prompt is the
+unconditional one; g = 1 skips the unconditional pass). Works with any :class:`VideoModel`.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +18,31 @@ from physalign.models.interface import TextEmbedding, VideoModel
 from physalign.train.data import to_uint8
 
 
+def guided_velocity(model: VideoModel, x: torch.Tensor, t: torch.Tensor, text: TextEmbedding, guidance: float) -> torch.Tensor:
+    """v (B, C, T, H, W) at scalar time ``t``; ``text`` holds B conditional then B unconditional rows when
+    guidance != 1 (one batched pass for both)."""
+    if guidance == 1.0:
+        return model(x, t.expand(len(x)), text)[0]
+    v = model(torch.cat([x, x]), t.expand(2 * len(x)), text)[0]  # (2B, C, T, H, W)
+    cond, uncond = v.chunk(2)
+    return uncond + guidance * (cond - uncond)
+
+
 @torch.no_grad()
-def sample_latents(model: VideoModel, prompts: Sequence[str], steps: int, guidance: float, noise: torch.Tensor) -> torch.Tensor:
-    """Integrate dx/dt = v from t = 1 (``noise``, (B, C, T, H, W)) to t = 0; returns x0."""
+def sample_latents(model: VideoModel, prompts: Sequence[str], noise: torch.Tensor, steps: int = 30,
+                   guidance: float = 1.0, bar: tqdm | None = None) -> torch.Tensor:
+    """Integrate dx/dt = v from t = 1 (``noise``, (B, C, T, H, W)) to t = 0; returns x0 of the same shape."""
+    if len(prompts) != len(noise):
+        raise ValueError(f"got {len(prompts)} prompts for {len(noise)} noise tensors")
     text = model.encode_text(list(prompts))
     if guidance != 1.0:
         text = TextEmbedding.cat([text, model.encode_text([""] * len(prompts))])
-    x, ts = noise, torch.linspace(1.0, 0.0, steps + 1)
+    x, ts = noise, torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
     for t, t_next in zip(ts[:-1], ts[1:]):
-        v = _velocity(model, x, t, text, guidance)
-        x = x + (t_next - t) * v
+        x = x + (t_next - t) * guided_velocity(model, x, t, text, guidance)
+        if bar is not None:
+            bar.update(1)
     return x
-
-
-def _velocity(model, x: torch.Tensor, t: torch.Tensor, text: TextEmbedding, guidance: float) -> torch.Tensor:
-    if guidance == 1.0:
-        return model(x, t.expand(len(x)), text)[0]
-    v = model(torch.cat([x, x]), t.expand(2 * len(x)), text)[0]
-    cond, uncond = v.chunk(2)
-    return uncond + guidance * (cond - uncond)
 
 
 @torch.no_grad()
@@ -44,14 +55,20 @@ def sample(
     batch_size: int = 32,
     progress: bool = True,
 ) -> np.ndarray:
-    """Videos for ``prompts`` as uint8 (B, T, H, W, 3), deterministic from ``seed``."""
+    """Videos for ``prompts`` as uint8 (B, T, H, W, 3) of ``model.video_shape``, deterministic from ``seed``.
+
+    All noise is drawn up front from one generator, so video i depends on (seed, i) and not on batch_size.
+    """
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1. Got steps={steps}, batch_size={batch_size}.")
     model.eval()
-    cfg = model.cfg
-    shape = model.latent_shape((3, cfg.frames, cfg.resolution, cfg.resolution))
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn((len(prompts), *shape), generator=gen)
+    device = next(model.parameters()).device
+    shape = model.latent_shape(model.video_shape)
+    noise = torch.randn((len(prompts), *shape), generator=torch.Generator().manual_seed(seed)).to(device)
     out = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc="sample", disable=not progress):
-        x0 = sample_latents(model, prompts[i : i + batch_size], steps, guidance, noise[i : i + batch_size])
-        out.append(to_uint8(model.decode(x0)))
-    return np.concatenate(out)
+    batches = range(0, len(prompts), batch_size)
+    with tqdm(total=len(batches) * steps, desc="sample", unit="step", disable=not progress) as bar:
+        for i in batches:
+            x0 = sample_latents(model, prompts[i : i + batch_size], noise[i : i + batch_size], steps, guidance, bar)
+            out.append(to_uint8(model.decode(x0)))
+    return np.concatenate(out) if out else np.zeros((0, *model.video_shape[1:], 3), np.uint8)

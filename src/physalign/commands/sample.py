@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,32 +9,50 @@ import typer
 
 
 def sample_command(
-    checkpoint: Path = typer.Option(..., help="Model folder (e.g. checkpoints/base or RUN/model)."),
+    checkpoint: Path = typer.Option(..., help="A model folder, a run folder (uses RUN/model) or a checkpoint step folder."),
     out: Path = typer.Option(..., help="Output folder: videos/ and manifest.jsonl."),
-    manifest: Optional[Path] = typer.Option(None, help="Take prompts (and scenes) from this manifest."),
+    manifest: Optional[Path] = typer.Option(None, help="Take prompts (and scenes, phenomena) from this manifest."),
     prompt: list[str] = typer.Option([], help="A prompt of the world grammar (repeatable)."),
     limit: int = typer.Option(0, help="Use only the first N manifest lines (0 = all)."),
-    samples_per_prompt: int = typer.Option(1),
-    steps: int = typer.Option(30),
-    guidance: float = typer.Option(4.0),
+    samples_per_prompt: int = typer.Option(1, min=1),
+    steps: int = typer.Option(30, min=1, help="Euler steps from t = 1 to 0."),
+    guidance: float = typer.Option(4.0, help="Classifier-free guidance scale (1 = none)."),
     seed: int = typer.Option(0),
-    batch_size: int = typer.Option(32),
+    batch_size: int = typer.Option(32, min=1),
+    threads: int = typer.Option(0, help="torch threads (0 = default; 1 when other jobs share the CPU)."),
 ) -> None:
-    """Sample videos for prompts and write them with a manifest."""
+    """Sample videos for prompts and write them with a manifest in the world's format."""
+    import torch
+
     from physalign.generate import rows_for_prompts, sample_to_folder
-    from physalign.models.world import WorldVideoModel
-    from physalign.world.dataset import load_manifest
+    from physalign.models.interface import load_model
+    from physalign.world.dataset import ManifestError, load_manifest
     from physalign.world.scene import PromptError
 
+    if bool(manifest) == bool(prompt):
+        _fail("give either --manifest or at least one --prompt")
     try:
         rows = load_manifest(manifest) if manifest else rows_for_prompts(prompt)
-    except (PromptError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    except (PromptError, ManifestError) as err:
+        _fail(str(err))
     rows = rows[:limit] if limit else rows
-    if not rows:
-        typer.echo("error: give --manifest or at least one --prompt", err=True)
-        raise typer.Exit(2)
-    model = WorldVideoModel.from_pretrained(checkpoint)
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(model_folder(checkpoint))
     path = sample_to_folder(model, rows, out, samples_per_prompt, steps, guidance, seed, batch_size)
     typer.echo(f"wrote {len(rows) * samples_per_prompt} videos and {path}")
+
+
+def model_folder(path: Path) -> Path:
+    """``path`` if it is a model folder, else ``path/model`` (a run or a checkpoint folder)."""
+    from physalign.models.interface import CONFIG_FILE
+
+    for candidate in (path, path / "model"):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    _fail(f"{path}: no model here (looked for {CONFIG_FILE} in it and in its model/ folder)")
+
+
+def _fail(message: str):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)

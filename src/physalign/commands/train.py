@@ -1,4 +1,5 @@
-"""`physalign train` and `physalign train-autoencoder`."""
+"""`physalign train` (any method, from a config) and `physalign train-autoencoder` (the same loop with
+configs/autoencoder.yaml, writing the model folder where the base recipe expects it)."""
 
 from __future__ import annotations
 
@@ -9,37 +10,49 @@ import typer
 
 
 def train_command(
-    config: Optional[Path] = typer.Option(None, help="YAML config (sections model, data, optim, train, method)."),
+    config: Optional[Path] = typer.Option(None, help="YAML config (sections model, data, optim, train, method). "
+                                          "With --resume and no --config: the run's own config.yaml."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: --set train.steps=100 (repeatable)."),
     method: Optional[str] = typer.Option(None, help="Shorthand for --set train.method=NAME."),
-    out: Path = typer.Option(Path("runs/train"), help="Run folder: checkpoints/, log.jsonl, model/."),
+    out: Path = typer.Option(Path("runs/train"), help="Run folder: config.yaml, log.jsonl, checkpoints/, model/."),
     resume: bool = typer.Option(False, help="Continue from OUT/checkpoints/latest."),
+    export: Optional[Path] = typer.Option(None, help="Write the final model here instead of OUT/model."),
 ) -> None:
-    """Train a model with a method (flow matching `fm` for now) from a config."""
-    from physalign.train.config import ConfigError, load_config
-    from physalign.train.loop import train
-
+    """Train a model with a method (e.g. `fm` flow matching, `autoencoder`) from a config."""
     overrides = list(set_) + ([f"train.method={method}"] if method else [])
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    model = train(cfg, out, resume=resume)
-    typer.echo(f"trained {cfg.train.method} for {cfg.train.steps} steps: model at {model}")
+    if config is None and resume:
+        config = out / "config.yaml"
+    path = _run(config, overrides, out, resume, export)
+    typer.echo(f"model written to {path}")
 
 
 def train_autoencoder_command(
-    manifest: Path = typer.Option(..., help="World manifest.jsonl"),
-    out: Path = typer.Option(..., help="Model folder to write (the autoencoder plus a fresh backbone)."),
-    split: str = typer.Option("train"),
-    steps: int = typer.Option(1500),
-    batch_size: int = typer.Option(64),
-    lr: float = typer.Option(1e-3),
-    seed: int = typer.Option(0),
+    manifest: Optional[Path] = typer.Option(None, help="World manifest.jsonl (default: the config's data.manifest)."),
+    out: Path = typer.Option(..., help="Model folder to write: the trained autoencoder plus a new backbone."),
+    config: Path = typer.Option(Path("configs/autoencoder.yaml"), help="Autoencoder config."),
+    run: Path = typer.Option(Path("runs/autoencoder"), help="Run folder: log.jsonl, checkpoints/."),
+    steps: Optional[int] = typer.Option(None, help="Override train.steps."),
+    seed: Optional[int] = typer.Option(None, help="Override train.seed."),
+    set_: list[str] = typer.Option([], "--set", help="Override any config key (repeatable)."),
+    resume: bool = typer.Option(False, help="Continue from RUN/checkpoints/latest."),
 ) -> None:
-    """Stage one of the world model: train its per-frame autoencoder."""
-    from physalign.train.autoencoder import AutoencoderRun, train_autoencoder
-
-    path = train_autoencoder(AutoencoderRun(str(manifest), str(out), split, steps, batch_size, lr, seed=seed))
+    """Stage one of the world model: train its per-frame autoencoder (same loop as `train`)."""
+    given = {"data.manifest": manifest, "train.steps": steps, "train.seed": seed}
+    overrides = [f"{k}={v}" for k, v in given.items() if v is not None] + list(set_)
+    path = _run(config, overrides, run, resume, out)
     typer.echo(f"autoencoder written to {path}")
+
+
+def _run(config: Path | None, overrides: list[str], out: Path, resume: bool, export: Path | None) -> Path:
+    from physalign.train.config import ConfigError, load_config
+    from physalign.train.loop import TrainingError, train
+
+    try:
+        cfg = load_config(config, overrides)
+        return train(cfg, out, resume=resume, export=export)
+    except ConfigError as err:  # the command line or config is wrong: usage error
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except TrainingError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None

@@ -3,7 +3,7 @@
 A method sees a :class:`VideoModel`: it encodes videos to latents and prompts to embeddings, predicts a
 velocity from a noisy latent, and can tap the backbone's hidden states at chosen blocks. Nothing in a method
 asks which model this is; the world's tiny Wan model and (later) Wan 2.1 / CogVideoX implement the same
-methods.
+methods, and :func:`load_model` picks the class from the folder's ``physalign_model.json``.
 
 Conventions (rectified flow, as in docs/methods.md): ``x_t = (1 - t) x0 + t eps``, ``t`` in [0, 1] with
 ``t = 1`` pure noise; the model predicts the velocity ``v ≈ eps - x0``.
@@ -12,6 +12,8 @@ Conventions (rectified flow, as in docs/methods.md): ``x_t = (1 - t) x0 + t eps`
 from __future__ import annotations
 
 import abc
+import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,11 +21,20 @@ from typing import Sequence
 import torch
 from torch import nn
 
+CONFIG_FILE = "physalign_model.json"  # in every model folder: {"class": <name in MODELS>, ...sizes}
+
+# Model classes by the name their folders record; a new backbone is one line here (imported lazily, so
+# loading the world model never imports a large model's code).
+MODELS = {"WorldVideoModel": "physalign.models.world:WorldVideoModel"}
+
 
 @dataclass
 class TextEmbedding:
     hidden: torch.Tensor  # (B, L, D)
     mask: torch.Tensor  # (B, L) bool, True on real tokens
+
+    def __len__(self) -> int:
+        return len(self.hidden)
 
     def __getitem__(self, index) -> "TextEmbedding":
         return TextEmbedding(self.hidden[index], self.mask[index])
@@ -34,7 +45,13 @@ class TextEmbedding:
 
 
 class VideoModel(nn.Module, abc.ABC):
-    """A text-to-video flow model: autoencoder + text encoder + denoising backbone."""
+    """A text-to-video flow model: autoencoder + text encoder + denoising backbone.
+
+    Subclasses name their separately trainable sub-modules in ``parts`` (e.g. "transformer", "vae",
+    "text_encoder"); :meth:`set_trainable` freezes the rest.
+    """
+
+    parts: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -52,8 +69,8 @@ class VideoModel(nn.Module, abc.ABC):
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding, taps: Sequence[int] = ()
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """Velocity (B, C, t, h, w) at time ``t`` (B,) in [0, 1], and the hidden states of blocks ``taps``
-        as {block: (B, F, H, W, D)} on the backbone's token grid."""
+        """Velocity (B, C, t, h, w) at time ``t`` (B,) in [0, 1], and the outputs of backbone blocks
+        ``taps`` as {block: (B, F, H, W, D)} on the token grid ``token_grid(x_t.shape[1:])``."""
 
     @abc.abstractmethod
     def latent_shape(self, video_shape: Sequence[int]) -> tuple[int, int, int, int]:
@@ -64,13 +81,42 @@ class VideoModel(nn.Module, abc.ABC):
         """(C, t, h, w) -> (F, H, W) tokens, from the backbone's patch size."""
 
     @abc.abstractmethod
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write every part (safetensors) and the model config to ``path``."""
+    def latent_fingerprint(self) -> str:
+        """A hash of everything :meth:`encode` depends on (weights, scaling); keys caches of latents."""
 
     @property
+    @abc.abstractmethod
+    def video_shape(self) -> tuple[int, int, int, int]:
+        """(3, T, H, W) of the videos the model generates by default."""
+
+    @property
+    @abc.abstractmethod
     def backbone_blocks(self) -> nn.ModuleList:
-        """The transformer blocks feature taps hook into."""
-        raise NotImplementedError(f"{type(self).__name__} does not expose its blocks")
+        """The transformer blocks that feature taps hook into."""
+
+    @abc.abstractmethod
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write every part (each with its library's own ``save_pretrained``, safetensors) and
+        ``physalign_model.json`` (with ``"class"``) to ``path``."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_pretrained(cls, path: str | Path) -> "VideoModel":
+        """The model saved at ``path`` by :meth:`save_pretrained`."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, sizes: dict) -> "VideoModel":
+        """A newly initialised model; ``sizes`` overrides the class's default configuration."""
+
+    def set_trainable(self, parts: Sequence[str]) -> None:
+        """Train only the sub-modules ``parts`` (names from ``self.parts``); freeze everything else."""
+        unknown = sorted(set(parts) - set(self.parts))
+        if unknown:
+            raise ValueError(f"trainable parts must be among {list(self.parts)}. Got {unknown}.")
+        self.requires_grad_(False)
+        for name in parts:
+            getattr(self, name).requires_grad_(True)
 
 
 def capture_blocks(blocks: nn.ModuleList, indices: Sequence[int]):
@@ -88,3 +134,22 @@ def capture_blocks(blocks: nn.ModuleList, indices: Sequence[int]):
             store[i] = output[0] if isinstance(output, tuple) else output
         handles.append(blocks[i].register_forward_hook(hook))
     return store, handles
+
+
+def model_class(name: str) -> type[VideoModel]:
+    """The class registered in :data:`MODELS` under ``name``."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model class {name!r}; known: {sorted(MODELS)}")
+    module, attr = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def load_model(path: str | Path) -> VideoModel:
+    """Load the model folder ``path`` with the class its ``physalign_model.json`` names."""
+    config = Path(path) / CONFIG_FILE
+    if not config.is_file():
+        raise FileNotFoundError(f"{config}: not a physalign model folder (no {CONFIG_FILE})")
+    name = json.loads(config.read_text()).get("class")
+    if name not in MODELS:
+        raise ValueError(f"{config}: field 'class' must be one of {sorted(MODELS)}. Got {name!r}.")
+    return model_class(name).from_pretrained(path)

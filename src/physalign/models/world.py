@@ -1,13 +1,19 @@
 """The physics world's tiny text-to-video model: real diffusers/transformers classes at toy sizes.
 
-- backbone: diffusers ``WanTransformer3DModel`` (Wan 2.1's class), ~1.7M parameters;
+- backbone: diffusers ``WanTransformer3DModel`` (Wan 2.1's class), ~1.7M parameters at the defaults;
 - text encoder: transformers ``T5EncoderModel`` (Wan's encoder family) with a word-level tokenizer;
 - autoencoder: diffusers ``AutoencoderKL`` applied per frame (temporal stride 1, spatial stride 4).
 
-Why a per-frame image autoencoder rather than a tiny ``AutoencoderKLWan``: on this project's 2-core CPU,
-a latent-space DiT after a per-frame AE produced coherent objects in ~15 min of training, while the pixel-
-space DiT had not after 30 (``docs/world-notes.md``); the per-frame AE is the measured path. Wan's video VAE
-also compresses time by 4, which would blur 16-frame bounces into 4 latent frames.
+Why a per-frame image autoencoder rather than a tiny ``AutoencoderKLWan``, measured on this project's
+2-core CPU (``docs/world-notes.md``, and a step-time comparison, 32 x 32 frames):
+
+- a latent-space DiT after a per-frame AE drew coherent objects after ~15 min of training; a pixel-space
+  DiT had not after 30;
+- a train step of the per-frame ``AutoencoderKL`` (0.95M parameters) on 64 frames took 0.91 s; one of a
+  tiny ``AutoencoderKLWan`` (base_dim 16, dims x1/x2/x2, 0.61M parameters, no temporal downsampling) on
+  4 clips of 17 frames took 1.05 s (one thread, machine shared): no faster per frame despite fewer weights;
+- ``AutoencoderKLWan`` reads clips of 1 + 4k frames (it returned 13 of our 16), and with its temporal
+  downsampling on it would squeeze 16-frame bounces into 4 latent frames.
 
 Folder layout (``save_pretrained``): ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/`` each in
 its library's own format (safetensors weights), plus ``physalign_model.json``.
@@ -15,7 +21,10 @@ its library's own format (safetensors weights), plus ``physalign_model.json``.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,10 +33,8 @@ import torch
 from diffusers import AutoencoderKL, WanTransformer3DModel
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from physalign.models.interface import TextEmbedding, VideoModel, capture_blocks
+from physalign.models.interface import CONFIG_FILE, TextEmbedding, VideoModel, capture_blocks
 from physalign.models.tokenizer import build_world_tokenizer
-
-CONFIG_FILE = "physalign_model.json"
 
 
 @dataclass
@@ -36,12 +43,12 @@ class WorldModelConfig:
 
     layers: int = 6
     heads: int = 4
-    head_dim: int = 32
+    head_dim: int = 32  # even: Wan's 3D RoPE splits it into t / h / w parts of even sizes
     ffn_dim: int = 512
     text_dim: int = 64
     text_layers: int = 2
     max_text_tokens: int = 32
-    vae_channels: tuple[int, ...] = (32, 64, 64)
+    vae_channels: tuple[int, ...] = (32, 64, 64)  # one VAE level each; every level but the last halves H, W
     latent_channels: int = 4
     patch_size: tuple[int, int, int] = (1, 2, 2)
     scaling_factor: float = 1.0  # latents are multiplied by this after encoding (1 / std of the data's latents)
@@ -50,6 +57,18 @@ class WorldModelConfig:
 
     def __post_init__(self) -> None:
         self.vae_channels, self.patch_size = tuple(self.vae_channels), tuple(self.patch_size)
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even (Wan's rotary embedding splits it in pairs). Got {self.head_dim}.")
+        if len(self.patch_size) != 3:
+            raise ValueError(f"patch_size must be (t, h, w). Got {self.patch_size}.")
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "model sizes") -> "WorldModelConfig":
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {unknown}; allowed: {allowed}")
+        return cls(**values)
 
 
 def build_transformer(cfg: WorldModelConfig) -> WanTransformer3DModel:
@@ -98,6 +117,8 @@ def build_text_encoder(cfg: WorldModelConfig, vocab_size: int) -> T5EncoderModel
 
 
 class WorldVideoModel(VideoModel):
+    parts = ("transformer", "vae", "text_encoder")
+
     def __init__(self, cfg: WorldModelConfig, transformer=None, vae=None, text_encoder=None, tokenizer=None):
         super().__init__()
         self.cfg = cfg
@@ -106,20 +127,26 @@ class WorldVideoModel(VideoModel):
         self.vae = vae or build_vae(cfg)
         self.text_encoder = text_encoder or build_text_encoder(cfg, len(self.tokenizer))
 
-    # -- autoencoder -----------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, sizes: dict) -> "WorldVideoModel":
+        return cls(WorldModelConfig.from_dict(sizes))
+
+    # -- autoencoder (per frame) -------------------------------------------------------------------
     @property
     def spatial_stride(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        """Product of the strides of the VAE encoder's downsampling convolutions."""
+        convs = [d.conv for block in self.vae.encoder.down_blocks for d in (block.downsamplers or [])]
+        return math.prod(conv.stride[0] for conv in convs)
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         b, _, t, h, w = video.shape
         frames = video.transpose(1, 2).reshape(b * t, 3, h, w)  # (B*T, 3, H, W)
-        z = self.vae.encode(frames).latent_dist.mean  # (B*T, C, h, w)
+        z = self.vae.encode(frames).latent_dist.mean  # (B*T, C, h, w): the mean, so encoding is deterministic
         return z.reshape(b, t, *z.shape[1:]).transpose(1, 2) * self.cfg.scaling_factor  # (B, C, T, h, w)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = latents.shape
-        z = latents.transpose(1, 2).reshape(b * t, c, h, w) / self.cfg.scaling_factor
+        z = latents.transpose(1, 2).reshape(b * t, c, h, w) / self.cfg.scaling_factor  # (B*T, C, h, w)
         frames = self.vae.decode(z).sample  # (B*T, 3, H, W)
         return frames.reshape(b, t, *frames.shape[1:]).transpose(1, 2)  # (B, 3, T, H, W)
 
@@ -127,18 +154,32 @@ class WorldVideoModel(VideoModel):
         _, t, h, w = video_shape
         s = self.spatial_stride
         if h % s or w % s:
-            raise ValueError(f"video height and width must be multiples of {s}. Got {h}x{w}.")
-        return (self.cfg.latent_channels, t, h // s, w // s)
+            raise ValueError(f"video height and width must be multiples of the VAE's stride {s}. Got {h}x{w}.")
+        return (self.vae.config.latent_channels, t, h // s, w // s)
+
+    def latent_fingerprint(self) -> str:
+        h = hashlib.sha256(repr(self.cfg.scaling_factor).encode())
+        for name, tensor in sorted(self.vae.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        return (3, self.cfg.frames, self.cfg.resolution, self.cfg.resolution)
 
     # -- text --------------------------------------------------------------------------------------
     def encode_text(self, prompts: Sequence[str]) -> TextEmbedding:
-        tokens = self.tokenizer(
-            list(prompts), padding="max_length", truncation=True, max_length=self.cfg.max_text_tokens, return_tensors="pt"
-        )
+        limit = self.cfg.max_text_tokens
+        tokens = self.tokenizer(list(prompts), padding="max_length", max_length=limit, return_tensors="pt")
+        if tokens.input_ids.shape[1] > limit:
+            longest = max(prompts, key=lambda p: len(self.tokenizer(p).input_ids))
+            raise ValueError(f"prompt longer than max_text_tokens={limit} tokens: {longest!r}")
         device = self.text_encoder.device
         ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device).bool()
         hidden = self.text_encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L, D)
-        return TextEmbedding(hidden * mask[..., None], mask)  # Wan attends to all L: zero the padding
+        # Wan's cross-attention takes no mask and attends to all L positions; like Wan 2.1 we zero the padding.
+        return TextEmbedding(hidden * mask[..., None], mask)
 
     # -- backbone ----------------------------------------------------------------------------------
     @property
@@ -147,17 +188,25 @@ class WorldVideoModel(VideoModel):
 
     def token_grid(self, latent_shape: Sequence[int]) -> tuple[int, int, int]:
         _, t, h, w = latent_shape
-        pt, ph, pw = self.transformer.config.patch_size
-        return (t // pt, h // ph, w // pw)
+        patch = tuple(self.transformer.config.patch_size)
+        if t % patch[0] or h % patch[1] or w % patch[2]:
+            raise ValueError(f"latent (t, h, w) = {(t, h, w)} must be divisible by the patch size {patch}")
+        grid = (t // patch[0], h // patch[1], w // patch[2])
+        longest = self.transformer.config.rope_max_seq_len
+        if max(grid) > longest:
+            raise ValueError(f"token grid {grid} exceeds the rotary embedding's rope_max_seq_len={longest}")
+        return grid
 
     def forward(self, x_t, t, text: TextEmbedding, taps: Sequence[int] = ()):
+        if t.shape != x_t.shape[:1]:
+            raise ValueError(f"t must have shape [batch] = {list(x_t.shape[:1])}. Got {list(t.shape)}.")
+        grid = self.token_grid(x_t.shape[1:])
         store, handles = capture_blocks(self.transformer.blocks, taps)
-        try:
+        try:  # Wan's timestep convention: t in [0, 1000], 1000 = noise
             v = self.transformer(x_t, timestep=t * 1000.0, encoder_hidden_states=text.hidden, return_dict=False)[0]
         finally:
             for handle in handles:
                 handle.remove()
-        grid = self.token_grid(x_t.shape[1:])
         features = {i: h.reshape(h.shape[0], *grid, h.shape[-1]) for i, h in store.items()}  # (B, F, H, W, D)
         return v, features
 
@@ -165,11 +214,11 @@ class WorldVideoModel(VideoModel):
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.transformer.save_pretrained(path / "transformer")
-        self.vae.save_pretrained(path / "vae")
-        self.text_encoder.save_pretrained(path / "text_encoder")
+        self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
+        self.vae.save_pretrained(path / "vae", safe_serialization=True)
+        self.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
         self.tokenizer.save_pretrained(path / "tokenizer")
-        (path / CONFIG_FILE).write_text(json.dumps({"class": "WorldVideoModel", **asdict(self.cfg)}, indent=2))
+        (path / CONFIG_FILE).write_text(json.dumps({"class": type(self).__name__, **asdict(self.cfg)}, indent=2))
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "WorldVideoModel":
@@ -180,17 +229,9 @@ class WorldVideoModel(VideoModel):
         fields = json.loads(config_path.read_text())
         fields.pop("class", None)
         return cls(
-            WorldModelConfig(**fields),
+            WorldModelConfig.from_dict(fields, str(config_path)),
             transformer=WanTransformer3DModel.from_pretrained(path / "transformer", use_safetensors=True),
             vae=AutoencoderKL.from_pretrained(path / "vae", use_safetensors=True),
             text_encoder=T5EncoderModel.from_pretrained(path / "text_encoder", use_safetensors=True),
             tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer"),
         )
-
-    def set_trainable(self, parts: Sequence[str]) -> None:
-        """Freeze everything but ``parts`` (any of "transformer", "vae", "text_encoder")."""
-        known = {"transformer", "vae", "text_encoder"}
-        if set(parts) - known:
-            raise ValueError(f"trainable parts must be among {sorted(known)}. Got {sorted(set(parts) - known)}.")
-        for name in known:
-            getattr(self, name).requires_grad_(name in parts)

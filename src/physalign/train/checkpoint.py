@@ -1,24 +1,33 @@
-"""Checkpoints: model folder, optimiser and scheduler state, step, random state and config.
+"""Checkpoints: everything needed to continue a run exactly, and nothing pickled.
 
-Layout: ``RUN/checkpoints/step_000100/{model/, optimizer.safetensors, state.json, config.yaml}`` and
-``RUN/checkpoints/latest`` (a text file naming the newest complete step). A checkpoint is written to a
-temporary folder and renamed into place, and ``latest`` is replaced atomically after it: a kill at any
-moment leaves the previous checkpoint intact and ``latest`` pointing at a complete one. No pickle:
-tensors go to safetensors, everything else to JSON.
+Layout of ``RUN/checkpoints/step_000100/``:
+
+- ``model/``: the model folder (``save_pretrained``: safetensors weights, library configs);
+- ``optimizer.safetensors`` + the ``optimizer`` entry of ``state.json``: optimiser tensors and its scalars;
+- ``method.safetensors``: the method's trainable parameters (empty for ``fm``);
+- ``ema.safetensors``: EMA weights (empty without EMA);
+- ``rng.safetensors`` + ``state.json``: torch, numpy and python random states, step, scheduler;
+- ``config.yaml``: the run's config.
+
+``RUN/checkpoints/latest`` names the newest complete step. A checkpoint is written to a temporary folder
+and renamed into place, then ``latest`` is replaced atomically: a kill at any moment leaves ``latest``
+naming a complete checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from physalign.train.config import Config, save_config
+from physalign.train.config import save_config
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -26,10 +35,8 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     tensors, scalars = {}, {}
     for idx, entries in state["state"].items():
         for name, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"{idx}.{name}"] = value.contiguous()
-            else:
-                scalars[f"{idx}.{name}"] = value
+            target = tensors if torch.is_tensor(value) else scalars
+            target[f"{idx}.{name}"] = value.contiguous() if torch.is_tensor(value) else value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
@@ -41,20 +48,42 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(run: Path, step: int, model, opt, sched, cfg: Config, keep: int = 2) -> Path:
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy = {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    return {"torch": torch.get_rng_state()}, {"python": random.getstate(), "numpy": numpy}
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = meta["numpy"]
+    np.random.set_state((n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p.detach().contiguous() for k, p in module.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2) -> Path:
+    """Write ``state`` (model, method, opt, sched, ema) at ``step``; keep the newest ``keep`` checkpoints."""
     root = Path(run) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
+    if final.exists():
+        raise FileExistsError(f"{final}: checkpoint exists; a run never saves the same step twice")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=root))
-    model.save_pretrained(tmp / "model")
-    tensors, meta = _flatten_optimizer(opt)
-    tensors["rng.torch"] = torch.get_rng_state()
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    meta.update(step=step, scheduler=sched.state_dict())
+    state.model.save_pretrained(tmp / "model")
+    opt_tensors, opt_meta = _flatten_optimizer(state.opt)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    save_file(trainable_state(state.method), str(tmp / "method.safetensors"))
+    save_file({k: v.contiguous() for k, v in state.ema.state_dict().items()}, str(tmp / "ema.safetensors"))
+    rng_tensors, rng_meta = _rng_state()
+    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    meta = {"step": step, "optimizer": opt_meta, "scheduler": state.sched.state_dict(), "rng": rng_meta}
     (tmp / "state.json").write_text(json.dumps(meta))
     save_config(cfg, tmp / "config.yaml")
-    if final.exists():
-        shutil.rmtree(final)
     os.replace(tmp, final)
     _write_latest(root, final.name)
     _prune(root, keep)
@@ -69,21 +98,26 @@ def _write_latest(root: Path, name: str) -> None:
 
 
 def _prune(root: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints, and leftovers of interrupted writes."""
     steps = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in steps[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
+    for old in (steps[:-keep] if keep > 0 else []) + list(root.glob(".tmp_*")):
+        shutil.rmtree(old, ignore_errors=True)
 
 
-def latest_checkpoint(run: Path) -> Path | None:
+def latest_checkpoint(run: str | Path) -> Path | None:
     pointer = Path(run) / "checkpoints" / "latest"
     return pointer.parent / pointer.read_text().strip() if pointer.is_file() else None
 
 
-def restore_training_state(ckpt: Path, opt, sched) -> int:
-    """Load optimiser, scheduler and RNG state from ``ckpt``; return the step it was saved at."""
-    tensors = load_file(str(ckpt / "optimizer.safetensors"))
+def restore_training_state(ckpt: Path, state) -> int:
+    """Load optimiser, scheduler, EMA, method parameters and random states from ``ckpt`` into ``state``
+    (whose model was already loaded from ``ckpt / "model"``); return the step it was saved at."""
     meta = json.loads((ckpt / "state.json").read_text())
-    torch.set_rng_state(tensors.pop("rng.torch"))
-    opt.load_state_dict(_unflatten_optimizer(tensors, meta))
-    sched.load_state_dict(meta["scheduler"])
+    state.opt.load_state_dict(_unflatten_optimizer(load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer"]))
+    state.sched.load_state_dict(meta["scheduler"])
+    state.ema.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
+    missing, unexpected = state.method.load_state_dict(load_file(str(ckpt / "method.safetensors")), strict=False)
+    if unexpected or set(missing) & set(trainable_state(state.method)):
+        raise KeyError(f"{ckpt}/method.safetensors does not fit the method: missing {missing}, unexpected {unexpected}")
+    _set_rng_state(load_file(str(ckpt / "rng.safetensors")), meta["rng"])
     return int(meta["step"])

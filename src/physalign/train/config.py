@@ -1,9 +1,15 @@
 """One typed config for a training run: loadable from YAML, overridable with ``section.key=value``,
-saved with every checkpoint."""
+saved with every checkpoint.
+
+Sections ``model``, ``data``, ``optim``, ``train`` are typed dataclasses; ``method`` is the free-form keyword
+arguments of the method's constructor (checked against its signature when the method is built).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +23,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelSection:
-    init: str = ""  # model folder to start from (save_pretrained layout); empty = new model from `sizes`
+    kind: str = "WorldVideoModel"  # class of a new model (physalign.models.interface.MODELS)
+    init: str = ""  # model folder to start from (save_pretrained layout); empty = a new model of `kind`
     trainable: list[str] = field(default_factory=lambda: ["transformer", "text_encoder"])
-    sizes: dict = field(default_factory=dict)  # WorldModelConfig fields for a new model
+    sizes: dict = field(default_factory=dict)  # configuration of a new model (e.g. WorldModelConfig fields)
 
 
 @dataclass
@@ -34,21 +41,21 @@ class OptimSection:
     lr: float = 3e-4
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
+    warmup_steps: int = 100  # linear warm-up of the learning rate, then constant
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping (the norm is still logged)
+    ema_decay: float = 0.0  # 0 = no EMA; else the exported model carries the EMA weights
 
 
 @dataclass
 class TrainSection:
-    method: str = "fm"
+    method: str = "fm"  # a name in physalign.train.methods.METHODS
     steps: int = 1000
     batch_size: int = 32
     seed: int = 0
     log_every: int = 10
     save_every: int = 250
-    keep_checkpoints: int = 2
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    max_bad_steps: int = 3  # stop after this many non-finite losses in a row
+    keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
+    threads: int = 0  # torch intra-op threads; 0 = torch's default. Use 1 when other jobs share the CPU.
 
 
 @dataclass
@@ -63,24 +70,28 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def from_dict(data: dict, where: str = "config") -> Config:
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def from_dict(data: Any, where: str = "config") -> Config:
+    """A Config from nested mappings {section: {key: value}}; unset keys keep their defaults."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of sections, got {type(data).__name__}")
-    cfg = Config()
-    unknown = set(data) - {f.name for f in dataclasses.fields(Config)}
+        raise ConfigError(f"{where}: expected a mapping of sections {list(SECTIONS)}, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{where}: unknown sections {sorted(unknown)}; known: {[f.name for f in dataclasses.fields(Config)]}")
+        raise ConfigError(f"{where}: unknown sections {unknown}; allowed: {list(SECTIONS)}")
+    cfg = Config()
     for section, values in data.items():
-        if section == "method":
-            cfg.method = dict(values or {})
-            continue
+        if not isinstance(values or {}, dict):
+            raise ConfigError(f"{where}: section {section!r} must be a mapping of keys, got {values!r}")
         for key, value in (values or {}).items():
-            _set(cfg, f"{section}.{key}", value, where)
+            set_key(cfg, f"{section}.{key}", value, where)
     return cfg
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read YAML ``path`` (or the defaults when None) and apply ``key=value`` overrides in order."""
+    """Read YAML ``path`` (or the defaults when None) and apply ``section.key=value`` overrides in order;
+    each value is read as YAML (``train.steps=100``, ``model.trainable=[vae]``)."""
     cfg = Config()
     if path is not None:
         path = Path(path)
@@ -94,36 +105,53 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=100")
         key, text = item.split("=", 1)
-        _set(cfg, key.strip(), yaml.safe_load(text), f"override {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+        set_key(cfg, key.strip(), value, f"override {item!r}")
     return cfg
 
 
-def _set(cfg: Config, dotted: str, value: Any, where: str) -> None:
-    parts = dotted.split(".")
-    if parts[0] == "method" and len(parts) == 2:
-        cfg.method[parts[1]] = value
+def set_key(cfg: Config, dotted: str, value: Any, where: str = "config") -> None:
+    """Set ``section.key`` to ``value``, checked against the field's declared type."""
+    section, _, key = dotted.partition(".")
+    if section not in SECTIONS or not key or "." in key:
+        raise ConfigError(f"{where}: unknown key {dotted!r}; keys are section.key with section in {list(SECTIONS)}")
+    if section == "method":
+        cfg.method[key] = value
         return
-    if len(parts) != 2 or parts[0] not in {f.name for f in dataclasses.fields(Config)}:
-        raise ConfigError(f"{where}: unknown key {dotted!r}; keys look like train.steps or method.<name>")
-    section = getattr(cfg, parts[0])
-    types = {f.name: f.type for f in dataclasses.fields(section)}
-    if parts[1] not in types:
-        raise ConfigError(f"{where}: unknown key {dotted!r}; {parts[0]} has {sorted(types)}")
-    setattr(section, parts[1], _coerce(value, types[parts[1]], dotted, where))
+    types = typing.get_type_hints(type(getattr(cfg, section)))
+    if key not in types:
+        raise ConfigError(f"{where}: unknown key {dotted!r}; {section} has {sorted(types)}")
+    setattr(getattr(cfg, section), key, coerce(value, types[key], dotted, where))
 
 
-def _coerce(value: Any, kind: str, key: str, where: str) -> Any:
-    if kind == "float" and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+def coerce(value: Any, kind: Any, key: str, where: str) -> Any:
+    """``value`` as type ``kind`` (bool, int, float, str, dict, list[T], unions), or ConfigError naming ``key``
+    and the expected type."""
+    origin = typing.get_origin(kind) or kind
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(kind):
+            try:
+                return coerce(value, option, key, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(kind) or (object,)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key} must be a list of {item.__name__}, got {value!r}")
+        return [coerce(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
         try:
             value = float(value)
         except ValueError:
             pass
-    expected = {"int": int, "float": (int, float), "str": str, "dict": dict}.get(kind)
-    if kind.startswith("list"):
-        expected = list
-    if expected is None or isinstance(value, bool) and kind != "bool" or not isinstance(value, expected):
-        raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}")
-    return float(value) if kind == "float" else value
+    accepted = (int, float) if origin is float else origin
+    if isinstance(value, bool) and origin not in (bool, object) or not isinstance(value, accepted):
+        raise ConfigError(f"{where}: {key} must be {origin.__name__}, got {value!r}")
+    return float(value) if origin is float else value
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -1,99 +1,148 @@
 """The training loop: model-agnostic and method-agnostic.
 
-It builds the model and the method from the config, draws batches of cached latents, and descends the
-method's ``"loss"``, logging every term the method returns to ``RUN/log.jsonl``.
+It builds the model, the method and the method's data source from the config, and descends the method's
+``"loss"``, logging every term the method returns to ``RUN/log.jsonl``. Run folder::
+
+    RUN/config.yaml  RUN/log.jsonl  RUN/checkpoints/{step_XXXXXX/, latest}  RUN/model/ (the final model)
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from physalign.models.world import WorldModelConfig, WorldVideoModel
+from physalign.models.interface import VideoModel, load_model, model_class
 from physalign.train.checkpoint import latest_checkpoint, restore_training_state, save_checkpoint
 from physalign.train.config import Config, ModelSection, save_config
-from physalign.train.data import batch_indices, cached_latents
-from physalign.train.methods import build_method
+from physalign.train.data import batch_indices, build_data
+from physalign.train.ema import build_ema
+from physalign.train.methods import Method, build_method
 
 
 class TrainingError(RuntimeError):
     pass
 
 
-def load_model(section: ModelSection, path: str | Path | None = None) -> WorldVideoModel:
-    """The model at ``path`` (a checkpoint's model folder), else ``section.init``, else a new one."""
+@dataclass
+class TrainState:
+    """What a step updates and a checkpoint stores."""
+
+    model: VideoModel
+    method: Method
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    ema: object  # EMA or NoEMA
+
+
+def build_model(section: ModelSection, path: str | Path | None = None) -> VideoModel:
+    """The model at ``path`` (a checkpoint's model folder), else ``section.init``, else a new ``section.kind``."""
     source = path or section.init
-    model = WorldVideoModel.from_pretrained(source) if source else WorldVideoModel(WorldModelConfig(**section.sizes))
+    try:
+        model = load_model(source) if source else model_class(section.kind).from_config(section.sizes)
+    except (KeyError, ValueError) as err:
+        raise TrainingError(f"model section: {err}") from None
     model.set_trainable(section.trainable)
     return model
 
 
-def _warmup(steps: int):
-    return lambda step: min(1.0, (step + 1) / max(1, steps))
+def build_state(cfg: Config, model: VideoModel, method: Method) -> TrainState:
+    named = {f"model.{k}": p for k, p in model.named_parameters() if p.requires_grad}
+    named |= {f"method.{k}": p for k, p in method.named_parameters() if p.requires_grad}
+    if not named:
+        raise TrainingError(f"nothing to train: model.trainable={cfg.model.trainable} and the method has no parameters")
+    o = cfg.optim
+    opt = torch.optim.AdamW(list(named.values()), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    warmup = max(1, o.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+    return TrainState(model, method, opt, sched, build_ema(named, o.ema_decay))
 
 
-def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train per ``cfg`` into folder ``run``; returns the final model folder ``run/model``."""
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = True, export: str | Path | None = None) -> Path:
+    """Train per ``cfg`` in folder ``run`` (continuing from its latest checkpoint if ``resume``); save the
+    final model (EMA weights if enabled) to ``export`` or ``run/model`` and return that folder."""
     run = Path(run)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    ckpt = latest_checkpoint(run) if resume else None
+    ckpt = latest_checkpoint(run)
     if resume and ckpt is None:
         raise TrainingError(f"{run}: nothing to resume (no checkpoints/latest)")
-    model = load_model(cfg.model, ckpt / "model" if ckpt else None)
+    if not resume and ckpt is not None:
+        raise TrainingError(f"{run} already holds a run (checkpoints/latest = {ckpt.name}): pass --resume or another --out")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model, ckpt / "model" if resume else None)
     method = build_method(cfg.train.method, cfg.method)
-    latents, prompts = cached_latents(model, cfg.data.manifest, cfg.data.split, cfg.data.cache_dir)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup(cfg.optim.warmup_steps))
-    start = restore_training_state(ckpt, opt, sched) if ckpt else 0
+    data = build_data(method.data, cfg.data, model)
+    method.setup(model, data)
+    state = build_state(cfg, model, method)
+    start = restore_training_state(ckpt, state) if resume else 0
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")
-    _loop(cfg, run, model, method, opt, sched, latents, prompts, start, progress)
-    model.save_pretrained(run / "model")
-    return run / "model"
+    _trim_log(run / "log.jsonl", start)
+    _loop(cfg, run, state, data, start, progress)
+    model.eval()
+    method.finish(model, data)
+    export = Path(export) if export else run / "model"
+    with state.ema.applied():
+        model.save_pretrained(export)
+    return export
 
 
-def _loop(cfg, run, model, method, opt, sched, latents, prompts, start, progress) -> None:
-    bad_in_a_row = 0
-    bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc=cfg.train.method, disable=not progress)
+def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress: bool) -> None:
+    t = cfg.train
+    bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=t.method, disable=not progress)
     with open(run / "log.jsonl", "a") as log:
         for step in bar:
-            idx = batch_indices(step, cfg.train.batch_size, len(prompts), cfg.train.seed)
-            batch = {"latents": latents[idx].float(), "prompts": [prompts[i] for i in idx.tolist()]}
             began = time.perf_counter()
-            terms = train_step(model, method, batch, opt, sched, cfg.optim.grad_clip)
-            bad_in_a_row = 0 if terms is not None else bad_in_a_row + 1
-            if bad_in_a_row >= cfg.train.max_bad_steps:
-                raise TrainingError(f"stopped at step {step}: {bad_in_a_row} non-finite losses in a row")
-            if terms is not None and (step % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
-                record = {"step": step, "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - began, **terms}
+            batch = data.batch(batch_indices(step, t.batch_size, len(data), t.seed))
+            terms = train_step(state, batch, cfg.optim.grad_clip, step)
+            if step % t.log_every == 0 or step + 1 == t.steps:
+                record = {"step": step, "lr": state.sched.get_last_lr()[0], **terms, "seconds": time.perf_counter() - began}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
-            if (step + 1) % cfg.train.save_every == 0 or step + 1 == cfg.train.steps:
-                save_checkpoint(run, step + 1, model, opt, sched, cfg, cfg.train.keep_checkpoints)
+            if (step + 1) % t.save_every == 0 or step + 1 == t.steps:
+                save_checkpoint(run, step + 1, state, cfg, t.keep_checkpoints)
 
 
-def train_step(model, method, batch: dict, opt, sched, grad_clip: float) -> dict[str, float] | None:
-    """One optimiser step on the method's "loss". Returns the logged terms, or None (and no update) if a
-    term is not finite — reported with its value."""
-    model.train()
-    terms = method(model, batch)
+def train_step(state: TrainState, batch: dict, grad_clip: float, step: int) -> dict[str, float]:
+    """One optimiser step on the method's "loss"; returns every term as a float, plus "grad_norm".
+    A non-finite term stops the run with the step and all terms, before any weight changes."""
+    state.model.train()
+    terms = state.method(state.model, batch)
+    if "loss" not in terms:
+        raise TrainingError(f"method {type(state.method).__name__} returned no 'loss' term (got {sorted(terms)})")
     values = {k: float(v.detach()) for k, v in terms.items()}
     if not all(math.isfinite(v) for v in values.values()):
-        print(f"non-finite loss terms {values}: step skipped")
-        opt.zero_grad(set_to_none=True)
-        return None
-    opt.zero_grad(set_to_none=True)
+        raise TrainingError(f"step {step}: non-finite loss terms {values}; lower optim.lr or check the data")
+    state.opt.zero_grad(set_to_none=True)
     terms["loss"].backward()
-    values["grad_norm"] = float(torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], grad_clip))
-    opt.step()
-    sched.step()
+    params = [p for group in state.opt.param_groups for p in group["params"]]
+    values["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf))  # 0 = no clipping
+    if not math.isfinite(values["grad_norm"]):
+        raise TrainingError(f"step {step}: non-finite gradient norm; terms {values}")
+    state.opt.step()
+    state.sched.step()
+    state.ema.update()
     return values
+
+
+def _trim_log(path: Path, start: int) -> None:
+    """Drop log records at or after ``start`` (left by a run killed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True) if json.loads(line)["step"] < start]
+    path.write_text("".join(kept))

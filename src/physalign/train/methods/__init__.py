@@ -1,31 +1,80 @@
 """Training methods as plugins.
 
-A method is a callable ``method(model, batch) -> dict`` of named loss terms, ``"loss"`` being the total
-the optimiser descends; every other entry is logged. The loop never asks which method it runs: it looks
-the name up here. Adding a method is one file that calls :func:`register`.
+A method turns a batch into named loss terms, ``{"loss": total, "fm": ..., ...}``: the loop descends
+``"loss"`` and logs every term. The loop never asks which method it runs; it looks the name up in
+:data:`METHODS`. Adding a method is one file in this package::
+
+    @register("mine")
+    class Mine(Method):
+        def __init__(self, weight: float = 0.5):   # keyword arguments = the config's `method:` section
+            super().__init__()
+            self.weight = weight
+
+        def forward(self, model, batch):           # model: a VideoModel; batch: see `data` below
+            ...
+            return {"loss": fm + self.weight * extra, "fm": fm.detach(), "extra": extra.detach()}
+
+Every module of this package is imported on first use, so ``register`` is all it takes.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+import inspect
+import pkgutil
+import typing
 
-METHODS: dict[str, Callable] = {}
+import torch
+from torch import nn
+
+from physalign.train.config import ConfigError, coerce
+
+
+class Method(nn.Module):
+    """Base class of training methods. A method is an ``nn.Module`` so it may own trainable parts (e.g. a
+    REPA projector): its parameters that require grad are optimised with the model's and checkpointed.
+    Do not store the model being trained as an attribute (its weights would be counted twice)."""
+
+    data: str = "latents"  # the data source of its batches (physalign.train.data.SOURCES)
+
+    def setup(self, model, data) -> None:
+        """Once before the first step (also on resume), e.g. to keep a frozen reference copy of the model."""
+
+    def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(model, batch)")
+
+    def finish(self, model, data) -> None:
+        """Once after the last step, before the model is exported."""
+
+
+METHODS: dict[str, type[Method]] = {}
 
 
 def register(name: str):
-    def wrap(cls):
+    def wrap(cls: type[Method]) -> type[Method]:
+        if name in METHODS and METHODS[name] is not cls:
+            raise ValueError(f"method name {name!r} is taken by {METHODS[name].__qualname__}")
         METHODS[name] = cls
         return cls
 
     return wrap
 
 
-def build_method(name: str, params: dict):
-    from physalign.train.methods import fm  # noqa: F401  (registers)
+def _import_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
+
+def build_method(name: str, params: dict) -> Method:
+    """The method registered as ``name``, constructed with ``params`` (the config's ``method`` section)."""
+    _import_all()
     if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; available: {sorted(METHODS)}")
-    try:
-        return METHODS[name](**params)
-    except TypeError as err:
-        raise TypeError(f"method {name!r}: bad parameters {params} ({err})") from None
+        raise ConfigError(f"train.method: unknown method {name!r}; available: {sorted(METHODS)}")
+    cls = METHODS[name]
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(f"method section: unknown keys {unknown} for method {name!r}; allowed: {allowed}")
+    hints = typing.get_type_hints(cls.__init__)
+    typed = {k: coerce(v, hints[k], f"method.{k}", f"method {name!r}") if k in hints else v for k, v in params.items()}
+    return cls(**typed)

@@ -1,39 +1,52 @@
-"""Plain flow matching (rectified flow): the base model's objective and the SFT baseline."""
+"""Plain flow matching (rectified flow): the base model's objective and the SFT baseline.
+
+    t ~ p(t),  eps ~ N(0, I),  x_t = (1 - t) x0 + t eps,  L_FM = mean ||v_theta(x_t, t, c) - (eps - x0)||^2
+
+with the prompt c replaced by "" with probability ``cfg_dropout`` (so the model also learns the
+unconditional velocity that classifier-free guidance needs).
+"""
 
 from __future__ import annotations
 
 import torch
 
 from physalign.objectives import flow_matching_loss, interpolate
-from physalign.train.methods import register
+from physalign.train.methods import Method, register
+
+T_SCHEDULES = ("uniform", "logit_normal")
 
 
 def sample_t(batch: int, schedule: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training times (B,) in (0, 1): "uniform" or "logit_normal" (sigmoid of a standard normal)."""
+    """Training times (B,) in (0, 1): "uniform", or "logit_normal" = sigmoid of N(0, 1) (SD3's default:
+    more weight on the middle times, where the velocity is hardest to predict)."""
     if schedule == "uniform":
         return torch.rand(batch, generator=generator)
     if schedule == "logit_normal":
         return torch.sigmoid(torch.randn(batch, generator=generator))
-    raise ValueError(f"t schedule must be 'uniform' or 'logit_normal'. Got {schedule!r}.")
+    raise ValueError(f"t_schedule must be one of {T_SCHEDULES}. Got {schedule!r}.")
 
 
-def drop_prompts(prompts: list[str], p: float) -> list[str]:
+def drop_prompts(prompts: list[str], p: float, generator: torch.Generator | None = None) -> list[str]:
     """Replace each prompt by "" with probability p (classifier-free guidance training)."""
-    keep = torch.rand(len(prompts)) >= p
+    keep = torch.rand(len(prompts), generator=generator) >= p
     return [q if k else "" for q, k in zip(prompts, keep.tolist())]
 
 
 @register("fm")
-class FlowMatching:
+class FlowMatching(Method):
     """L = L_FM on the batch's latents. Batch: {"latents": (B, C, T, H, W), "prompts": list[str]}."""
 
     def __init__(self, cfg_dropout: float = 0.1, t_schedule: str = "logit_normal"):
+        super().__init__()
+        if t_schedule not in T_SCHEDULES or not 0.0 <= cfg_dropout <= 1.0:
+            raise ValueError(f"method fm: t_schedule must be one of {T_SCHEDULES} and 0 <= cfg_dropout <= 1. "
+                             f"Got {t_schedule!r}, {cfg_dropout}.")
         self.cfg_dropout, self.t_schedule = cfg_dropout, t_schedule
 
-    def __call__(self, model, batch: dict) -> dict[str, torch.Tensor]:
-        x0 = batch["latents"]
+    def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        x0 = batch["latents"]  # (B, C, T, H, W)
         eps = torch.randn_like(x0)
-        t = sample_t(x0.shape[0], self.t_schedule).to(x0.device)
+        t = sample_t(x0.shape[0], self.t_schedule).to(x0.device)  # (B,)
         text = model.encode_text(drop_prompts(batch["prompts"], self.cfg_dropout))
         v, _ = model(interpolate(x0, eps, t), t, text)
         loss = flow_matching_loss(v, x0, eps)

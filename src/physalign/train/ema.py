@@ -1,0 +1,65 @@
+"""Exponential moving average of the trained parameters: ``shadow <- d * shadow + (1 - d) * param`` after
+every optimiser step. The exported model carries the averaged weights; checkpoints keep both."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+class EMA:
+    def __init__(self, params: dict[str, torch.nn.Parameter], decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"optim.ema_decay must be in (0, 1), or 0 for no EMA. Got {decay}.")
+        self.params, self.decay = params, decay
+        self.shadow = {k: p.detach().clone() for k, p in params.items()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for k, p in self.params.items():
+            self.shadow[k].lerp_(p.detach(), 1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        missing = sorted(set(self.shadow) - set(tensors))
+        if missing:
+            raise KeyError(f"EMA state lacks {len(missing)} parameters, e.g. {missing[:3]}")
+        self.shadow = {k: tensors[k].clone() for k in self.shadow}
+
+    @contextlib.contextmanager
+    def applied(self):
+        """Within the block, the parameters hold the EMA weights; restored afterwards."""
+        saved = {k: p.detach().clone() for k, p in self.params.items()}
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(self.shadow[k])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, p in self.params.items():
+                    p.copy_(saved[k])
+
+
+class NoEMA:
+    """Stands in when ``optim.ema_decay`` is 0, so the loop needs no branch."""
+
+    def update(self) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def applied(self):
+        yield
+
+
+def build_ema(params: dict[str, torch.nn.Parameter], decay: float) -> EMA | NoEMA:
+    return EMA(params, decay) if decay else NoEMA()

@@ -1,0 +1,90 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from physalign.cli import app
+from physalign.models.interface import TextEmbedding
+from physalign.models.world import WorldModelConfig, WorldVideoModel
+from physalign.sample import sample, sample_latents
+from physalign.world.dataset import load_manifest
+from physalign.world.scene import prompt_to_scene
+
+TINY = dict(layers=2, heads=2, head_dim=16, ffn_dim=64, text_dim=32, text_layers=1, vae_channels=[16, 32], frames=4, resolution=16)
+PROMPTS = [
+    "a small red rubber ball is dropped from high up under normal gravity, on a black background",
+    "a large blue steel block slides fast to the left and hits a wall under low gravity, on a gray background",
+    "a small green wood ball is thrown slowly to the right under normal gravity, on a navy background",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CPU is shared: two threads contending with other jobs run several times slower
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return WorldVideoModel(WorldModelConfig(**TINY))
+
+
+class ConstantVelocity:
+    """v = cond for real prompts, uncond for the empty prompt: Euler must land on noise - v exactly."""
+
+    def __init__(self, cond: float, uncond: float):
+        self.cond, self.uncond, self.times = cond, uncond, []
+
+    def encode_text(self, prompts):
+        flags = torch.tensor([p != "" for p in prompts])
+        return TextEmbedding(flags[:, None, None].float(), flags[:, None])
+
+    def __call__(self, x, t, text):
+        self.times.append(t[0].item())
+        return torch.where(text.mask[:, :1, None, None, None], self.cond, self.uncond).expand_as(x), {}
+
+
+def test_euler_integration_with_guidance_against_the_closed_form():
+    noise = torch.randn(2, 4, 3, 2, 2)
+    stub = ConstantVelocity(cond=0.5, uncond=-1.0)
+    x0 = sample_latents(stub, ["a", "b"], noise, steps=4, guidance=3.0)
+    assert torch.allclose(x0, noise - (-1.0 + 3.0 * (0.5 - -1.0)))  # v = uncond + g (cond - uncond)
+    assert stub.times == [1.0, 0.75, 0.5, 0.25]
+    stub = ConstantVelocity(cond=0.5, uncond=-1.0)
+    assert torch.allclose(sample_latents(stub, ["a", "b"], noise, steps=3, guidance=1.0), noise - 0.5)  # no guidance
+    with pytest.raises(ValueError, match="3 prompts for 2 noise"):
+        sample_latents(stub, ["a", "b", "c"], noise)
+
+
+def test_sampler_is_deterministic_from_the_seed_and_shaped_like_the_model(model):
+    a = sample(model, PROMPTS, steps=2, guidance=2.0, seed=5, batch_size=2, progress=False)
+    b = sample(model, PROMPTS, steps=2, guidance=2.0, seed=5, batch_size=2, progress=False)
+    c = sample(model, PROMPTS, steps=2, guidance=2.0, seed=6, batch_size=2, progress=False)
+    assert a.shape == (3, 4, 16, 16, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    one_by_one = sample(model, PROMPTS, steps=2, guidance=2.0, seed=5, batch_size=1, progress=False)
+    assert np.abs(one_by_one.astype(int) - a).max() <= 1  # noise per video does not depend on the batching
+    assert sample(model, [], progress=False).shape == (0, 4, 16, 16, 3)
+
+
+def test_cli_sample_from_prompts_writes_an_evaluable_manifest(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    runner = CliRunner()
+    args = ["sample", "--checkpoint", str(tmp_path / "m"), "--steps", "2", "--out", str(tmp_path / "s")]
+    res = runner.invoke(app, [*args, "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    rows = load_manifest(tmp_path / "s" / "manifest.jsonl")  # the evaluator's reader accepts it
+    assert [r["scene"] for r in rows] == [prompt_to_scene(p).to_dict() for p in PROMPTS[:2]]
+    assert [r["prompt"] for r in rows] == PROMPTS[:2] and all((tmp_path / "s" / r["video"]).is_file() for r in rows)
+    res = runner.invoke(app, [*args, "--prompt", "a small purple ball"])
+    assert res.exit_code == 2 and "purple" in res.output
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "--manifest or at least one --prompt" in res.output
+    res = runner.invoke(app, ["sample", "--checkpoint", str(tmp_path), "--prompt", PROMPTS[0], "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no model here" in res.output
+    json.loads((tmp_path / "m" / "physalign_model.json").read_text())  # still intact

@@ -1,0 +1,284 @@
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from physalign.cli import app
+from physalign.models.interface import load_model
+from physalign.objectives import flow_matching_loss, interpolate
+from physalign.train import checkpoint as ckpt_mod
+from physalign.train import data as data_mod
+from physalign.train.config import ConfigError, load_config
+from physalign.train.data import latent_data, object_mask
+from physalign.train.loop import TrainingError, build_model, train
+from physalign.train.methods import METHODS, Method, build_method, register
+from physalign.video import write_mp4
+from physalign.world import spec
+from physalign.world.dataset import load_manifest
+from physalign.world.scene import sample_scene, scene_to_prompt
+
+TINY = dict(layers=2, heads=2, head_dim=16, ffn_dim=64, text_dim=32, text_layers=1, vae_channels=[16, 32], frames=4, resolution=16)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CPU is shared: two threads contending with other jobs run several times slower
+    yield
+    torch.set_num_threads(before)
+
+
+def write_world(root: Path, n: int = 6) -> Path:
+    """A manifest of n synthetic 4-frame 16x16 clips: a square of the scene's colour moving on its background."""
+    lines = []
+    for i in range(n):
+        scene = sample_scene(random.Random(i))
+        video = np.empty((4, 16, 16, 3), np.uint8)
+        video[:] = spec.BACKGROUNDS[scene.background]
+        video[:, 12:] = spec.STRUCTURE_COLOR  # a floor
+        for f in range(4):
+            video[f, 3 + 2 * f : 7 + 2 * f, 2 + f : 6 + f] = spec.OBJECT_COLORS[scene.color]
+        write_mp4(root / f"videos/{i}.mp4", video)
+        lines.append({"video": f"videos/{i}.mp4", "prompt": scene_to_prompt(scene), "scene": scene.to_dict(),
+                      "phenomena": [], "split": "train", "ood": False})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root / "manifest.jsonl"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return write_world(tmp_path_factory.mktemp("world"))
+
+
+def overrides(world: Path, tmp: Path, *more: str) -> list[str]:
+    return [f"data.manifest={world}", f"data.cache_dir={tmp / 'cache'}", f"model.sizes={json.dumps(TINY)}",
+            "train.batch_size=4", "train.log_every=1", "optim.warmup_steps=1", *more]
+
+
+def log_of(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+# -- config ----------------------------------------------------------------------------------------
+
+
+def test_config_loads_yaml_applies_overrides_and_names_bad_keys(tmp_path):
+    for name in ("base.yaml", "autoencoder.yaml"):  # the shipped configs parse and build their methods
+        cfg = load_config(CONFIGS / name)
+        build_method(cfg.train.method, cfg.method)
+    cfg = load_config(CONFIGS / "base.yaml", ["train.steps=7", "optim.lr=1e-3", "model.trainable=[vae]", "method.cfg_dropout=0.2"])
+    assert (cfg.train.steps, cfg.optim.lr, cfg.model.trainable, cfg.method["cfg_dropout"]) == (7, 1e-3, ["vae"], 0.2)
+    with pytest.raises(ConfigError, match=r"unknown key 'train.stepz'; train has \['batch_size'.*'steps'"):
+        load_config(None, ["train.stepz=3"])
+    with pytest.raises(ConfigError, match="train.steps must be int, got 'many'"):
+        load_config(None, ["train.steps=many"])
+    with pytest.raises(ConfigError, match=r"optim.betas\[1\] must be float"):
+        load_config(None, ["optim.betas=[0.9, fast]"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(None, ["train.steps"])
+    bad = tmp_path / "c.yaml"
+    bad.write_text("trian:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown sections \['trian'\]; allowed: \['model'"):
+        load_config(bad)
+    bad.write_text("train:\n  steps: [3\n")
+    with pytest.raises(ConfigError, match="c.yaml: not valid YAML"):
+        load_config(bad)
+
+
+def test_methods_are_plugins_with_checked_parameters():
+    assert {"fm", "autoencoder"} <= set(METHODS)
+    with pytest.raises(ConfigError, match=r"unknown method 'nope'; available: \[.*'fm'"):
+        build_method("nope", {})
+    with pytest.raises(ConfigError, match=r"unknown keys \['cfg_drop'\] for method 'fm'; allowed: \['cfg_dropout', 't_schedule'\]"):
+        build_method("fm", {"cfg_drop": 0.1})
+    with pytest.raises(ConfigError, match="method.cfg_dropout must be float"):
+        build_method("fm", {"cfg_dropout": "often"})
+
+
+# -- objective and method --------------------------------------------------------------------------
+
+
+def test_flow_matching_loss_matches_a_plain_reference_with_gradients():
+    torch.manual_seed(0)
+    x0, eps = torch.randn(3, 4, 2, 4, 4), torch.randn(3, 4, 2, 4, 4)
+    v = torch.randn(3, 4, 2, 4, 4, requires_grad=True)
+    loss = flow_matching_loss(v, x0, eps)
+    ref = sum(((v[i] - (eps[i] - x0[i])) ** 2).sum() for i in range(3)) / v.numel()
+    (g,), (g_ref,) = torch.autograd.grad(loss, v), torch.autograd.grad(ref, v)
+    assert torch.allclose(loss, ref) and torch.allclose(g, g_ref)
+    assert not torch.allclose(flow_matching_loss(v, x0, -eps), ref)
+    t = torch.tensor([0.0, 0.5, 1.0])
+    xt = interpolate(x0, eps, t)
+    assert torch.equal(xt[0], x0[0]) and torch.equal(xt[2], eps[2]) and torch.allclose(xt[1], (x0[1] + eps[1]) / 2)
+    with pytest.raises(ValueError, match="t must have shape"):
+        interpolate(x0, eps, torch.rand(2))
+
+
+def test_fm_method_is_plain_flow_matching_on_the_model(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(load_config(None, [f"model.sizes={json.dumps(TINY)}"]).model)
+    method = build_method("fm", {"cfg_dropout": 0.5, "t_schedule": "uniform"})
+    prompts = [scene_to_prompt(sample_scene(random.Random(i))) for i in range(4)]
+    x0 = torch.randn(4, 4, 4, 8, 8)
+    torch.manual_seed(1)
+    terms = method(model, {"latents": x0, "prompts": prompts})
+    torch.manual_seed(1)  # the same draws, in the method's order: noise, times, prompt dropout
+    eps, t, keep = torch.randn_like(x0), torch.rand(4), torch.rand(4) >= 0.5
+    text = model.encode_text([p if k else "" for p, k in zip(prompts, keep.tolist())])
+    v = model.transformer((1 - t.view(-1, 1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1, 1) * eps, timestep=1000 * t,
+                          encoder_hidden_states=text.hidden, return_dict=False)[0]
+    assert set(terms) == {"loss", "fm"}
+    assert torch.allclose(terms["loss"], ((v - (eps - x0)) ** 2).mean())
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def test_object_mask_marks_objects_not_background_or_structure():
+    frame = np.zeros((1, 4, 4, 3), np.uint8)
+    frame[0, 0, 0] = spec.STRUCTURE_COLOR
+    frame[0, 1, 1] = spec.OBJECT_COLORS["red"]
+    frame[0, 2, 2] = (10, 10, 10)  # within tolerance of the black background
+    mask = object_mask(frame, np.array([spec.BACKGROUNDS["black"]]))
+    assert mask[0].sum() == 1 and mask[0, 1, 1]
+    assert object_mask(frame, np.array([spec.OBJECT_COLORS["red"]]))[0].sum() == 14  # on red, the black pixels are objects
+
+
+def test_latents_are_cached_by_manifest_and_autoencoder(world, tmp_path, monkeypatch):
+    cfg = load_config(None, overrides(world, tmp_path))
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    first = latent_data(cfg.data, model)
+    assert first.latents.shape == (6, 4, 4, 8, 8) and first.rows == load_manifest(world)
+    monkeypatch.setattr(data_mod, "read_videos", lambda *a: pytest.fail("decoded again despite the cache"))
+    again = latent_data(cfg.data, model)
+    assert torch.equal(again.latents, first.latents) and again.rows == first.rows
+    with torch.no_grad():
+        model.vae.decoder.conv_out.bias += 1  # decoder only: encode unchanged, but the key covers all weights
+    with pytest.raises(pytest.fail.Exception, match="decoded again"):
+        latent_data(cfg.data, model)
+
+
+# -- the loop --------------------------------------------------------------------------------------
+
+
+def test_tiny_flow_matching_run_lowers_the_loss(world, tmp_path):
+    cfg = load_config(None, overrides(world, tmp_path, "train.steps=40", "train.save_every=40", "optim.lr=2e-3",
+                                      "method.t_schedule=uniform"))
+    model_dir = train(cfg, tmp_path / "run", progress=False)
+    losses = [r["loss"] for r in log_of(tmp_path / "run")]
+    assert len(losses) == 40 and all("fm" in r and "grad_norm" in r for r in log_of(tmp_path / "run"))
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5]), losses
+    assert load_model(model_dir).cfg.frames == 4
+
+
+def test_resume_continues_exactly(world, tmp_path):
+    cfg = overrides(world, tmp_path, "train.save_every=2", "optim.ema_decay=0.5", "train.keep_checkpoints=0", "optim.warmup_steps=8")
+    straight = train(load_config(None, cfg + ["train.steps=4"]), tmp_path / "straight", progress=False)
+    train(load_config(None, cfg + ["train.steps=2"]), tmp_path / "split", progress=False)
+    with (tmp_path / "split" / "log.jsonl").open("a") as log:  # a record the killed run wrote after its checkpoint
+        log.write(json.dumps({"step": 2, "loss": 9.0}) + "\n")
+    resumed = train(load_config(None, cfg + ["train.steps=4"]), tmp_path / "split", resume=True, progress=False)
+    a, b = load_model(straight).state_dict(), load_model(resumed).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # EMA weights, exported
+    for name in ("optimizer", "ema", "method"):
+        x, y = (ckpt_mod.load_file(str(r / "checkpoints/step_000004" / f"{name}.safetensors")) for r in (tmp_path / "straight", tmp_path / "split"))
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(log_of(tmp_path / "split")) == strip(log_of(tmp_path / "straight"))
+    a2 = load_model(tmp_path / "split" / "checkpoints/step_000002/model").state_dict()
+    assert not all(torch.equal(a[k], a2[k]) for k in a)  # the test can fail: weights moved after the resume
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(load_config(None, cfg + ["train.steps=4"]), tmp_path / "split", progress=False)
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(load_config(None, cfg), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_an_interrupted_checkpoint_never_breaks_latest(world, tmp_path, monkeypatch):
+    cfg = load_config(None, overrides(world, tmp_path, "train.steps=4", "train.save_every=2"))
+    calls = {"n": 0}
+    real = ckpt_mod.save_file
+
+    def dies_on_the_second_checkpoint(tensors, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # step 4's optimizer file (4 files per checkpoint): its model is already written
+            raise KeyboardInterrupt
+        return real(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_mod, "save_file", dies_on_the_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False)
+    latest = ckpt_mod.latest_checkpoint(tmp_path / "run")
+    assert latest.name == "step_000002" and load_model(latest / "model") is not None
+    assert list((tmp_path / "run" / "checkpoints").glob(".tmp_*"))  # the half-written one, never renamed
+    monkeypatch.setattr(ckpt_mod, "save_file", real)
+    train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert ckpt_mod.latest_checkpoint(tmp_path / "run").name == "step_000004"
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp_*"))
+
+
+@register("test_nan")
+class NotFinite(Method):
+    def forward(self, model, batch):
+        return {"loss": torch.tensor(float("nan"), requires_grad=True), "fm": torch.tensor(1.0)}
+
+
+def test_non_finite_loss_stops_with_step_and_terms(world, tmp_path):
+    cfg = load_config(None, overrides(world, tmp_path, "train.method=test_nan", "train.steps=3"))
+    with pytest.raises(TrainingError, match=r"step 0: non-finite loss terms \{'loss': nan, 'fm': 1.0\}"):
+        train(cfg, tmp_path / "run", progress=False)
+
+
+def test_autoencoder_method_trains_the_vae_and_measures_the_latent_scale(world, tmp_path):
+    cfg = load_config(None, overrides(world, tmp_path, "train.method=autoencoder", "model.trainable=[vae]",
+                                      "train.steps=3", "train.save_every=3", "optim.lr=1e-3"))
+    torch.manual_seed(0)
+    start = build_model(cfg.model)
+    out = train(cfg, tmp_path / "ae", progress=False)
+    model = load_model(out)
+    assert set(log_of(tmp_path / "ae")[0]) >= {"loss", "recon", "kl", "grad_norm"}
+    a, b = start.state_dict(), model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("transformer."))  # only the VAE trained
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith("vae."))
+    frames = data_mod.frame_data(cfg.data, model)
+    with torch.no_grad():
+        z = model.vae.encode(frames.batch(torch.arange(len(frames)))["pixels"]).latent_dist.mean
+    assert model.cfg.scaling_factor == pytest.approx(1 / z.std().item(), rel=1e-5)
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def test_cli_train_then_sample_from_the_run(world, tmp_path):
+    runner = CliRunner()
+    sets = [a for o in overrides(world, tmp_path, "train.steps=2", "train.save_every=1") for a in ("--set", o)]
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "run"), *sets])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "run"), "--resume", "--set", "train.steps=3"])
+    assert res.exit_code == 0, res.output  # the run's own config, extended by one step
+    assert [r["step"] for r in log_of(tmp_path / "run")] == [0, 1, 2]
+    res = runner.invoke(app, ["sample", "--checkpoint", str(tmp_path / "run"), "--manifest", str(world), "--limit", "2",
+                              "--steps", "2", "--samples-per-prompt", "2", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    rows, source = load_manifest(tmp_path / "s" / "manifest.jsonl"), load_manifest(world)
+    assert len(rows) == 4 and all((tmp_path / "s" / r["video"]).is_file() for r in rows)
+    assert [(r["prompt"], r["scene"], r["ood"]) for r in rows] == [(s["prompt"], s["scene"], s["ood"]) for s in source[:2] for _ in range(2)]
+    res = runner.invoke(app, ["train", "--set", "train.nope=1"])
+    assert res.exit_code == 2 and "train.nope" in res.output
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "run"), *sets])
+    assert res.exit_code == 1 and "already holds a run" in res.output
+
+
+def test_cli_train_autoencoder_runs_the_shared_loop(world, tmp_path):
+    sets = [a for o in overrides(world, tmp_path, "train.steps=2") for a in ("--set", o)]
+    res = CliRunner().invoke(app, ["train-autoencoder", "--config", str(CONFIGS / "autoencoder.yaml"), "--run",
+                                   str(tmp_path / "run"), "--out", str(tmp_path / "ae"), *sets])
+    assert res.exit_code == 0, res.output
+    assert load_model(tmp_path / "ae").cfg.scaling_factor != 1.0
+    assert [r["step"] for r in log_of(tmp_path / "run")] == [0, 1] and "recon" in log_of(tmp_path / "run")[0]
