@@ -124,6 +124,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".safetensors", dir=path.parent)
     os.close(fd)
     save_file(tensors, tmp)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users of a shared data folder
     os.replace(tmp, path)
 
 

@@ -83,8 +83,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
+    method = build_method(cfg.train.method, cfg.method)  # first: a config mistake fails before any loading
     model = build_model(cfg.model, ckpt / "model" if resume else None)
-    method = build_method(cfg.train.method, cfg.method)
     data = build_data(method.data, cfg.data, model)
     method.setup(model, data)
     state = build_state(cfg, model, method)
