@@ -1,0 +1,205 @@
+"""From tracks to kinematics: where each object is relative to the scene's surfaces, when it flies freely,
+and least-squares fits of its motion.
+
+The scene's static geometry comes from ``spec`` (floor, the wall on the side the object moves to, the ramp
+wedge); the checks never see the simulator's rollout. A frame is *near* a surface when the object touches
+it or an impact may lie between it and a neighbouring frame (see ``touching``); a run of frames near no
+surface is free flight, and a parabola fits it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from physalign.eval.track import Observation, Track
+from physalign.world import spec
+from physalign.world.scene import Scene
+from physalign.world.sim import ramp_side
+
+FRAME_TIME = 1.0 / spec.FPS
+# Centroid error. The renderer estimates coverage on a 4 x 4 sub-pixel grid, so a straight edge sits on a
+# quarter-pixel lattice: uniform error of +-1/8 pixel (std 0.25 / sqrt(12) ~ 0.07) on a block's centre.
+# Curved edges (balls) average it down to ~0.03.
+POSITION_STD = 0.25 / math.sqrt(12)  # units (one pixel is one unit at 32 x 32)
+POSITION_MAX = 0.125
+# Closer than this to a surface counts as touching: the simulator lets a body overlap a surface by < 0.1,
+# plus the centroid and size errors of a block (1/8 each) and a margin.
+CONTACT_MARGIN = 0.5
+# Share of gravity (at most) along each surface's normal, which changes the approach speed within a frame:
+# all of it for the floor, cos 27 deg < 1 for the ramp's slope, none for a wall or the ball on the floor.
+PULL = {"floor": 1.0, "ramp": 1.0, "wall": 0.0, "other": 0.0}
+
+
+@dataclass(frozen=True)
+class Body:
+    """An object as the checks see it. Arrays are (T,)."""
+
+    name: str
+    kind: str  # what the scene says it is: "ball" or "block"
+    half: float  # radius or half-side, from its median area
+    track: Track
+    gaps: dict[str, np.ndarray]  # signed distance to each surface ("floor", "wall", "ramp", "other")
+    near: np.ndarray  # bool: within one frame's travel (+ CONTACT_MARGIN) of some surface
+    seen: np.ndarray  # bool: present and not cut by the frame's border
+
+    @property
+    def pos(self) -> np.ndarray:
+        return self.track.pos
+
+    @property
+    def gap(self) -> np.ndarray:
+        """Distance to the nearest surface (T,)."""
+        return np.min(np.stack(list(self.gaps.values())), 0)
+
+    @property
+    def free(self) -> np.ndarray:
+        """Frames of free flight: seen and not near any surface."""
+        return self.seen & ~self.near
+
+
+def half_size(track: Track, kind: str) -> float:
+    """Radius (ball) or half-side (block) of a track's median area over its uncut frames; NaN if unseen."""
+    ok = track.present & ~track.clipped
+    if not ok.any():
+        ok = track.present
+    if not ok.any():
+        return math.nan
+    area = float(np.median(track.area[ok]))
+    return math.sqrt(area / math.pi) if kind == "ball" else math.sqrt(area) / 2
+
+
+def bodies(obs: Observation, scene: Scene) -> dict[str, Body]:
+    """The scene's objects with their gaps to every surface and their free-flight frames."""
+    kinds = {"primary": scene.kind, "other": "ball"}
+    halves = {n: half_size(t, kinds[n]) for n, t in obs.tracks.items()}
+    out = {}
+    for name, track in obs.tracks.items():
+        gaps = static_gaps(track.pos, halves[name], kinds[name], scene)
+        if len(obs.tracks) == 2:
+            partner = "other" if name == "primary" else "primary"
+            gaps["other"] = pair_gap(track.pos, halves[name], kinds[name], obs.tracks[partner].pos, halves[partner])
+        g = spec.GRAVITY[scene.force]
+        near = np.zeros(obs.frames, bool)
+        for surface, gap in gaps.items():
+            near |= touching(gap, g * PULL[surface])
+        out[name] = Body(name, kinds[name], halves[name], track, gaps, near, track.present & ~track.clipped)
+    return out
+
+
+def touching(gap: np.ndarray, pull: float = 0.0) -> np.ndarray:
+    """Frames (T,) that may be in contact with a surface, from the signed gap (T,) to it.
+
+    A frame touches if its gap is within CONTACT_MARGIN, or if an impact may lie between it and a
+    neighbour: the object comes in at ``v_in`` and leaves at ``v_out``, so an impact at time tau inside
+    (t_k, t_k+1) leaves ``gap_k + gap_k+1 = v_in (tau - t_k) + v_out (t_k+1 - tau) <= max(v_in, v_out) dt``.
+    The normal travel per frame next to the interval bounds ``v dt``, up to ``pull dt^2`` (gravity along
+    the surface normal) gained meanwhile. Unseen frames (NaN) count as touching."""
+    step = np.abs(np.diff(gap))  # (T-1,) normal travel per frame
+    step = np.where(np.isnan(step), np.inf, step)
+    pad = np.concatenate([[0.0], step, [0.0]])
+    approach = np.maximum(pad[:-2], pad[2:]) + pull * FRAME_TIME**2  # (T-1,) around each interval
+    pair = gap[:-1] + gap[1:]
+    hit = ~(pair > approach + 2 * CONTACT_MARGIN)  # (T-1,) NaN: may hit
+    near = ~(gap > CONTACT_MARGIN)
+    near[:-1] |= hit
+    near[1:] |= hit
+    return near
+
+
+def static_gaps(pos: np.ndarray, half: float, kind: str, scene: Scene) -> dict[str, np.ndarray]:
+    """Signed distance (T,) between the object and each static surface of ``scene``; negative = inside."""
+    x, y = pos[:, 0], pos[:, 1]
+    gaps = {"floor": y - half - spec.FLOOR_Y}
+    if scene.interaction == "wall":
+        side = scene.direction
+        gaps["wall"] = spec.WALL_X["right"] - (x + half) if side == "right" else (x - half) - spec.WALL_X["left"]
+    if scene.interaction == "ramp":
+        gaps["ramp"] = polygon_gap(pos, half, kind, ramp_polygon(ramp_side(scene)))
+    return gaps
+
+
+@cache
+def ramp_polygon(rises_to: str) -> np.ndarray:
+    return np.array(spec.ramp_vertices(rises_to), np.float64)  # (3, 2) counter-clockwise
+
+
+def polygon_gap(pos: np.ndarray, half: float, kind: str, poly: np.ndarray) -> np.ndarray:
+    """Signed distance (T,) from a ball (exact) or an axis-aligned block (separating axes: exact when
+    overlapping, a lower bound otherwise) to the convex polygon ``poly`` (V, 2), counter-clockwise."""
+    edges = np.roll(poly, -1, 0) - poly  # (V, 2)
+    normals = np.stack([edges[:, 1], -edges[:, 0]], 1) / np.hypot(*edges.T)[:, None]  # outward (V, 2)
+    if kind == "ball":
+        return _point_polygon_distance(pos, poly, edges, normals) - half
+    axes = np.concatenate([np.eye(2), normals])  # (A, 2)
+    centre = pos @ axes.T  # (T, A)
+    box = half * np.abs(axes).sum(1)  # (A,) half-extent of the square along each axis
+    shape = poly @ axes.T  # (V, A)
+    sep = np.maximum(shape.min(0) - (centre + box), (centre - box) - shape.max(0))  # (T, A)
+    return sep.max(1)
+
+
+def _point_polygon_distance(pos, poly, edges, normals) -> np.ndarray:
+    rel = pos[:, None, :] - poly[None]  # (T, V, 2)
+    t = np.clip((rel * edges).sum(-1) / (edges * edges).sum(-1), 0.0, 1.0)  # (T, V)
+    dist = np.hypot(*(rel - t[..., None] * edges).transpose(2, 0, 1)).min(1)  # (T,)
+    inside = ((rel * normals).sum(-1) < 0).all(1)
+    return np.where(inside, -dist, dist)
+
+
+def pair_gap(pos: np.ndarray, half: float, kind: str, other: np.ndarray, other_half: float) -> np.ndarray:
+    """Signed distance (T,) between the object (ball or block) and a ball of radius ``other_half``."""
+    d = other - pos
+    if kind == "ball":
+        return np.hypot(*d.T) - half - other_half
+    q = np.abs(d) - half  # (T, 2) distance from the block's faces
+    outside = np.hypot(*np.maximum(q, 0.0).T)
+    return outside + np.minimum(q.max(1), 0.0) - other_half
+
+
+# ---------------------------------------------------------------------------------------- runs and fits
+
+
+def runs(mask: np.ndarray, min_len: int = 1) -> list[tuple[int, int]]:
+    """Maximal runs [start, stop) of True in ``mask`` (T,) at least ``min_len`` long."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(a), int(b)) for a, b in zip(starts, stops) if b - a >= min_len]
+
+
+@cache
+def _quadratic_design(n: int) -> tuple[np.ndarray, float]:
+    """Weights ``w`` (n,) with ``w . y = c`` for the least-squares fit ``y = a + b k + c k^2`` over frames
+    ``k = 0..n-1``, and ``sum(r^2)`` of ``k^2`` residualised against ``[1, k]`` (so ``Var c = s^2 / sum``)."""
+    k = np.arange(n, dtype=np.float64)
+    lin = np.stack([np.ones(n), k], 1)
+    r = k**2 - lin @ np.linalg.lstsq(lin, k**2, rcond=None)[0]
+    ss = float(r @ r)
+    return r / ss, ss
+
+
+def fit_acceleration(y: np.ndarray, segments: list[tuple[int, int]]) -> tuple[float, float]:
+    """Acceleration (units/s^2) shared by all ``segments`` of ``y`` (T,), each with its own offset and
+    velocity: ``y_k = a_s + b_s k + (A / 2) (k dt)^2``. Returns ``(A, std of A)`` for position noise
+    ``POSITION_STD``; ``(nan, inf)`` without segments of at least 3 frames."""
+    num, den = 0.0, 0.0
+    for a, b in segments:
+        if b - a < 3:
+            continue
+        w, ss = _quadratic_design(b - a)
+        num += float(w @ y[a:b]) * ss  # sum(r * y) of this segment
+        den += ss
+    if den == 0:
+        return math.nan, math.inf
+    return 2 * num / den * spec.FPS**2, 2 * POSITION_STD / math.sqrt(den) * spec.FPS**2
+
+
+def fit_line(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``y = c + b t``: returns (c, b)."""
+    tm, ym = t.mean(), y.mean()
+    dt = t - tm
+    b = float(dt @ (y - ym) / (dt @ dt))
+    return float(ym - b * tm), b
