@@ -1,0 +1,319 @@
+"""Physical commonsense (PC): laws every video of the world obeys, whatever its start.
+
+Tolerances are named with the reason for their size; one world unit is one pixel at 32 x 32, and
+``dt = 1 / spec.FPS``. Centroid errors come from ``motion.POSITION_MAX`` (a block's edges sit on the
+renderer's quarter-pixel lattice).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from physalign.eval import motion
+from physalign.eval.checks import Check, View, unseen
+from physalign.eval.motion import CONTACT_MARGIN, FRAME_TIME, POSITION_MAX, Body
+from physalign.world import spec
+from physalign.world.scene import Scene
+from physalign.world.sim import STRUCTURE_FRICTION
+
+# Steps may exceed the fastest speed energy allows by the centroid error of both frames, plus a margin.
+STEP_SLACK = 2 * POSITION_MAX + 0.25
+STRUCK_SPEEDUP = 2.0  # a struck ball leaves at most 2 m1 / (m1 + m2) < 2 times the striker's speed
+# Frames cut by the border are left out; a visible object's area stays within this factor of its median
+# (the soft area is exact to ~2%, to ~10% where it touches the other object; measured at most 1.09).
+SIZE_RATIO = 1.25
+COLOR_DRIFT = 40.0  # RGB: a quarter of the distance between the closest object colours
+MIN_FLIGHT_FRAMES = 4  # a free-flight segment shorter than this says little about acceleration
+GRAVITY_REL = 0.25  # fitted gravity within 25% of the scene's (pymunk integrates it to < 1%)...
+GRAVITY_SIGMAS = 3.0  # ...or within 3 standard errors of the fit, whichever is wider
+# In free flight the second difference of position is exactly (0, -g dt^2); centroid errors of +-1/8 on
+# three frames move it by at most 4/8. A larger jump is an impulse without a contact.
+IMPULSE_TOL = 4 * POSITION_MAX + 0.05
+HOVER_SPREAD = POSITION_MAX  # a hovering object's frames are identical; allow one quantum of jitter
+# The simulator keeps overlaps under 0.1 unit (40 sub-steps per frame, slop 0.02); add the centroid error
+# and as much again for the half-size read from the area (measured deepest on simulator videos: 0.25).
+PENETRATION_TOL = 0.1 + POSITION_MAX + 0.25
+# Restitution from the peak heights of successive hops, sqrt(h2 / h1), with bounds from the error of the
+# peaks; pymunk's restitution is the material's, so allow RESTITUTION_TOL around it beyond those bounds.
+PEAK_ERROR = POSITION_MAX + 0.05  # units: centroid error plus that of the half-size from the area
+RESTITUTION_TOL = 0.1
+# Momentum across a collision on the floor: velocities are fitted over up to MOMENTUM_FRAMES frames on each
+# side; floor friction (mu = STRUCTURE_FRICTION x the material's) may move it meanwhile, nothing else.
+MOMENTUM_FRAMES = 4
+MOMENTUM_SIGMAS = 3.0
+
+
+def permanence(v: View) -> Check:
+    """Every object is in every frame, unless it left through the border of the frame."""
+    worst, where = 1.0, ""
+    for name, body in v.bodies.items():
+        t = body.track
+        gone = ~t.present & ~_left_frame(t)
+        share = 1.0 - float(gone.mean())
+        if share < worst:
+            worst, where = share, f"{name} ({t.color}) missing in frames {np.flatnonzero(gone).tolist()}"
+    return Check("permanence", "PC", worst == 1.0, worst, where or "every object in every frame")
+
+
+def _left_frame(t) -> np.ndarray:
+    """Absent frames excused because the object left the view next to them: it was cut by the top, left or
+    right border, or its last step carries it past one (the bottom border lies under the floor: nothing
+    leaves through it). The same holds backwards in time for an object coming into view."""
+    excused = np.zeros(len(t.area), bool)
+    for a, b in motion.runs(~t.present):
+        excused[a:b] = _exits(t, a - 1, -1) or _exits(t, b, +1)
+    return excused
+
+
+def _exits(t, k: int, back: int) -> bool:
+    """Whether the object, seen at frame ``k`` and at ``k + back``, leaves the view past frame ``k``."""
+    n = len(t.area)
+    if not 0 <= k < n or not t.present[k]:
+        return False
+    if t.clipped[k]:
+        return not t.bbox[k, 1] <= 0  # cut by a border other than the bottom
+    if not 0 <= k + back < n or not t.present[k + back]:
+        return False
+    x0, y0, x1, y1 = t.bbox[k] + (t.pos[k] - t.pos[k + back])[[0, 1, 0, 1]]  # one more step out
+    return bool(x0 < 0 or x1 > spec.WORLD_SIZE or y1 > spec.WORLD_SIZE)
+
+
+def size_stability(v: View) -> Check:
+    """Each object keeps its size: its area stays near its median in every uncut frame."""
+    worst, who = 1.0, ""
+    for name, body in v.bodies.items():
+        area = body.track.area[body.seen]
+        if area.size == 0:
+            return unseen("size_stability", "PC", name)
+        ratio = np.maximum(area / np.median(area), np.median(area) / area).max()
+        if ratio > worst:
+            worst, who = float(ratio), name
+    return Check("size_stability", "PC", worst <= SIZE_RATIO, worst, f"largest area change x{worst:.2f} ({who or 'none'})")
+
+
+def color_stability(v: View) -> Check:
+    """Each object keeps its colour: the mean colours of its inner pixels in any two frames lie within
+    COLOR_DRIFT (frames without inner pixels are skipped; whether it is the prompted colour is semantics)."""
+    worst, who = 0.0, ""
+    for name, body in v.bodies.items():
+        rgb = body.track.rgb[np.isfinite(body.track.rgb).all(1)]  # (n, 3) frames with inner pixels
+        if len(rgb) == 0:
+            continue
+        drift = float(np.linalg.norm(rgb[:, None] - rgb[None], axis=-1).max())  # farthest pair of frames
+        if drift > worst:
+            worst, who = drift, name
+    return Check("color_stability", "PC", worst <= COLOR_DRIFT, worst, f"colour drifts up to {worst:.0f} RGB ({who or 'none'})")
+
+
+def continuity(v: View) -> Check:
+    """No step longer than energy allows: speed^2 <= v0^2 + 2 g (y_start - y) with v0 the fastest start
+    the prompt allows (a struck ball: up to twice that). A frame cut by the border has its centroid off by
+    up to the object's half-size, which the bound allows for."""
+    v0 = max_start_speed(v.scene)
+    y_start = _start_height(v.primary)
+    worst, detail = -math.inf, "no step to measure"
+    for name, body in v.bodies.items():
+        t = body.track
+        step = np.hypot(*np.diff(t.pos, axis=0).T)  # (T-1,) NaN next to absent frames
+        low = np.fmin(t.pos[:-1, 1], t.pos[1:, 1])
+        speed = np.sqrt(v0**2 + 2 * v.g * np.maximum(y_start - low, 0.0))
+        cut = (t.clipped[:-1] | t.clipped[1:]) * body.half
+        bound = speed * (STRUCK_SPEEDUP if name == "other" else 1.0) * FRAME_TIME + STEP_SLACK + cut
+        excess = step - bound
+        if np.isfinite(excess).any() and np.nanmax(excess) > worst:
+            k = int(np.nanargmax(excess))
+            worst, detail = float(excess[k]), f"{name}: step {step[k]:.2f} units at frame {k + 1} (bound {bound[k]:.2f})"
+    return Check("continuity", "PC", worst <= 0, worst if math.isfinite(worst) else None, detail)
+
+
+def max_start_speed(scene: Scene) -> float:
+    """Fastest initial speed the prompt's kinematics and magnitude allow (spec ranges)."""
+    if scene.kinematics == "launched_up":
+        return spec.LAUNCH_SPEED[scene.magnitude][1]
+    if scene.kinematics == "dropped":
+        return 0.0
+    return spec.SPEED[scene.magnitude][1]
+
+
+def _start_height(body: Body) -> float:
+    """Height of the first frame the object is seen in (the top of the world if never)."""
+    seen = np.flatnonzero(body.seen)
+    return float(body.pos[seen[0], 1]) if seen.size else spec.WORLD_SIZE
+
+
+def gravity(v: View) -> Check:
+    """Free flight accelerates at (0, -g) of the scene: one acceleration fitted over every free-flight
+    segment (each with its own start and velocity). It fails when the fit is inconsistent with the scene's
+    gravity, whatever its precision; it passes only when precise enough to tell the scene's gravity from
+    the nearest other level (otherwise it does not apply)."""
+    body = v.primary
+    segments = motion.runs(body.free, MIN_FLIGHT_FRAMES)
+    frames = sum(b - a for a, b in segments)
+    ay, std = motion.fit_acceleration(body.pos[:, 1], segments)
+    ax, _ = motion.fit_acceleration(body.pos[:, 0], segments)
+    if not math.isfinite(ay):
+        return Check("gravity", "PC", None, None, f"no free flight of {MIN_FLIGHT_FRAMES} frames or more")
+    tol = max(GRAVITY_REL * v.g, GRAVITY_SIGMAS * std)
+    text = f"fitted ({ax:.1f}, {ay:.1f}) units/s^2 over {frames} frames (expected (0, {-v.g:.0f}) +- {tol:.1f})"
+    if abs(ay + v.g) > tol or abs(ax) > tol:
+        return Check("gravity", "PC", False, ay, text)
+    nearest = min(abs(g - v.g) for g in spec.GRAVITY.values() if g != v.g)
+    if GRAVITY_SIGMAS * std > 0.5 * nearest:
+        return Check("gravity", "PC", None, ay, text + ": too short to tell the gravity levels apart")
+    return Check("gravity", "PC", True, ay, text)
+
+
+def free_flight(v: View) -> Check:
+    """No impulse in mid-air: between contacts the second difference of position is (0, -g dt^2)."""
+    body = v.primary
+    worst, at = -1.0, -1
+    for a, b in motion.runs(body.free, 3):
+        acc = np.diff(body.pos[a:b], 2, axis=0)  # (n-2, 2)
+        acc[:, 1] += v.g * FRAME_TIME**2
+        err = np.hypot(*acc.T)
+        if err.max() > worst:
+            worst, at = float(err.max()), a + 1 + int(err.argmax())
+    if at < 0:
+        return Check("free_flight", "PC", None, None, "no three consecutive free frames")
+    return Check("free_flight", "PC", worst <= IMPULSE_TOL, worst, f"largest mid-air velocity change {worst:.2f} units/frame at frame {at}")
+
+
+def no_hover(v: View) -> Check:
+    """Under gravity nothing rests in the air: no window of frames in the air without motion, the window
+    long enough that free fall moves the object by more than the centroid error."""
+    if v.g == 0:
+        return Check("no_hover", "PC", None, None, "zero gravity")
+    body = v.primary
+    n = hover_frames(v.g)
+    airborne = body.seen & (body.gap > CONTACT_MARGIN)
+    longest = 0
+    for a, b in motion.runs(airborne, n):
+        pos = body.pos[a:b]
+        windows = np.lib.stride_tricks.sliding_window_view(pos, n, axis=0)  # (m, 2, n)
+        still = np.ptp(windows, axis=2).max(1) <= HOVER_SPREAD
+        longest = max(longest, int(still.sum()))
+    return Check("no_hover", "PC", longest == 0, float(longest), f"{longest} windows of {n} still frames in the air")
+
+
+def hover_frames(g: float) -> int:
+    """Frames n such that free fall moves an object by at least HOVER_SPREAD + 2 POSITION_MAX over any n
+    consecutive frames: the slowest stretch is centred on the apex, where it covers g dt^2 (n-1)^2 / 8."""
+    return 1 + math.ceil(math.sqrt(8 * (HOVER_SPREAD + 2 * POSITION_MAX) / (g * FRAME_TIME**2)))
+
+
+def no_penetration(v: View) -> Check:
+    """No object sinks into the floor, a wall, the ramp or the other object. Frames cut by the border
+    count too, through the bottom of the pixels they show (an object sinking out of view through the
+    floor is cut by the bottom border)."""
+    worst, where = -math.inf, "nothing to test"
+    for name, body in v.bodies.items():
+        depths = {s: np.where(body.seen, -gap, np.nan) for s, gap in body.gaps.items()}
+        shown = np.where(body.track.present, spec.FLOOR_Y - body.track.bbox[:, 1], np.nan)
+        depths["floor"] = np.fmax(depths["floor"], shown)
+        for surface, depth in depths.items():
+            if np.isfinite(depth).any() and np.nanmax(depth) > worst:
+                k = int(np.nanargmax(depth))
+                worst, where = float(depth[k]), f"{name} into {surface} by {depth[k]:.2f} units at frame {k}"
+    return Check("no_penetration", "PC", worst <= PENETRATION_TOL, worst if math.isfinite(worst) else None, where)
+
+
+def bounce(v: View) -> Check:
+    """Floor bounces rebound as the material does, judged by energy: a hop that peaks ``h`` above the floor
+    and lands is followed by one that peaks at ``e^2 h`` (``e`` the restitution). The interval of ``e`` each
+    landing allows (see ``_rebounds``) must meet the material's, widened by RESTITUTION_TOL and capped at 1:
+    clay must not rebound, rubber must, nothing gains energy. Hops touching a wall, the ramp or the other
+    ball (friction along them) are left out."""
+    if v.g == 0:
+        return Check("bounce", "PC", None, None, "zero gravity: nothing falls onto the floor")
+    e_mat = spec.MATERIALS[v.scene.material].restitution
+    lo, hi = max(e_mat - RESTITUTION_TOL, 0.0), min(e_mat + RESTITUTION_TOL, 1.0)
+    starts_at_apex = v.scene.kinematics == "dropped" or v.scene.kinematics.startswith("thrown")
+    judged = _rebounds(v.primary, v.g, starts_at_apex, lo)  # (landing frame, low bound of e, high bound of e)
+    if not judged:
+        return Check("bounce", "PC", None, None, "no landing from a hop with the rebound in view")
+    bad = [j for j in judged if j[1] > hi or j[2] < lo]
+    _, e_lo, e_hi = (bad or judged)[0]
+    text = "; ".join(f"landing at frame {k}: e in [{a:.2f}, {b:.2f}]" for k, a, b in judged)
+    value = e_lo if e_lo > hi or not math.isfinite(e_hi) else e_hi
+    return Check("bounce", "PC", not bad, value, f"{text} (material {e_mat:.2f}: {lo:.2f}-{hi:.2f})")
+
+
+def _rebounds(body: Body, g: float, starts_at_apex: bool, slowest: float) -> list[tuple[int, float, float]]:
+    """Bounds (frame, low, high) on the restitution at each landing of a hop on the floor.
+
+    Hops are runs of frames clear of the floor; between two hops lies a stretch touching it (one impact,
+    or several with rebounds too low to leave the floor's reach, the highest of them ``h_R``). With peaks
+    ``h1`` before and ``h2`` after, every impact in the stretch multiplies the height by ``e^2 <= 1``, so
+    ``sqrt(h2 / h1)`` bounds ``e`` from below; ``e`` of the first impact is at most
+    ``sqrt(max(h2, h_R) / h1)``. A hop still rising at the end of the clip only bounds from below; a last
+    landing with no hop after bounds from above (``h2 = 0``) once the clip has lasted long enough for the
+    ``slowest`` rebound the material allows to peak. Stretches next to any other surface, or not wholly seen, break the chain. A hop's
+    peak must be a real apex: inside the hop, or at frame 0 when the object starts with no vertical speed
+    (``starts_at_apex``), not where another contact left it moving. Peaks are known to within PEAK_ERROR,
+    which widens the bounds."""
+    height, n = body.gaps["floor"], len(body.gaps["floor"])
+    clean = body.seen & ~_near_other_surface(body, g)
+    err = PEAK_ERROR + g * FRAME_TIME**2 / 8  # the sampled top of a parabola is up to g dt^2 / 8 low
+    hops = motion.runs(clean & ~motion.touching(height, g))
+    out = []
+    for (a1, b1), (a2, b2) in zip(hops, hops[1:] + [(n, n)]):
+        h1, top = float(height[a1:b1].max()), a1 + int(height[a1:b1].argmax())
+        apex = (top > a1 and top < b1 - 1) or (a1 == 0 and starts_at_apex) or (a1 > 0 and height[a1 - 1] <= h1)
+        if not apex or h1 <= err or b1 == n or not clean[b1:a2].all():
+            continue
+        if a2 == n and (n - b1) * FRAME_TIME < slowest * math.sqrt(2 * h1 / g) + FRAME_TIME:
+            continue  # landed too late to tell whether it rebounds: the slowest rebound peaks after the clip
+        h_r = float(height[b1:a2].max())
+        h2 = float(height[a2:b2].max()) if a2 < n else 0.0
+        rising = b2 == n and a2 < n and height[-1] >= h2
+        low = math.sqrt(max(h2 - err, 0.0) / (h1 + err))
+        high = math.inf if rising else math.sqrt((max(h2, h_r) + err) / (h1 - err))
+        out.append((b1, low, high))
+    return out
+
+
+def _near_other_surface(body: Body, g: float) -> np.ndarray:
+    """(T,) frames that may touch a surface other than the floor."""
+    near = np.zeros(len(body.near), bool)
+    for name, gap in body.gaps.items():
+        if name != "floor":
+            near |= motion.touching(gap, g * motion.PULL[name])
+    return near
+
+
+def momentum(v: View) -> Check:
+    """Across the collision with the second ball, total horizontal momentum (mass = density x area) changes
+    by no more than floor friction can explain: ``|p_after - p_before| <= mu g (m1 + m2) dt + 3 sigma``,
+    velocities fitted over up to MOMENTUM_FRAMES frames on each side, ``sigma`` their centroid error."""
+    if "other" not in v.bodies:
+        return Check("momentum", "PC", None, None, "no second ball")
+    a, b = v.bodies["primary"], v.bodies["other"]
+    touching = np.flatnonzero(motion.touching(a.gaps["other"]))
+    if touching.size == 0:
+        return Check("momentum", "PC", None, None, "the objects never touch")
+    c = int(touching[0])  # frames before c are before the impact, frames after c after it
+    before = np.arange(max(0, c - MOMENTUM_FRAMES), c)
+    after = np.arange(c + 1, min(v.obs.frames, c + 1 + MOMENTUM_FRAMES))
+    if min(len(before), len(after)) < 2 or not all(x.seen[w].all() for x in (a, b) for w in (before, after)):
+        return Check("momentum", "PC", None, None, f"collision at frame {c}: too close to the clip's ends or not seen")
+    density = spec.MATERIALS[v.scene.material].density
+    masses = [density * float(np.median(x.track.area[x.seen])) for x in (a, b)]
+    p = [sum(m * motion.fit_line(w * FRAME_TIME, x.pos[w, 0])[1] for m, x in zip(masses, (a, b))) for w in (before, after)]
+    sigma = math.hypot(*masses) * math.hypot(_velocity_std(len(before)), _velocity_std(len(after)))
+    friction = STRUCTURE_FRICTION * spec.MATERIALS[v.scene.material].friction * v.g * sum(masses)
+    allowed = friction * (after.mean() - before.mean()) * FRAME_TIME + MOMENTUM_SIGMAS * sigma
+    change = abs(p[1] - p[0])
+    return Check("momentum", "PC", change <= allowed, change / allowed,
+                 f"horizontal momentum {p[0]:.0f} -> {p[1]:.0f} at frame {c} (friction and error allow +-{allowed:.0f})")
+
+
+def _velocity_std(n: int) -> float:
+    """Standard error (units/s) of a line's slope fitted to n consecutive frames with POSITION_STD noise."""
+    k = np.arange(n)
+    return motion.POSITION_STD * spec.FPS / math.sqrt(float(((k - k.mean()) ** 2).sum()))
+
+
+CHECKS = (permanence, size_stability, color_stability, continuity, gravity, free_flight, no_hover, no_penetration,
+          bounce, momentum)

@@ -1,0 +1,87 @@
+"""Semantic adherence (SA): the video shows what the prompt names, doing what it says."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from physalign.eval.checks import Check, View, unseen
+from physalign.eval.motion import POSITION_MAX
+from physalign.world import spec
+
+PRESENT_FRACTION = 0.5  # an object the prompt names is visible in at least half the frames
+STRAY_PIXELS = 3.0  # pixels of solid colour the prompt does not name; the smallest object has ~7
+MIN_MOVE = POSITION_MAX  # units: a displacement larger than a block's centroid error (+-1/8) is motion
+
+
+
+
+
+
+def objects(v: View) -> Check:
+    """The objects the prompt names, in their colours, are in the video."""
+    shares = {f"{n} ({b.track.color})": float(b.track.present.mean()) for n, b in v.bodies.items()}
+    worst = min(shares.values())
+    text = ", ".join(f"{k} in {s:.0%} of frames" for k, s in shares.items())
+    return Check("objects", "SA", worst >= PRESENT_FRACTION, worst, text)
+
+
+def no_stray_objects(v: View) -> Check:
+    """No blob of an object colour the prompt does not name."""
+    pixels = float(v.obs.stray_area.max() / v.obs.unit_area)
+    return Check("no_stray_objects", "SA", pixels <= STRAY_PIXELS, pixels, f"up to {pixels:.0f} pixels of colours the prompt lacks")
+
+
+def size(v: View) -> Check:
+    """The object's area is nearest to the prompted size class of its kind."""
+    body = v.primary
+    if not math.isfinite(body.half):
+        return unseen("size", "SA", "the object")
+    area = float(np.median(body.track.area[body.seen if body.seen.any() else body.track.present]))
+    shape = math.pi if v.scene.kind == "ball" else 4.0
+    nearest = min(spec.SIZES, key=lambda s: abs(math.log(area / (shape * spec.SIZES[s] ** 2))))
+    return Check("size", "SA", nearest == v.scene.size, area, f"area {area:.1f} units^2 reads as {nearest}")
+
+
+def kind(v: View) -> Check:
+    """Ball or block: whether a square or a disc of the object's area explains its pixels better, by the
+    median over its uncut frames (the fill of its box is reported alongside)."""
+    t = v.primary.track
+    if not t.present.any():
+        return unseen("kind", "SA", "the object")
+    frames = v.primary.seen if v.primary.seen.any() else t.present
+    score, fill = float(np.median(t.squareness[frames])), float(np.median(t.fill[frames]))
+    seen = "block" if score > 0 else "ball"
+    return Check("kind", "SA", seen == v.scene.kind, score,
+                 f"reads as a {seen} (squareness {score:+.2f}; fills {fill:.2f} of its box)")
+
+
+def background(v: View) -> Check:
+    seen = v.obs.background
+    return Check("background", "SA", seen == v.scene.background, None, f"background reads as {seen}")
+
+
+def direction(v: View) -> Check:
+    """The object first moves the way the prompt says: its first displacement from the start larger than
+    the centroid error, along the prompted axis, has the prompted sign (dropped: down, or no motion at all
+    in zero gravity; launched: up; thrown or rolled: left or right)."""
+    body = v.primary
+    present = np.flatnonzero(body.track.present)
+    if present.size < 2:
+        return unseen("direction", "SA", "the object")
+    moves = body.pos[present[1:]] - body.pos[present[0]]  # (n, 2) from the first sighting
+    want = v.scene.direction
+    if want == "down" and v.g == 0:
+        drift = float(np.abs(moves).max())
+        return Check("direction", "SA", drift <= MIN_MOVE, drift, f"drifts {drift:.2f} units in zero gravity (dropped: stays)")
+    axis, sign = {"left": (0, -1), "right": (0, 1), "up": (1, 1), "down": (1, -1)}[want]
+    along = sign * moves[:, axis]
+    moved = np.flatnonzero(np.abs(along) > MIN_MOVE)
+    if moved.size == 0:
+        return Check("direction", "SA", False, 0.0, f"never moves {want} (or the other way) by more than {MIN_MOVE} units")
+    first = float(along[moved[0]])
+    return Check("direction", "SA", first > 0, first, f"first moves {first:+.2f} units {want} (frame {present[1 + moved[0]]})")
+
+
+CHECKS = (objects, no_stray_objects, size, kind, background, direction)
