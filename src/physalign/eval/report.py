@@ -1,34 +1,81 @@
-"""Write an evaluation: eval.json (every video's checks + the summary) and eval.md (tables)."""
+"""Write an evaluation: OUT/eval.json (every video's checks and the summary), OUT/eval.md (tables), and
+the same tables as plain text for a terminal."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from physalign.eval.score import VideoResult
 from physalign.eval.stats import METRICS
 
+HEADERS = ("group", "n", "PC", "SA", "Joint")
+
 
 def fmt(m: dict) -> str:
-    return f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]" if m["mean"] == m["mean"] else "–"
+    """'0.912 [0.880, 0.940]' for {"mean", "lo", "hi"}; '–' when there is nothing to rate."""
+    return f"{m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]" if not math.isnan(m["mean"]) else "–"
+
+
+def rate_rows(summary: dict) -> list[tuple[str, ...]]:
+    """Rows (group, n, PC, SA, Joint): all videos, in- vs out-of-distribution, each physics axis value."""
+    groups = [("all", summary["overall"])] + list(summary["split"].items())
+    groups += [(f"{axis}={value}", m) for axis, values in summary["axes"].items() for value, m in values.items()]
+    return [(name, str(m["n"]), *(fmt(m[k]) for k in METRICS)) for name, m in groups]
+
+
+def check_rows(summary: dict) -> list[tuple[str, ...]]:
+    rows = []
+    for name, c in summary["checks"].items():
+        rate = "–" if math.isnan(c["pass_rate"]) else f"{c['pass_rate']:.3f}"
+        rows.append((name, c["group"], rate, str(c["n"]), str(c["not_applicable"])))
+    return rows
 
 
 def markdown(summary: dict, title: str = "Physics evaluation") -> str:
-    lines = [f"# {title}", "", f"{summary['n']} videos scored; 95% bootstrap confidence intervals.", ""]
-    lines += ["| group | n | PC | SA | Joint |", "|---|---|---|---|---|"]
-    rows = [("all", summary["overall"])] + list(summary["groups"].items())
-    lines += [f"| {name} | {m['n']} | " + " | ".join(fmt(m[k]) for k in METRICS) + " |" for name, m in rows]
-    lines += ["", "| check | pass rate | n |", "|---|---|---|"]
-    lines += [f"| {name} | {c['pass_rate']:.3f} | {c['n']} |" for name, c in summary["checks"].items()]
+    b = summary["bootstrap"]
+    lines = [f"# {title}", "", f"{summary['n']} videos scored. PC: physical commonsense, SA: semantic adherence, "
+             f"Joint: both; mean [{b['level']:.0%} percentile bootstrap interval, {b['resamples']} resamples, seed {b['seed']}].", ""]
+    lines += _md_table(HEADERS, rate_rows(summary)) + [""]
+    lines += _md_table(("check", "group", "pass rate", "applies to", "n/a"), check_rows(summary))
     if summary["errors"]:
-        lines += ["", f"## {len(summary['errors'])} videos could not be read", ""]
-        lines += [f"- `{e['video']}`: {e['error']}" for e in summary["errors"]]
+        lines += ["", f"## {len(summary['errors'])} videos could not be scored", ""]
+        lines += [f"- `{e['video']}`: {e['error'].removeprefix(e['video'] + ': ')}" for e in summary["errors"]]
     return "\n".join(lines) + "\n"
 
 
+def _md_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def text_table(summary: dict) -> str:
+    """The rates table with aligned columns, for a terminal."""
+    rows = [HEADERS] + rate_rows(summary)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if summary["errors"]:
+        lines += ["", f"{len(summary['errors'])} videos could not be scored:"] + [f"  {e['error']}" for e in summary["errors"]]
+    return "\n".join(lines)
+
+
 def write_report(results: list[VideoResult], summary: dict, out: str | Path, title: str = "Physics evaluation") -> Path:
+    """Write OUT/eval.json and OUT/eval.md; return OUT."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps({"summary": summary, "videos": [r.to_dict() for r in results]}, indent=1))
+    payload = {"summary": summary, "videos": [r.to_dict() for r in results]}
+    (out / "eval.json").write_text(json.dumps(_finite(payload), indent=1, allow_nan=False))
     (out / "eval.md").write_text(markdown(summary, title))
     return out
+
+
+def _finite(x):
+    """``x`` with NaN / infinite floats as None (JSON has no NaN)."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
