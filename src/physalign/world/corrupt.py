@@ -1,170 +1,336 @@
-"""Physically corrupted versions of simulator videos: the evaluator must flag them.
+"""Physically corrupted versions of simulator videos, which the evaluator must flag.
 
-Each corruption edits the rollout's trajectory (or an object's look) and re-renders, so the result is a
-clean image of a wrong physics. ``corrupt`` returns None where a kind does not apply to a scene (no
-mid-air moment to freeze in zero gravity, no bounce to add energy to...). The same corruptions will serve
-later as PhysHPO's losers and the judge's negatives.
+Every corruption is a real violation *for that scene*, visible in the clip: a kind's ``candidates`` are the
+places (frames, sizes) where it is, found from the rollout's ground truth, and the list is empty where the
+kind does not apply (no mid-air moment to freeze in zero gravity, no bounce to add energy to...). Physical
+kinds change the primary object's trajectory and re-render it; appearance kinds (vanish, colour, size)
+re-render the object differently from some frame on. The same corruptions can serve as hard negatives.
+
+    applicable(scene, rollout)                                    # e.g. ["teleport", "vanish", ...]
+    video = corrupt(video, scene, rollout, "teleport", random.Random(0))   # (T, H, W, 3) uint8
 """
 
 from __future__ import annotations
 
-import copy
+import math
 import random
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import numpy as np
 
 from physalign.world import spec
 from physalign.world.render import render
 from physalign.world.scene import Scene
-from physalign.world.sim import Rollout, simulate
+from physalign.world.sim import Contact, Rollout
 
-OFFSCREEN = -1000.0
-
-
-def _primary(rollout: Rollout) -> Rollout:
-    return copy.deepcopy(rollout)
-
-
-def _air_frames(rollout: Rollout, margin: float = 2.0) -> np.ndarray:
-    obj = rollout.objects[0]
-    return np.flatnonzero(obj.pos[:, 1] - obj.half_size > spec.FLOOR_Y + margin)
-
-
-def teleport(scene: Scene, rollout: Rollout, rng: random.Random):
-    """From a middle frame on, the object is displaced by more than it could travel in a frame."""
-    from physalign.eval.checks import JUMP_SLACK, max_speed
-
-    out = _primary(rollout)
-    obj = out.objects[0]
-    k = rng.randrange(4, len(obj.pos) - 3)
-    jump = max_speed(scene) / spec.FPS + JUMP_SLACK + 1.5
-    x = obj.pos[k:, 0]
-    room_right = spec.WORLD_SIZE - obj.half_size - x.max()
-    room_left = x.min() - obj.half_size
-    if max(room_left, room_right) < jump:
-        return None
-    obj.pos[k:, 0] += jump if room_right >= jump else -jump
-    return out
+AIR_CLEARANCE = 1.0  # units between the object and every surface for it to be "in the air"
+# A teleport jumps farther in one frame than any motion of the world allows: a fall from the top of the
+# frame under normal gravity reaches sqrt(2 x 60 x 29) ~ 59 units/s, ~5 units per frame.
+TELEPORT_MIN = 6.0
+FREEZE_FRAMES = 3  # the object stays put for this many frames after the frozen one, then goes on
+FREEZE_MIN_SPEED = 9.0  # units/s: stopping dead from this speed (0.75 units per frame) is a visible jolt
+VANISH_FRAMES = 3
+GAIN = 1.3  # a corrupted bounce leaves 30% faster than it came in
+MIN_IMPACT_SPEED = 8.0  # units/s: slower floor contacts are re-touches, not falls
+MIN_FALL = 2.0  # units (two pixels): a gained bounce must follow a fall this high to be compared with it
+SIZE_FACTOR = 1.6  # half-size after a size change
+MIN_VISIBLE_FRAMES = 3  # frames from the onset on in which the violation shows
+GRAVITY_CHANGE_FRAMES = 5  # frames in the air that show a wrong gravity
+REST_SPEED = 0.5  # units/s: a bounce slower than this ends at rest on the floor
 
 
-def freeze_midair(scene: Scene, rollout: Rollout, rng: random.Random):
-    """The object stops in the air for several frames, then goes on."""
-    if spec.GRAVITY[scene.force] == 0:
-        return None
-    air = [f for f in _air_frames(rollout) if 1 <= f <= len(rollout.times) - 6]
-    if not air:
-        return None
-    out = _primary(rollout)
-    k = rng.choice(air)
-    out.objects[0].pos[k : k + 5] = out.objects[0].pos[k]
-    return out
+class NotApplicable(ValueError):
+    """The corruption cannot happen in this scene; the message says why."""
 
 
-def vanish(scene: Scene, rollout: Rollout, rng: random.Random):
-    """The object disappears for a few frames."""
-    out = _primary(rollout)
-    k = rng.randrange(2, len(rollout.times) - 4)
-    out.objects[0].pos[k : k + 3] = OFFSCREEN
-    return out
+@dataclass(frozen=True)
+class Corruption:
+    group: str  # "physical" (trajectory) or "appearance"
+    candidates: Callable[[Scene, Rollout], list]  # where the violation is real and visible
+    apply: Callable[[np.ndarray, Scene, Rollout, Any], np.ndarray]  # (video, scene, rollout, candidate)
+    needs: str  # what a scene must have for the kind to apply (said when it does not)
 
 
-def pass_through_floor(scene: Scene, rollout: Rollout, rng: random.Random):
-    """At the first floor impact the object keeps falling, through the floor."""
-    hits = [c for c in rollout.contacts if c.a == "primary" and c.b == "floor" and c.speed_in > 3]
-    if not hits:
-        return None
-    out = _primary(rollout)
-    obj, g = out.objects[0], spec.GRAVITY[scene.force]
-    k = hits[0].frame - 1
-    t = (np.arange(len(obj.pos)) - k) / spec.FPS
-    later = t > 0
-    obj.pos[later, 0] = obj.pos[k, 0] + obj.vel[k, 0] * t[later]
-    obj.pos[later, 1] = obj.pos[k, 1] + obj.vel[k, 1] * t[later] - 0.5 * g * t[later] ** 2
-    return out
+def applicable(scene: Scene, rollout: Rollout) -> list[str]:
+    """Names of the corruptions that apply to this scene and rollout."""
+    return [name for name, c in CORRUPTIONS.items() if c.candidates(scene, rollout)]
 
 
-def gain_energy(scene: Scene, rollout: Rollout, rng: random.Random):
-    """The first floor bounce sends the object up faster than it came down."""
-    hits = [c for c in rollout.contacts if c.a == "primary" and c.b == "floor" and c.speed_in > 8]
-    if not hits or spec.GRAVITY[scene.force] == 0:
-        return None
-    out = _primary(rollout)
-    obj, g, c = out.objects[0], spec.GRAVITY[scene.force], hits[0]
-    ground = spec.FLOOR_Y + obj.half_size
-    v_up = min(1.4 * c.speed_in, np.sqrt(2 * g * (spec.WORLD_SIZE - 1 - obj.half_size - ground)))
-    if v_up < 1.2 * c.speed_in or len(obj.pos) - c.frame < 3:
-        return None
-    t = np.arange(len(obj.pos)) / spec.FPS - c.time
-    after = t > 0
-    y = ground + v_up * t - 0.5 * g * t**2
-    obj.pos[after, 1] = np.maximum(y[after], ground)
-    obj.pos[after, 0] = obj.pos[c.frame - 1, 0] + obj.vel[c.frame - 1, 0] * t[after]
-    obj.pos[:, 0] = np.clip(obj.pos[:, 0], obj.half_size, spec.WORLD_SIZE - obj.half_size)
-    return out
-
-
-def gravity_upward(scene: Scene, rollout: Rollout, rng: random.Random):
-    """Gravity pulls up: the object accelerates toward the top of the frame (and is held there)."""
-    g = spec.GRAVITY[scene.force]
-    if g == 0:
-        return None
-    out = _primary(rollout)
-    obj = out.objects[0]
-    t = rollout.times
-    y = obj.pos[0, 1] + obj.vel[0, 1] * t + 0.5 * g * t**2
-    obj.pos[:, 1] = np.clip(y, spec.FLOOR_Y + obj.half_size, spec.WORLD_SIZE - obj.half_size)
-    obj.pos[:, 0] = np.clip(obj.pos[0, 0] + obj.vel[0, 0] * t, obj.half_size, spec.WORLD_SIZE - obj.half_size)
-    return out
-
-
-def wrong_gravity(scene: Scene, rollout: Rollout, rng: random.Random, seed: int = 0):
-    """The scene simulated under the other non-zero gravity (low <-> normal), shown for the original prompt."""
-    if scene.force == "none" or not _air_frames(rollout).size:
-        return None
-    other = {"normal": "low", "low": "normal"}[scene.force]
-    return simulate(Scene(**{**scene.to_dict(), "force": other}), seed, len(rollout.times))
-
-
-def size_change(scene: Scene, rollout: Rollout, rng: random.Random):
-    """The object swells to nearly twice its size part-way through (spliced in by ``corrupt``)."""
-    out = _primary(rollout)
-    out.objects[0].half_size *= 1.8
-    return out
-
-
-def color_change(scene: Scene, rollout: Rollout, rng: random.Random):
-    """The object turns into another colour part-way through (spliced in by ``corrupt``)."""
-    out = _primary(rollout)
-    used = {scene.color, scene.other_color}
-    out.objects[0].color = rng.choice([c for c in spec.OBJECT_COLORS if c not in used])
-    return out
-
-
-CORRUPTIONS: dict[str, Callable] = {
-    "teleport": teleport,
-    "freeze_midair": freeze_midair,
-    "vanish": vanish,
-    "pass_through_floor": pass_through_floor,
-    "gain_energy": gain_energy,
-    "gravity_upward": gravity_upward,
-    "wrong_gravity": wrong_gravity,
-    "size_change": size_change,
-    "color_change": color_change,
-}
-_SPLICED = {"size_change", "color_change"}  # the clean video up to a middle frame, the changed one after
-
-
-def corrupt(scene: Scene, rollout: Rollout, kind: str, rng: random.Random, seed: int = 0, resolution: int = 32):
-    """A corrupted video (T, H, W, 3) uint8 of ``scene``, or None if ``kind`` does not apply to it."""
+def corrupt(video: np.ndarray, scene: Scene, rollout: Rollout, kind: str, rng: random.Random) -> np.ndarray:
+    """A corrupted copy (T, H, W, 3) uint8 of ``video``, the render of ``rollout``. Raises
+    :class:`NotApplicable` if ``kind`` does not apply here and ``KeyError`` if it is unknown."""
     if kind not in CORRUPTIONS:
         raise KeyError(f"unknown corruption {kind!r}; available: {sorted(CORRUPTIONS)}")
-    fn = CORRUPTIONS[kind]
-    changed = fn(scene, rollout, rng, seed) if kind == "wrong_gravity" else fn(scene, rollout, rng)
-    if changed is None:
-        return None
-    video = render(scene, changed, resolution, resolution)
-    if kind in _SPLICED:
-        k = rng.randrange(3, len(rollout.times) - 3)
-        video = np.concatenate([render(scene, rollout, resolution, resolution)[:k], video[k:]])
-    return video
+    c = CORRUPTIONS[kind]
+    options = c.candidates(scene, rollout)
+    if not options:
+        raise NotApplicable(f"{kind} does not apply to this clip: it needs {c.needs}")
+    return c.apply(np.asarray(video), scene, rollout, rng.choice(options))
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _with_primary(rollout: Rollout, **changes) -> Rollout:
+    primary = replace(rollout.objects[0], **changes)
+    return replace(rollout, objects=(primary,) + tuple(rollout.objects[1:]))
+
+
+def _render_like(video: np.ndarray, scene: Scene, rollout: Rollout, start: int = 0) -> np.ndarray:
+    """``video`` up to frame ``start``, the render of ``rollout`` (at the video's size) from there."""
+    out = video.copy()
+    out[start:] = render(scene, rollout, video.shape[1], video.shape[2])[start:]
+    return out
+
+
+def surface_gaps(rollout: Rollout, pos: np.ndarray) -> dict[str, np.ndarray]:
+    """Free distance (T,) from the primary object at ``pos`` (T, 2) to each surface of the scene: floor,
+    wall, ramp, second ball. Near the ramp or the ball a block counts as its circumscribed circle."""
+    obj = rollout.objects[0]
+    r, corner = obj.half_size, obj.half_size * (math.sqrt(2) if obj.kind == "block" else 1.0)
+    gaps = {"floor": pos[:, 1] - r - spec.FLOOR_Y}
+    if rollout.wall_side is not None:
+        side = 1.0 if rollout.wall_side == "right" else -1.0
+        gaps["wall"] = side * (spec.WALL_X[rollout.wall_side] - pos[:, 0]) - r
+    if rollout.ramp_rises_to is not None:
+        gaps["ramp"] = _triangle_distance(pos, np.array(spec.ramp_vertices(rollout.ramp_rises_to))) - corner
+    for other in rollout.objects[1:]:
+        gaps["other"] = np.hypot(*(pos - other.pos).T) - corner - other.half_size
+    return gaps
+
+
+def clearance(rollout: Rollout, pos: np.ndarray | None = None, skip: tuple[str, ...] = ()) -> np.ndarray:
+    """Least free distance (T,) of the primary (at ``pos``, default its own) to the surfaces not skipped."""
+    pos = rollout.objects[0].pos if pos is None else pos
+    gaps = [g for name, g in surface_gaps(rollout, pos).items() if name not in skip]
+    return np.min(gaps, axis=0) if gaps else np.full(len(pos), np.inf)
+
+
+def _triangle_distance(pos: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Distance (T,) from points to a counter-clockwise triangle (0 inside)."""
+    edges = np.roll(corners, -1, 0) - corners  # (3, 2)
+    rel = pos[:, None] - corners[None]  # (T, 3, 2)
+    t = np.clip((rel * edges).sum(-1) / (edges * edges).sum(-1), 0, 1)
+    dist = np.hypot(*(rel - t[..., None] * edges).transpose(2, 0, 1)).min(1)
+    inside = (edges[None, :, 0] * rel[..., 1] - edges[None, :, 1] * rel[..., 0] >= 0).all(1)
+    return np.where(inside, 0.0, dist)
+
+
+def _in_frame(pos: np.ndarray, r: float) -> np.ndarray:
+    """(T,) the object lies wholly inside the frame."""
+    return ((pos - r >= 0) & (pos + r <= spec.WORLD_SIZE)).all(1)
+
+
+def ballistic(p0, v0, g: float, times: np.ndarray, floor: float | None = None, restitution: float = 0.0) -> np.ndarray:
+    """Positions (len(times), 2) of free flight from ``p0``, ``v0`` at time 0 under vertical acceleration
+    ``-g``. With ``floor`` (the lowest height of the centre) it bounces there, leaving ``restitution``
+    times as fast as it hit (the corrupted bounces use ``restitution > 1``)."""
+    x = p0[0] + v0[0] * np.asarray(times)
+    if floor is None:
+        return np.stack([x, p0[1] + v0[1] * times - 0.5 * g * times**2], 1)
+    y = np.empty(len(times))
+    h, vy, t0 = p0[1], v0[1], 0.0
+    for i, t in enumerate(times):
+        while g > 0 and h + vy * (t - t0) - 0.5 * g * (t - t0) ** 2 < floor:
+            hit = t0 + (vy + math.sqrt(max(vy * vy + 2 * g * (h - floor), 0.0))) / g
+            h, vy, t0 = floor, restitution * abs(vy - g * (hit - t0)), hit
+            if vy < REST_SPEED:  # too slow to leave the floor again: at rest
+                h, vy, t0, g = floor, 0.0, hit, 0.0
+        y[i] = h + vy * (t - t0) - 0.5 * g * (t - t0) ** 2
+    return np.stack([x, y], 1)
+
+
+def _fly_on(scene: Scene, rollout: Rollout, k: int, g: float | None = None, **bounce) -> np.ndarray:
+    """The primary's trajectory, in free flight under ``g`` (default the scene's) from frame ``k`` on."""
+    obj = rollout.objects[0]
+    g = spec.GRAVITY[scene.force] if g is None else g
+    pos = obj.pos.copy()
+    pos[k:] = ballistic(obj.pos[k], obj.vel[k], g, rollout.times[k:] - rollout.times[k], **bounce)
+    return pos
+
+
+def _moved(video: np.ndarray, scene: Scene, rollout: Rollout, pos: np.ndarray) -> np.ndarray:
+    return _render_like(video, scene, _with_primary(rollout, pos=pos))
+
+
+# -------------------------------------------------------------------------------------------- physical
+
+
+def _teleport_candidates(scene: Scene, rollout: Rollout) -> list[tuple[int, float]]:
+    """(frame, dx): from ``frame`` on, the object is shifted sideways by more than twice its fastest step
+    (and TELEPORT_MIN), landing in view and clear of every surface."""
+    obj = rollout.objects[0]
+    jump = max(TELEPORT_MIN, 2 * np.hypot(*np.diff(obj.pos, axis=0).T).max() + 2.0)
+    out = []
+    for k in range(2, len(obj.pos) - MIN_VISIBLE_FRAMES + 1):
+        for dx in (-jump, jump):
+            pos = obj.pos.copy()
+            pos[k:, 0] += dx
+            if _in_frame(pos[k:], obj.half_size).all() and (clearance(rollout, pos, skip=("floor",))[k:] > 0).all():
+                out.append((k, dx))
+    return out
+
+
+def _teleport(video, scene, rollout, choice) -> np.ndarray:
+    k, dx = choice
+    pos = rollout.objects[0].pos.copy()
+    pos[k:, 0] += dx
+    return _moved(video, scene, rollout, pos)
+
+
+def _freeze_candidates(scene: Scene, rollout: Rollout) -> list[int]:
+    """Frames at which the object is in the air under gravity and moving fast enough to be seen stopping."""
+    if spec.GRAVITY[scene.force] == 0:
+        return []
+    obj, air = rollout.objects[0], clearance(rollout) > AIR_CLEARANCE
+    speed = np.hypot(*obj.vel.T)
+    last = len(obj.pos) - FREEZE_FRAMES - MIN_VISIBLE_FRAMES
+    return [k for k in range(1, last + 1) if air[k] and speed[k] >= FREEZE_MIN_SPEED]
+
+
+def _freeze(video, scene, rollout, k: int) -> np.ndarray:
+    """Held at frame k's position for FREEZE_FRAMES more frames; then the motion resumes where it stopped."""
+    pos = rollout.objects[0].pos
+    held = np.concatenate([pos[: k + 1], np.repeat(pos[k : k + 1], FREEZE_FRAMES, 0), pos[k + 1 :]])
+    return _moved(video, scene, rollout, held[: len(pos)])
+
+
+def _floor_hits(rollout: Rollout) -> list[Contact]:
+    return [c for c in rollout.contacts if c.a == "primary" and c.b == "floor" and c.speed_in >= MIN_IMPACT_SPEED]
+
+
+def _through_candidates(scene: Scene, rollout: Rollout) -> list[int]:
+    """The first floor impact, if falling on through the floor sinks the object over a unit deep in view."""
+    hits = _floor_hits(rollout)[:1]
+    r = rollout.objects[0].half_size
+    return [c.frame for c in hits if (spec.FLOOR_Y - (_fly_on(scene, rollout, c.frame - 1)[c.frame :, 1] - r)).max() > 1.0]
+
+
+def _through(video, scene, rollout, frame: int) -> np.ndarray:
+    return _moved(video, scene, rollout, _fly_on(scene, rollout, frame - 1))
+
+
+def _gained(scene: Scene, rollout: Rollout, contact: Contact) -> np.ndarray:
+    """The trajectory from the frame before ``contact`` on, every floor bounce leaving GAIN x faster."""
+    floor = spec.FLOOR_Y + rollout.objects[0].half_size
+    return _fly_on(scene, rollout, contact.frame - 1, floor=floor, restitution=GAIN)
+
+
+def _gain_candidates(scene: Scene, rollout: Rollout) -> list[Contact]:
+    """Floor impacts that end a fall of at least MIN_FALL (so the rebound has a height to be compared
+    with) and whose faster rebound stays in view and clear of walls, ramp and ball for MIN_VISIBLE_FRAMES
+    frames (so it shows as a bounce off the floor, nothing else)."""
+    out, obj = [], rollout.objects[0]
+    for c in _floor_hits(rollout):
+        if _fall_height(rollout, c.frame) < MIN_FALL:
+            continue
+        shown = slice(c.frame, c.frame + MIN_VISIBLE_FRAMES)
+        if len(obj.pos) - c.frame < MIN_VISIBLE_FRAMES:
+            continue
+        pos = _gained(scene, rollout, c)
+        if _in_frame(pos[shown], obj.half_size).all() and (clearance(rollout, pos, skip=("floor",))[c.frame - 1 :] > AIR_CLEARANCE).all():
+            out.append(c)
+    return out
+
+
+def _fall_height(rollout: Rollout, frame: int) -> float:
+    """How far the primary's bottom fell onto the floor before the impact at ``frame``: from its highest
+    point since the previous floor impact (or the start)."""
+    before = [c.frame for c in rollout.contacts if c.a == "primary" and c.b == "floor" and c.frame < frame]
+    start = before[-1] if before else 0
+    obj = rollout.objects[0]
+    return float((obj.pos[start:frame, 1] - obj.half_size - spec.FLOOR_Y).max(initial=0.0))
+
+
+def _gain(video, scene, rollout, contact: Contact) -> np.ndarray:
+    return _moved(video, scene, rollout, _gained(scene, rollout, contact))
+
+
+def _upward_candidates(scene: Scene, rollout: Rollout) -> list[int]:
+    """Gravity pulls up from the first frame: applies under gravity, if the rise stays in view for
+    MIN_VISIBLE_FRAMES + 2 frames (enough to see it accelerate)."""
+    g = spec.GRAVITY[scene.force]
+    if g == 0:
+        return []
+    pos = _fly_on(scene, rollout, 0, g=-g)
+    shown = _in_frame(pos, rollout.objects[0].half_size)
+    return [0] if shown[: MIN_VISIBLE_FRAMES + 2].all() else []
+
+
+def _upward(video, scene, rollout, k: int) -> np.ndarray:
+    return _moved(video, scene, rollout, _fly_on(scene, rollout, k, g=-spec.GRAVITY[scene.force]))
+
+
+def _wrong_gravity_candidates(scene: Scene, rollout: Rollout) -> list[float]:
+    """Other gravity levels under which the object, from its real start, flies (bouncing on the floor
+    with its material) clear of walls, ramp and ball and in view for GRAVITY_CHANGE_FRAMES frames."""
+    obj = rollout.objects[0]
+    floor = spec.FLOOR_Y + obj.half_size
+    restitution = spec.MATERIALS[scene.material].restitution
+    out = []
+    for g in spec.GRAVITY.values():
+        if g == spec.GRAVITY[scene.force]:
+            continue
+        pos = _fly_on(scene, rollout, 0, g=g, floor=floor, restitution=restitution)
+        clear = clearance(rollout, pos, skip=("floor",)) > AIR_CLEARANCE
+        airborne = clearance(rollout, pos) > AIR_CLEARANCE
+        shown = clear & _in_frame(pos, obj.half_size)
+        if shown.all() and airborne.sum() >= GRAVITY_CHANGE_FRAMES:
+            out.append(g)
+    return out
+
+
+def _wrong_gravity(video, scene, rollout, g: float) -> np.ndarray:
+    floor = spec.FLOOR_Y + rollout.objects[0].half_size
+    pos = _fly_on(scene, rollout, 0, g=g, floor=floor, restitution=spec.MATERIALS[scene.material].restitution)
+    return _moved(video, scene, rollout, pos)
+
+
+# ------------------------------------------------------------------------------------------ appearance
+
+
+def _onsets(scene: Scene, rollout: Rollout) -> list[int]:
+    """Frames from which an appearance change shows: after two normal frames, with MIN_VISIBLE_FRAMES to
+    go, while the object is wholly in view."""
+    obj = rollout.objects[0]
+    shown = _in_frame(obj.pos, obj.half_size)
+    return [k for k in range(2, len(obj.pos) - MIN_VISIBLE_FRAMES + 1) if shown[k - 1 : k + MIN_VISIBLE_FRAMES].all()]
+
+
+def _vanish(video, scene, rollout, k: int) -> np.ndarray:
+    """Gone for VANISH_FRAMES frames (moved far out of view), back afterwards."""
+    pos = rollout.objects[0].pos.copy()
+    pos[k : k + VANISH_FRAMES] = -1000.0
+    return _moved(video, scene, rollout, pos)
+
+
+def _recolored(video, scene, rollout, choice: tuple[int, str]) -> np.ndarray:
+    k, color = choice
+    return _render_like(video, scene, _with_primary(rollout, color=color), start=k)
+
+
+def _color_candidates(scene: Scene, rollout: Rollout) -> list[tuple[int, str]]:
+    """(frame, colour): from ``frame`` on the object has a colour the scene does not use."""
+    unused = [c for c in spec.OBJECT_COLORS if c not in (scene.color, scene.other_color)]
+    return [(k, c) for k in _onsets(scene, rollout) for c in unused]
+
+
+def _resized(video, scene, rollout, k: int) -> np.ndarray:
+    """From frame k on, drawn SIZE_FACTOR x larger about the same centre."""
+    grown = _with_primary(rollout, half_size=rollout.objects[0].half_size * SIZE_FACTOR)
+    return _render_like(video, scene, grown, start=k)
+
+
+CORRUPTIONS: dict[str, Corruption] = {
+    "teleport": Corruption("physical", _teleport_candidates, _teleport, "room in view to jump sideways"),
+    "freeze_midair": Corruption("physical", _freeze_candidates, _freeze, "gravity and a fast moment in the air"),
+    "vanish": Corruption("appearance", _onsets, _vanish, "the object wholly in view mid-clip"),
+    "color_change": Corruption("appearance", _color_candidates, _recolored, "the object wholly in view mid-clip"),
+    "pass_through_floor": Corruption("physical", _through_candidates, _through, "a fall onto the floor"),
+    "gain_energy": Corruption("physical", _gain_candidates, _gain, "a floor bounce with room to rebound"),
+    "gravity_upward": Corruption("physical", _upward_candidates, _upward, "gravity and room to rise in view"),
+    "wrong_gravity": Corruption("physical", _wrong_gravity_candidates, _wrong_gravity,
+                                "free flight clear of walls, ramp and ball"),
+    "size_change": Corruption("appearance", _onsets, _resized, "the object wholly in view mid-clip"),
+}
