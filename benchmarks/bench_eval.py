@@ -1,0 +1,106 @@
+"""Speed of the evaluator on one core, and (with --rates) how it scores simulator and corrupted videos.
+
+    .venv/bin/python benchmarks/bench_eval.py [--n 300] [--runs 5] [--rates 300]
+
+Scoring from arrays times ``evaluate_video`` on videos in memory; end to end times ``evaluate_manifest``
+on the same videos written as lossless mp4 (decode included). Each figure is the median of ``--runs``
+runs. Target: >= 200 videos/s for 32 x 32 x 16 videos.
+"""
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy is imported
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from physalign.eval import evaluate_manifest, evaluate_video  # noqa: E402
+from physalign.video import write_mp4  # noqa: E402
+from physalign.world import spec  # noqa: E402
+from physalign.world.corrupt import CORRUPTIONS, applicable, corrupt  # noqa: E402
+from physalign.world.render import render  # noqa: E402
+from physalign.world.scene import sample_scene  # noqa: E402
+from physalign.world.sim import simulate  # noqa: E402
+
+TARGET = 200.0  # videos/s
+
+
+def clips(n: int, seed: int) -> list:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        scene = sample_scene(rng, held_out=None)
+        rollout = simulate(scene, seed * 100_000 + i)
+        out.append((scene, rollout, render(scene, rollout)))
+    return out
+
+
+def median_rate(n: int, runs: int, fn) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return n / statistics.median(times)
+
+
+def speed(data: list, runs: int) -> None:
+    n = len(data)
+    evaluate_video(data[0][2], data[0][0])  # warm up: the label table is built once
+    arrays = median_rate(n, runs, lambda: [evaluate_video(v, s) for s, _, v in data])
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = []
+        for i, (scene, _, video) in enumerate(data):
+            write_mp4(Path(tmp) / f"videos/{i:05d}.mp4", video, fps=spec.FPS)
+            lines.append(json.dumps({"video": f"videos/{i:05d}.mp4", "scene": scene.to_dict()}))
+        (Path(tmp) / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+        e2e = median_rate(n, runs, lambda: evaluate_manifest(Path(tmp) / "manifest.jsonl", progress=False))
+    shape = "x".join(map(str, data[0][2].shape[:3]))
+    print(f"{n} videos ({shape}), median of {runs} runs, 1 thread, CPUs allowed: {sorted(os.sched_getaffinity(0))}")
+    for name, rate in (("scoring from arrays", arrays), ("end to end (mp4 decode + score)", e2e)):
+        print(f"  {name:33s} {rate:7.0f} videos/s  ({1000 / rate:.2f} ms/video)  {'ok' if rate >= TARGET else 'BELOW'} target {TARGET:.0f}")
+
+
+def rates(data: list) -> None:
+    """Pass rates on the simulator's own videos; detection rate of each corruption where it applies."""
+    clean = collections.Counter()
+    applied, flagged_pc, flagged = collections.Counter(), collections.Counter(), collections.Counter()
+    for i, (scene, rollout, video) in enumerate(data):
+        r = evaluate_video(video, scene)
+        clean.update(pc=r.pc, sa=r.sa, joint=r.joint)
+        for kind in applicable(scene, rollout):
+            bad = evaluate_video(corrupt(video, scene, rollout, kind, random.Random(i)), scene)
+            applied[kind] += 1
+            flagged_pc[kind] += not bad.pc
+            flagged[kind] += not bad.joint
+    n = len(data)
+    print(f"simulator videos (n={n}) passing: " + ", ".join(f"{k.upper()} {clean[k] / n:.3f}" for k in ("pc", "sa", "joint")))
+    print(f"  {'corruption':20s} {'applies to':>10s} {'flagged (PC)':>13s} {'flagged (Joint)':>16s}")
+    for kind in CORRUPTIONS:
+        a = max(applied[kind], 1)
+        print(f"  {kind:20s} {applied[kind]:10d} {flagged_pc[kind] / a:13.3f} {flagged[kind] / a:16.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=300, help="videos to time")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--rates", type=int, default=0, help="also measure pass / detection rates on this many scenes")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    speed(clips(args.n, args.seed), args.runs)
+    if args.rates:
+        rates(clips(args.rates, args.seed + 1))
+
+
+if __name__ == "__main__":
+    main()
