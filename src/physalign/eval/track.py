@@ -37,12 +37,13 @@ STRUCTURE = PALETTE_NAMES.index("structure")
 COLOR_INDEX = {c: PALETTE_NAMES.index(c) for c in spec.OBJECT_COLORS}
 
 QUANT_BITS = 6  # per channel in the label table
-# A mix the model explains leaves a residual of rounding only (<= 3 x 0.5^2); other pixels (four colours,
-# noise) get no soft weight unless labelled as the object.
-MIX_RESIDUAL = 12.0**2
 # A pixel is a *solid* patch of a palette colour within this distance of it: a quarter of the closest pair
 # of object colours (~170 apart), so an edge mixing two colours (~85 or more from either) never is.
 SOLID_DISTANCE = 40.0
+# A mix the model explains leaves a residual of rounding only on rendered frames; generated or autoencoded
+# frames add colour noise, allowed up to SOLID_DISTANCE. Pixels further off (four colours, other things)
+# get no soft weight unless labelled as the object.
+MIX_RESIDUAL = SOLID_DISTANCE**2
 _SOLID = 1 << 4  # flag bit in the label table; the low 4 bits hold the palette index
 
 
