@@ -89,3 +89,30 @@ def test_positions_are_in_world_units_at_any_resolution():
     track = observe(render(scene, rollout, 64, 64), scene).tracks["primary"]
     assert np.abs(track.pos - rollout.objects[0].pos).max() < 0.1
     assert np.allclose(track.area, np.pi * 1.5**2, rtol=0.03)
+
+
+def test_shared_acceleration_fit_matches_plain_least_squares():
+    from physalign.eval.motion import fit_acceleration
+
+    rng = np.random.default_rng(0)
+    t = np.arange(16) / spec.FPS
+    y = 20 + 3 * t - 0.5 * 15.0 * t**2 + rng.normal(0, 0.05, 16)
+    y[9:] += 4.0 - 7 * t[9:]  # a second segment with its own offset and velocity
+    segments = [(1, 8), (9, 15)]
+    got, std = fit_acceleration(y, segments)
+    design = np.zeros((13, 5))  # per segment: offset, velocity; shared: A / 2
+    rows = [k for a, b in segments for k in range(a, b)]
+    for i, k in enumerate(rows):
+        s = 0 if k < 9 else 1
+        design[i, 2 * s : 2 * s + 2] = 1.0, t[k] - t[segments[s][0]]
+        design[i, 4] = (t[k] - t[segments[s][0]]) ** 2
+    plain = 2 * np.linalg.lstsq(design, y[rows], rcond=None)[0][4]
+    assert got == pytest.approx(plain, rel=1e-9) and got == pytest.approx(-15.0, abs=4 * std)
+
+
+def test_touching_sees_an_impact_between_frames():
+    from physalign.eval.motion import touching
+
+    gap = np.array([8.0, 6.0, 3.5, 0.8, 1.6, 3.8, 5.5, 7.0])  # lands between frames 3 and 4, rebounds
+    assert touching(gap, 60.0).tolist() == [False, False, False, True, True, False, False, False]
+    assert touching(np.array([8.0, 6.0, np.nan, 5.0]))[1:3].all()  # unseen frames may touch

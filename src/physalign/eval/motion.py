@@ -43,7 +43,7 @@ class Body:
     half: float  # radius or half-side, from its median area
     track: Track
     gaps: dict[str, np.ndarray]  # signed distance to each surface ("floor", "wall", "ramp", "other")
-    near: np.ndarray  # bool: within one frame's travel (+ CONTACT_MARGIN) of some surface
+    near: np.ndarray  # bool: may touch some surface (see ``touching``)
     seen: np.ndarray  # bool: present and not cut by the frame's border
 
     @property
