@@ -23,11 +23,13 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# The base model recipe: world data, stage one (autoencoder), stage two (flow matching).
+# The base model recipe (README, "The base model"): world data, then three stages: the per-frame
+# autoencoder, flow matching on its latents, and the decoder sharpened with the encoder frozen.
 base: setup
 	$(VENV)/bin/physalign world generate --n 4000 --split train --out data/world --seed 0
-	$(VENV)/bin/physalign train-autoencoder --manifest data/world/manifest.jsonl --out checkpoints/base_ae --steps 1200
+	$(VENV)/bin/physalign train --config configs/autoencoder.yaml --out runs/base_ae --export checkpoints/base_ae
 	$(VENV)/bin/physalign train --config configs/base.yaml --out runs/base
+	$(VENV)/bin/physalign train --config configs/base_decoder.yaml --out runs/base_decoder --export checkpoints/base
 
 clean:
 	rm -rf runs/demo .pytest_cache

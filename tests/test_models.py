@@ -122,3 +122,8 @@ def test_sizes_and_trainable_parts_are_checked():
     assert not any(p.requires_grad for p in m.text_encoder.parameters())
     with pytest.raises(ValueError, match="trainable parts must be among"):
         m.set_trainable(["unet"])
+    m.set_trainable(["vae.decoder"])  # a dotted path inside a part
+    assert all(p.requires_grad for p in m.vae.decoder.parameters())
+    assert not any(p.requires_grad for p in m.vae.encoder.parameters())
+    with pytest.raises(ValueError, match="trainable part 'vae.nothing'"):
+        m.set_trainable(["vae.nothing"])

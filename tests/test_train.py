@@ -69,7 +69,7 @@ def log_of(run: Path) -> list[dict]:
 
 
 def test_config_loads_yaml_applies_overrides_and_names_bad_keys(tmp_path):
-    for name in ("base.yaml", "autoencoder.yaml"):  # the shipped configs parse and build their methods
+    for name in ("base.yaml", "autoencoder.yaml", "base_decoder.yaml"):  # the shipped configs parse and build their methods
         cfg = load_config(CONFIGS / name)
         build_method(cfg.train.method, cfg.method)
     cfg = load_config(CONFIGS / "base.yaml", ["train.steps=7", "optim.lr=1e-3", "model.trainable=[vae]", "method.cfg_dropout=0.2"])
@@ -250,6 +250,46 @@ def test_autoencoder_method_trains_the_vae_and_measures_the_latent_scale(world, 
     with torch.no_grad():
         z = model.vae.encode(frames.batch(torch.arange(len(frames)))["pixels"]).latent_dist.mean
     assert model.cfg.scaling_factor == pytest.approx(1 / z.std().item(), rel=1e-5)
+
+
+def test_decoder_stage_keeps_the_encoder_and_its_latent_scale(world, tmp_path):
+    """Stage three of the base recipe: L1 on the decoder alone; the latent space the flow model learned stays."""
+    start_cfg = load_config(None, overrides(world, tmp_path, "train.method=autoencoder", "model.trainable=[vae]",
+                                            "train.steps=1", "train.save_every=1"))
+    first = train(start_cfg, tmp_path / "ae", progress=False)
+    cfg = load_config(CONFIGS / "base_decoder.yaml", overrides(world, tmp_path, f"model.init={first}", "train.steps=2",
+                                                               "train.save_every=2", "optim.lr=1e-3", "model.sizes={}"))
+    out = train(cfg, tmp_path / "dec", progress=False)
+    a, b = load_model(first), load_model(out)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.startswith("vae.decoder."))
+    assert not all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith("vae.decoder."))
+    assert b.cfg.scaling_factor == a.cfg.scaling_factor
+
+
+def test_autoencoder_l1_term_matches_a_plain_weighted_mean(world, tmp_path):
+    from physalign.train.methods.autoencoder import Autoencoder
+
+    torch.manual_seed(0)
+    cfg = load_config(None, overrides(world, tmp_path))
+    model = build_model(cfg.model)
+    method = Autoencoder(object_weight=5.0, kl_weight=0.0, recon="l1")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    mask = torch.zeros(2, 32, 32, dtype=torch.bool)
+    mask[:, 4:9, 10:15] = True
+    torch.manual_seed(1)
+    got = method(model, {"pixels": x, "object_mask": mask})["recon"]
+    torch.manual_seed(1)
+    recon = model.vae.decode(model.vae.encode(x).latent_dist.sample()).sample
+    total = 0.0
+    for i in range(2):
+        for r in range(32):
+            for c in range(32):
+                w = 5.0 if mask[i, r, c] else 1.0
+                total += w * float((recon[i, :, r, c] - x[i, :, r, c]).abs().mean())
+    assert float(got) == pytest.approx(total / (2 * 32 * 32), rel=1e-5)
+    with pytest.raises(ValueError, match="method.recon must be 'l1' or 'l2'"):
+        Autoencoder(recon="l3")
 
 
 # -- command line ----------------------------------------------------------------------------------

@@ -110,13 +110,20 @@ class VideoModel(nn.Module, abc.ABC):
         """A newly initialised model; ``sizes`` overrides the class's default configuration."""
 
     def set_trainable(self, parts: Sequence[str]) -> None:
-        """Train only the sub-modules ``parts`` (names from ``self.parts``); freeze everything else."""
-        unknown = sorted(set(parts) - set(self.parts))
+        """Train only the sub-modules ``parts`` (names from ``self.parts``, or a dotted path inside one, e.g.
+        ``vae.decoder``); freeze everything else."""
+        unknown = sorted(p for p in parts if p.split(".")[0] not in self.parts)
         if unknown:
-            raise ValueError(f"trainable parts must be among {list(self.parts)}. Got {unknown}.")
-        self.requires_grad_(False)
+            raise ValueError(f"trainable parts must be among {list(self.parts)} (or dotted paths inside them). Got {unknown}.")
+        modules = {}
         for name in parts:
-            getattr(self, name).requires_grad_(True)
+            try:
+                modules[name] = self.get_submodule(name)
+            except AttributeError:
+                raise ValueError(f"trainable part {name!r}: {type(self).__name__} has no such sub-module") from None
+        self.requires_grad_(False)
+        for module in modules.values():
+            module.requires_grad_(True)
 
 
 def capture_blocks(blocks: nn.ModuleList, indices: Sequence[int]):

@@ -7,7 +7,9 @@ A manifest (``DIR/manifest.jsonl``, written by ``physalign world generate``) hol
 - ``latents``: each video encoded once by the model's frozen autoencoder and cached in a safetensors file
   whose name hashes the manifest lines and the autoencoder's weights, so re-runs skip decoding and
   encoding and a changed data set or autoencoder never reuses stale latents. Batch:
-  ``{"latents": (B, C, T, h, w), "prompts": [str], "rows": [manifest line]}``.
+  ``{"latents": (B, C, T, h, w), "prompts": [str], "rows": [manifest line], "index": (B,) row numbers}``;
+  methods that need more per video (teacher features, counterfactual latents, motion masks) build it once
+  in ``setup`` from ``data.rows`` and look it up by ``index``.
 - ``frames``: single frames for training the per-frame autoencoder. Batch: ``{"pixels": (B, 3, H, W) in
   [-1, 1], "object_mask": (B, H, W) bool}``, True where a pixel is neither background nor structure.
 """
@@ -93,7 +95,7 @@ class LatentData:
 
     def batch(self, idx: torch.Tensor) -> dict:
         rows = [self.rows[i] for i in idx.tolist()]
-        return {"latents": self.latents[idx].float(), "prompts": [r["prompt"] for r in rows], "rows": rows}
+        return {"latents": self.latents[idx].float(), "prompts": [r["prompt"] for r in rows], "rows": rows, "index": idx}
 
 
 def cache_key(rows: list[dict], model) -> str:
@@ -103,21 +105,30 @@ def cache_key(rows: list[dict], model) -> str:
     return h.hexdigest()[:16]
 
 
-@torch.no_grad()
-def latent_data(section, model, chunk: int = 64) -> LatentData:
+def latent_data(section, model) -> LatentData:
     """Latents of the manifest's ``split``, from the cache or encoded now (and cached)."""
     rows = manifest_rows(section.manifest, section.split)
-    path = Path(section.cache_dir) / f"latents-{cache_key(rows, model)}.safetensors"
+    latents, rows = encoded_videos(section.manifest, rows, model, section.cache_dir)
+    return LatentData(latents, rows)
+
+
+@torch.no_grad()
+def encoded_videos(manifest: str | Path, rows: list[dict], model, cache_dir: str | Path, chunk: int = 64
+                   ) -> tuple[torch.Tensor, list[dict]]:
+    """``model.encode`` of each row's ``video`` (relative to the manifest's folder): (N, C, T, h, w) and the
+    rows kept (unreadable videos are skipped and named). Cached in ``cache_dir`` under a hash of the rows
+    and the autoencoder, so a changed data set or autoencoder never reuses stale latents."""
+    path = Path(cache_dir) / f"latents-{cache_key(rows, model)}.safetensors"
     if path.is_file():
-        return LatentData(load_file(path)["latents"], json.loads(path.with_suffix(".json").read_text())["rows"])
-    videos, rows = read_videos(section.manifest, rows)
+        return load_file(path)["latents"], json.loads(path.with_suffix(".json").read_text())["rows"]
+    videos, rows = read_videos(manifest, rows)
     model.eval()
     chunks = [model.encode(to_model_range(videos[i : i + chunk])) for i in tqdm(range(0, len(videos), chunk), desc="encode", leave=False)]
-    data = LatentData(torch.cat(chunks).contiguous(), rows)
+    latents = torch.cat(chunks).contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps({"manifest": str(section.manifest), "rows": rows}))
-    _atomic_save({"latents": data.latents}, path)  # written last: its presence means the cache is complete
-    return data
+    path.with_suffix(".json").write_text(json.dumps({"manifest": str(manifest), "rows": rows}))
+    _atomic_save({"latents": latents}, path)  # written last: its presence means the cache is complete
+    return latents, rows
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -169,3 +180,45 @@ def build_data(name: str, section, model):
     if name not in SOURCES:
         raise KeyError(f"unknown data source {name!r}; available: {sorted(SOURCES)}")
     return SOURCES[name](section, model)
+
+
+# -- per-video extras for post-training methods (built once in a method's ``setup``) ---------------------
+
+
+def counterfactual_latents(section, model, rows: list[dict]) -> torch.Tensor:
+    """Latents (N, C, T, h, w) of each row's counterfactual video (``perturbed.video``: the same scene and
+    seed with one physics axis changed), in the order of ``rows``. Needs a manifest written by
+    ``physalign world generate --counterfactuals``."""
+    for line, row in enumerate(rows, 1):
+        if "perturbed" not in row:
+            raise ValueError(f"{section.manifest}: the line of {row['video']} (row {line} of split "
+                             f"{section.split!r}) has no 'perturbed' field; write the data with "
+                             "`physalign world generate --counterfactuals`")
+    perturbed = [{"video": r["perturbed"]["video"], "prompt": r["perturbed"]["prompt"], "scene": r["perturbed"]["scene"]}
+                 for r in rows]
+    latents, kept = encoded_videos(section.manifest, perturbed, model, section.cache_dir)
+    if len(kept) != len(rows):
+        missing = sorted({r["video"] for r in perturbed} - {r["video"] for r in kept})
+        raise ValueError(f"{section.manifest}: unreadable counterfactual videos {missing[:5]}")
+    return latents
+
+
+def pixel_videos(section, rows: list[dict]) -> torch.Tensor:
+    """The rows' videos as float (N, 3, T, H, W) in [-1, 1] (e.g. for motion masks)."""
+    videos, kept = read_videos(section.manifest, rows)
+    if len(kept) != len(rows):
+        raise ValueError(f"{section.manifest}: {len(rows) - len(kept)} unreadable videos among the training rows")
+    return to_model_range(videos)
+
+
+def partition_ids(rows: list[dict], keys: tuple[str, ...] | list[str]) -> torch.Tensor:
+    """(N,) integer id of each row's partition: rows share an id iff their scenes agree on every key of
+    ``keys`` (scene fields, e.g. the semantic ones ``kind``, ``color``)."""
+    ids: dict[tuple, int] = {}
+    out = []
+    for row in rows:
+        missing = [k for k in keys if k not in row["scene"]]
+        if missing:
+            raise ValueError(f"partition keys {missing} are not scene fields; scene fields: {sorted(row['scene'])}")
+        out.append(ids.setdefault(tuple(row["scene"][k] for k in keys), len(ids)))
+    return torch.tensor(out)
