@@ -28,3 +28,20 @@ def flow_matching_loss(v: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor) -> 
     if not (v.shape == x0.shape == eps.shape):
         raise ValueError(f"v, x0, eps must share a shape. Got {list(v.shape)}, {list(x0.shape)}, {list(eps.shape)}.")
     return (v - velocity_target(x0, eps)).pow(2).mean()
+
+
+def contrastive_fm_loss(v: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, neg_x0: torch.Tensor,
+                        neg_eps: torch.Tensor, weight: float = 0.05) -> torch.Tensor:
+    """ΔFM (contrastive flow matching, Stoica et al. 2025):
+
+        L = mean (v - u)^2 - weight * mean (v - u~)^2,   u = eps - x0,   u~ = neg_eps - neg_x0
+
+    The negative is another sample's full target (its own video and its own noise); which sample is the
+    caller's choice (e.g. ``exclusive_negatives``). All five tensors: (B, C, T, H, W), one shape.
+    ``weight`` = 0 gives ``flow_matching_loss``; at ``weight`` >= 1 the loss is unbounded below.
+    """
+    shapes = [list(x.shape) for x in (v, x0, eps, neg_x0, neg_eps)]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError(f"v, x0, eps, neg_x0, neg_eps must share a shape. Got {', '.join(map(str, shapes))}.")
+    negative = (v - velocity_target(neg_x0, neg_eps)).pow(2).mean()
+    return flow_matching_loss(v, x0, eps) - weight * negative
