@@ -21,7 +21,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 RowLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(B, q, N) student rows, (B, q, N) teacher rows -> (B, q) loss of each row."""
@@ -84,8 +83,10 @@ class _ChunkedRowSum(torch.autograd.Function):
         return total
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_total):
+        if torch.is_grad_enabled():  # create_graph=True: the stored gradient has no graph of its own
+            raise RuntimeError("STSS losses take their gradient during the forward pass and support no double "
+                               "backward (create_graph=True)")
         gs, gt = ctx.saved_tensors
         return (gs * grad_total if ctx.need[0] else None, gt * grad_total if ctx.need[1] else None,
                 None, None, None, None)
