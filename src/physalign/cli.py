@@ -17,7 +17,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from physalign.commands import demo, evaluate, sample, train, world
+    from physalign.commands import bench, demo, evaluate, sample, train, world
 
     app.add_typer(world.app, name="world")
     app.command("train")(train.train_command)
@@ -25,6 +25,7 @@ def _register() -> None:
     app.command("sample")(sample.sample_command)
     app.command("eval")(evaluate.eval_command)
     app.command("demo")(demo.demo_command)
+    app.command("bench")(bench.bench_command)
 
 
 _register()

@@ -71,6 +71,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def build_run(cfg: Config, model_path: str | Path | None = None) -> tuple[TrainState, object]:
+    """Seed, then build the method, the model (from ``model_path`` or the config), the data the method
+    asks for, the method's own state (``setup``) and the optimiser: everything a step needs."""
+    seed_everything(cfg.train.seed)
+    method = build_method(cfg.train.method, cfg.method)  # first: a config mistake fails before any loading
+    model = build_model(cfg.model, model_path)
+    data = build_data(method.data, cfg.data, model)
+    method.setup(model, data)
+    return build_state(cfg, model, method), data
+
+
 def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = True, export: str | Path | None = None) -> Path:
     """Train per ``cfg`` in folder ``run`` (continuing from its latest checkpoint if ``resume``); save the
     final model (EMA weights if enabled) to ``export`` or ``run/model`` and return that folder."""
@@ -82,12 +93,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         raise TrainingError(f"{run} already holds a run (checkpoints/latest = {ckpt.name}): pass --resume or another --out")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
-    method = build_method(cfg.train.method, cfg.method)  # first: a config mistake fails before any loading
-    model = build_model(cfg.model, ckpt / "model" if resume else None)
-    data = build_data(method.data, cfg.data, model)
-    method.setup(model, data)
-    state = build_state(cfg, model, method)
+    state, data = build_run(cfg, ckpt / "model" if resume else None)
+    model, method = state.model, state.method
     start = restore_training_state(ckpt, state) if resume else 0
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")

@@ -32,22 +32,37 @@ def drop_prompts(prompts: list[str], p: float, generator: torch.Generator | None
     return [q if k else "" for q, k in zip(prompts, keep.tolist())]
 
 
+def noisy_velocity(model, x0: torch.Tensor, prompts: list[str], cfg_dropout: float, t_schedule: str,
+                   taps=(), eps: torch.Tensor | None = None, t: torch.Tensor | None = None):
+    """The model's velocity on the rectified-flow path at random times (shared by every method).
+
+    x0: (B, C, T, H, W); prompts dropped to "" with probability ``cfg_dropout``.
+    Returns (v, eps, t, features): v and eps like x0, t (B,), features {block: (B, F, H, W, D)} for ``taps``.
+    """
+    eps = torch.randn_like(x0) if eps is None else eps
+    t = sample_t(x0.shape[0], t_schedule).to(x0.device) if t is None else t
+    text = model.encode_text(drop_prompts(prompts, cfg_dropout))
+    v, features = model(interpolate(x0, eps, t), t, text, taps=taps)
+    return v, eps, t, features
+
+
+def check_schedule(name: str, cfg_dropout: float, t_schedule: str) -> None:
+    if t_schedule not in T_SCHEDULES or not 0.0 <= cfg_dropout <= 1.0:
+        raise ValueError(f"method {name}: t_schedule must be one of {T_SCHEDULES} and 0 <= cfg_dropout <= 1. "
+                         f"Got {t_schedule!r}, {cfg_dropout}.")
+
+
 @register("fm")
 class FlowMatching(Method):
     """L = L_FM on the batch's latents. Batch: {"latents": (B, C, T, H, W), "prompts": list[str]}."""
 
     def __init__(self, cfg_dropout: float = 0.1, t_schedule: str = "logit_normal"):
         super().__init__()
-        if t_schedule not in T_SCHEDULES or not 0.0 <= cfg_dropout <= 1.0:
-            raise ValueError(f"method fm: t_schedule must be one of {T_SCHEDULES} and 0 <= cfg_dropout <= 1. "
-                             f"Got {t_schedule!r}, {cfg_dropout}.")
+        check_schedule("fm", cfg_dropout, t_schedule)
         self.cfg_dropout, self.t_schedule = cfg_dropout, t_schedule
 
     def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
         x0 = batch["latents"]  # (B, C, T, H, W)
-        eps = torch.randn_like(x0)
-        t = sample_t(x0.shape[0], self.t_schedule).to(x0.device)  # (B,)
-        text = model.encode_text(drop_prompts(batch["prompts"], self.cfg_dropout))
-        v, _ = model(interpolate(x0, eps, t), t, text)
+        v, eps, _, _ = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule)
         loss = flow_matching_loss(v, x0, eps)
         return {"loss": loss, "fm": loss.detach()}

@@ -1,0 +1,47 @@
+"""Bench profiles: how much data, training and sampling a comparison spends.
+
+``quick`` is a smoke comparison that finishes in about 15 minutes on 2 CPU cores (its differences are
+mostly noise: read its intervals); ``full`` gives the figures recorded in the README.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+METHODS = ("sft", "dfm", "repa", "trd", "tsa", "mtsa", "direct")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    methods: tuple[str, ...] = METHODS
+    train_videos: int = 2000  # post-training videos (each with its counterfactual)
+    data_seed: int = 1  # the base model trained on seed 0's videos; post-training sees new ones
+    steps: int = 600
+    batch_size: int = 32
+    seeds: tuple[int, ...] = (0,)  # one training run per method per seed
+    test_prompts: int = 96
+    samples_per_prompt: int = 2
+    sample_steps: int = 30
+    guidance: float = 4.0
+    test_seed: int = 1234
+    timing_rounds: int = 6  # step-time ratios: median of this many interleaved steps per method
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_methods(self, methods: tuple[str, ...] | None) -> "Profile":
+        return self if not methods else replace(self, methods=tuple(methods))
+
+
+PROFILES = {
+    "quick": Profile("quick", train_videos=500, steps=60, batch_size=16, test_prompts=48, samples_per_prompt=1,
+                     sample_steps=20, timing_rounds=4),
+    "full": Profile("full"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown bench profile {name!r}; available: {sorted(PROFILES)}")
+    return PROFILES[name]

@@ -1,0 +1,173 @@
+"""``physalign bench``: every selected method post-trained from the same base, on the same data, for the
+same steps and seeds, then sampled on held-out prompts with the same noise and scored against ground truth.
+
+Stages (each resumable: a finished stage's outputs are reused, an interrupted training run resumes):
+
+1. data: post-training videos with counterfactuals (shared, ``data/post-N-sS``) and the test prompts;
+2. step times: each method's training step against SFT's, interleaved in one process (this also builds
+   every cache the methods need: latents, counterfactual latents, teacher features);
+3. training: one run per (method, seed), ``jobs`` at a time in subprocesses of one thread each;
+4. sampling: the base and every run on the test prompts, the same seed for all (paired comparisons);
+5. evaluation and the report (:mod:`physalign.bench.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from physalign.bench.profiles import Profile
+from physalign.bench.timing import step_times
+from physalign.eval import evaluate_manifest
+from physalign.train.checkpoint import latest_checkpoint
+from physalign.train.config import Config, load_config, save_config
+from physalign.world.dataset import generate, load_manifest
+
+REPO = Path(__file__).resolve().parents[3]
+METHOD_CONFIGS = REPO / "configs" / "methods"
+DEFAULT_BASE = REPO / "checkpoints" / "base"
+
+
+class BenchError(RuntimeError):
+    """A stage of the bench failed; the message names the stage, the run and its log."""
+
+
+@dataclass
+class Arm:
+    """One trained model of the comparison: a method under one training seed."""
+
+    method: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-s{self.seed}"
+
+
+def run_bench(profile: Profile, out: str | Path, base: str | Path = DEFAULT_BASE, jobs: int = 2,
+              data_root: str | Path = "data", configs: str | Path = METHOD_CONFIGS) -> Path:
+    """Run the comparison into ``out``; returns the report's path (``out/report.md``)."""
+    from physalign.bench.report import write_bench_report
+
+    out, base = Path(out), Path(base)
+    if not (base / "physalign_model.json").is_file():
+        raise BenchError(f"{base}: no base model (physalign_model.json missing); train one with `make base`")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2))
+    train_manifest = post_training_data(profile, Path(data_root))
+    test_manifest = test_data(profile, out / "test")
+    arms = [Arm(m, s) for m in profile.methods for s in profile.seeds]
+    cfgs = {arm.name: arm_config(arm, profile, train_manifest, base, Path(data_root) / "cache", Path(configs)) for arm in arms}
+    for arm in arms:
+        save_config(cfgs[arm.name], _config_path(out, arm))
+    timing = cached_json(out / "timing.json", lambda: step_times(
+        {a.method: cfgs[a.name] for a in arms if a.seed == profile.seeds[0]}, profile.timing_rounds))
+    parallel([(f"train {a.name}", train_command(out, a)) for a in arms if not (out / "runs" / a.name / "model").is_dir()],
+             jobs, out / "logs")
+    models = {"base": base} | {a.name: out / "runs" / a.name / "model" for a in arms}
+    parallel([(f"sample {name}", sample_command(path, test_manifest, out / "samples" / name, profile))
+              for name, path in models.items() if not (out / "samples" / name / "manifest.jsonl").is_file()],
+             jobs, out / "logs")
+    results = {"simulator": evaluate_manifest(test_manifest, progress=False)}
+    for name in tqdm(models, desc="eval", unit="model"):
+        results[name] = evaluate_manifest(out / "samples" / name / "manifest.jsonl", progress=False)
+    return write_bench_report(out, profile, arms, results, timing, {a.name: out / "runs" / a.name for a in arms})
+
+
+def post_training_data(profile: Profile, root: Path) -> Path:
+    """The post-training set of ``profile`` (with counterfactuals), generated once and shared by runs."""
+    folder = root / f"post-{profile.train_videos}-s{profile.data_seed}"
+    manifest = folder / "manifest.jsonl"
+    stamp = folder / "bench_data.json"
+    want = {"n": profile.train_videos, "seed": profile.data_seed, "split": "train", "counterfactuals": True}
+    if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == want:
+        return manifest
+    generate(folder, profile.train_videos, "train", profile.data_seed, counterfactuals=True)
+    stamp.write_text(json.dumps(want))
+    return manifest
+
+
+def test_data(profile: Profile, folder: Path) -> Path:
+    manifest = folder / "manifest.jsonl"
+    if manifest.is_file() and len(load_manifest(manifest)) == profile.test_prompts:
+        return manifest
+    return generate(folder, profile.test_prompts, "test", profile.test_seed)
+
+
+def arm_config(arm: Arm, profile: Profile, manifest: Path, base: Path, cache: Path, configs: Path) -> Config:
+    """The method's own config (``configs/<method>.yaml``) with the comparison's shared settings."""
+    path = configs / f"{arm.method}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in configs.glob("*.yaml"))
+        raise BenchError(f"method {arm.method!r}: no config {path}; available: {available}")
+    return load_config(path, [f"model.init={base}", f"data.manifest={manifest}", "data.split=train",
+                              f"data.cache_dir={cache}", f"train.steps={profile.steps}",
+                              f"train.batch_size={profile.batch_size}", f"train.seed={arm.seed}", "train.threads=1",
+                              f"train.save_every={max(1, profile.steps // 4)}"])
+
+
+def _config_path(out: Path, arm: Arm) -> Path:
+    path = out / "configs" / f"{arm.name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train_command(out: Path, arm: Arm) -> list[str]:
+    run = out / "runs" / arm.name
+    resume = latest_checkpoint(run) is not None
+    return [sys.executable, "-m", "physalign.cli", "train", "--out", str(run),
+            *(["--resume"] if resume else ["--config", str(_config_path(out, arm))])]
+
+
+def sample_command(model: Path, manifest: Path, folder: Path, profile: Profile) -> list[str]:
+    return [sys.executable, "-m", "physalign.cli", "sample", "--checkpoint", str(model), "--manifest", str(manifest),
+            "--out", str(folder), "--samples-per-prompt", str(profile.samples_per_prompt),
+            "--steps", str(profile.sample_steps), "--guidance", str(profile.guidance), "--seed", str(profile.test_seed),
+            "--threads", "1"]
+
+
+def parallel(tasks: list[tuple[str, list[str]]], jobs: int, logs: Path) -> None:
+    """Run the commands ``jobs`` at a time (one torch thread each), logging each to ``logs/<name>.log``;
+    a failure stops the bench with the command's log tail."""
+    if not tasks:
+        return
+    logs.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(tasks), desc=tasks[0][0].split()[0], unit="run")
+
+    def run(task):
+        name, cmd = task
+        log = logs / f"{name.replace(' ', '_')}.log"
+        with open(log, "w") as f:
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_one_thread_env()).returncode
+        bar.update(1)
+        if code != 0:
+            tail = "\n".join(log.read_text().splitlines()[-15:])
+            raise BenchError(f"{name} failed (exit {code}); log {log}:\n{tail}")
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for future in [pool.submit(run, t) for t in tasks]:
+            future.result()
+    bar.close()
+
+
+def _one_thread_env() -> dict:
+    import os
+
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def cached_json(path: Path, compute):
+    """``compute()`` once; its JSON result is kept at ``path`` for re-runs."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)
+    return value

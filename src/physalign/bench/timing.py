@@ -1,0 +1,47 @@
+"""Training-step time of each method as a ratio to SFT's, measured in one process, interleaved.
+
+Timings on a shared CPU drift; measuring every method round-robin within the same minutes and taking
+medians makes the ratios comparable even when the absolute seconds are not. Building each run also fills
+every cache a method needs (latents, counterfactual latents, teacher features), so the training
+subprocesses that follow start from warm caches instead of racing to build them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+
+from physalign.train.config import Config
+from physalign.train.data import batch_indices
+from physalign.train.loop import build_run, train_step
+
+REFERENCE = "sft"
+
+
+def step_times(configs: dict[str, Config], rounds: int, warmup: int = 1, threads: int = 1) -> dict:
+    """{method: {"median_s", "ratio", "seconds": [...]}} with ratio = median / the reference's median
+    (``sft``; the first method if sft is not among them). Each round runs one step of every method."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1. Got {rounds}.")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        runs = {name: build_run(cfg) for name, cfg in tqdm(configs.items(), desc="build", unit="method")}
+        seconds: dict[str, list[float]] = {name: [] for name in configs}
+        for r in tqdm(range(warmup + rounds), desc="step times", unit="round"):
+            for name, (state, data) in runs.items():
+                cfg = configs[name]
+                batch = data.batch(batch_indices(r, cfg.train.batch_size, len(data), cfg.train.seed))
+                began = time.perf_counter()
+                train_step(state, batch, cfg.optim.grad_clip, r)
+                if r >= warmup:
+                    seconds[name].append(time.perf_counter() - began)
+    finally:
+        torch.set_num_threads(previous)
+    reference = REFERENCE if REFERENCE in seconds else next(iter(seconds))
+    ref = statistics.median(seconds[reference])
+    return {name: {"median_s": statistics.median(s), "ratio": statistics.median(s) / ref, "seconds": s,
+                   "reference": reference} for name, s in seconds.items()}

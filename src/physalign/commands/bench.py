@@ -1,0 +1,36 @@
+"""``physalign bench``: compare post-training methods from the same base against ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from physalign.bench import BenchError, get_profile, run_bench
+from physalign.bench.runner import DEFAULT_BASE, METHOD_CONFIGS
+
+
+def bench_command(
+    profile: str = typer.Option("quick", help="quick (~15 min on 2 cores, a smoke comparison) or full (the README's figures)."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: the profile's), e.g. sft,tsa,direct."),
+    out: Path = typer.Option(Path("runs/bench"), help="Output folder; re-running it resumes and reuses finished stages."),
+    base: Path = typer.Option(DEFAULT_BASE, help="The base model every method starts from."),
+    jobs: int = typer.Option(2, help="Training / sampling runs at a time (one thread each)."),
+    data_root: Path = typer.Option(Path("data"), help="Where the shared post-training data and caches live."),
+    configs: Path = typer.Option(METHOD_CONFIGS, help="Folder of the methods' configs (<method>.yaml)."),
+    steps: Optional[int] = typer.Option(None, help="Override the profile's training steps."),
+) -> None:
+    """Post-train every method from the same base, sample held-out prompts, score them, write a report."""
+    from dataclasses import replace
+
+    try:
+        p = get_profile(profile).with_methods(tuple(m.strip() for m in methods.split(",")) if methods else None)
+        if steps is not None:
+            p = replace(p, steps=steps)
+        report = run_bench(p, out, base=base, jobs=jobs, data_root=data_root, configs=configs)
+    except (BenchError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo((report).read_text())
+    typer.echo(f"report: {report} (and {report.with_suffix('.html')})")

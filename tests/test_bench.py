@@ -1,0 +1,80 @@
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from physalign.bench import BenchError, Profile, get_profile, run_bench
+from physalign.bench.compare import paired_difference
+from physalign.bench.runner import Arm, arm_config
+from physalign.models.world import WorldVideoModel
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY_FULL_SHAPE = dict(layers=1, heads=2, head_dim=16, ffn_dim=32, text_dim=32, text_layers=1, vae_channels=[16, 16, 16])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_paired_difference_matches_a_plain_bootstrap():
+    rng = np.random.default_rng(3)
+    a, b = rng.random(40) < 0.6, rng.random(40) < 0.4
+    got = paired_difference(a, b, resamples=2000, seed=7)
+    d = a.astype(float) - b.astype(float)
+    draws = np.random.default_rng(7).integers(0, 40, size=(2000, 40))
+    means = np.array([d[row].mean() for row in draws])  # one resample at a time
+    assert got["mean"] == pytest.approx(d.mean())
+    assert (got["lo"], got["hi"]) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    assert got["lo"] <= got["mean"] <= got["hi"] and got["n"] == 40
+    same = paired_difference(a, a)
+    assert same["mean"] == same["lo"] == same["hi"] == 0.0  # identical models: no difference, no spread
+    with pytest.raises(ValueError, match="two vectors of one length"):
+        paired_difference(a, b[:3])
+
+
+def test_profiles_and_method_configs():
+    quick = get_profile("quick")
+    assert quick.steps < get_profile("full").steps and "sft" in quick.methods
+    with pytest.raises(ValueError, match="unknown bench profile 'fast'"):
+        get_profile("fast")
+    cfg = arm_config(Arm("sft", 3), quick, Path("m.jsonl"), Path("base"), Path("cache"), CONFIGS / "methods")
+    assert (cfg.train.method, cfg.train.seed, cfg.train.steps, cfg.model.init, cfg.data.manifest) == ("sft", 3, quick.steps, "base", "m.jsonl")
+    with pytest.raises(BenchError, match="method 'nope': no config"):
+        arm_config(Arm("nope", 0), quick, Path("m.jsonl"), Path("base"), Path("cache"), CONFIGS / "methods")
+
+
+def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    WorldVideoModel.from_config(TINY_FULL_SHAPE).save_pretrained(base)
+    profile = Profile("test", methods=("sft", "fm"), train_videos=6, steps=2, batch_size=2, test_prompts=3,
+                      samples_per_prompt=1, sample_steps=2, guidance=2.0, timing_rounds=1)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    sft = (CONFIGS / "methods" / "sft.yaml").read_text()
+    (configs / "sft.yaml").write_text(sft)
+    (configs / "fm.yaml").write_text(sft.replace("method: sft", "method: fm"))  # a second arm: the base's objective
+    out = tmp_path / "bench"
+    report = run_bench(profile, out, base=base, jobs=2, data_root=tmp_path / "data", configs=configs)
+    data = json.loads((out / "bench.json").read_text())
+    assert set(data["summaries"]) == {"simulator", "base", "sft", "fm"}
+    assert data["summaries"]["simulator"]["overall"]["joint"]["mean"] == 1.0  # the ground truth scores itself
+    assert data["step_time"]["sft"]["ratio"] == 1.0 and data["step_time"]["fm"]["ratio"] > 0
+    assert set(data["vs_sft"]) == {"fm"} and data["vs_sft"]["fm"]["joint"]["n"] == 3
+    assert [r["step"] for r in data["curves"]["sft-s0"]] == [0, 1]
+    text = report.read_text()
+    assert "| sft | 3 |" in text and "step time / SFT" in text
+    for name in ("report.html", "metrics.png", "curves.png", "samples.gif"):
+        assert (out / name).stat().st_size > 0
+    trained = (out / "runs" / "sft-s0" / "model" / "physalign_model.json").stat().st_mtime_ns
+    run_bench(profile, out, base=base, jobs=2, data_root=tmp_path / "data", configs=configs)  # finished stages are reused
+    assert (out / "runs" / "sft-s0" / "model" / "physalign_model.json").stat().st_mtime_ns == trained
+    with pytest.raises(BenchError, match="no base model"):
+        run_bench(replace(profile, methods=("sft",)), tmp_path / "b2", base=tmp_path / "nothing")
