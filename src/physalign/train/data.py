@@ -89,6 +89,7 @@ def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
 class LatentData:
     latents: torch.Tensor  # (N, C, T, h, w)
     rows: list[dict]
+    section: object = None  # the config's data section it came from (manifest, split, cache_dir)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -109,7 +110,7 @@ def latent_data(section, model) -> LatentData:
     """Latents of the manifest's ``split``, from the cache or encoded now (and cached)."""
     rows = manifest_rows(section.manifest, section.split)
     latents, rows = encoded_videos(section.manifest, rows, model, section.cache_dir)
-    return LatentData(latents, rows)
+    return LatentData(latents, rows, section)
 
 
 @torch.no_grad()

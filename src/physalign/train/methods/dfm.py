@@ -1,0 +1,52 @@
+"""ΔFM, contrastive flow matching (Stoica et al. 2025), a baseline of DiReCT.
+
+    L = ||v - u||^2 - λ ||v - u~||^2,   u = eps - x0,   u~ = eps_j - x0_j
+
+with j another sample of the batch (its own video and its own noise), drawn uniformly with j != i; λ = 0.05
+(the paper's). ``partition_keys`` makes it the class-conditional variant: j only from a different partition
+(scenes differing in those fields), as DiReCT's macro negatives.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from physalign.objectives import contrastive_fm_loss, exclusive_negatives
+from physalign.train.data import partition_ids
+from physalign.train.methods import Method, register
+from physalign.train.methods.fm import check_schedule, noisy_velocity
+
+
+@register("dfm")
+class ContrastiveFlowMatching(Method):
+    """Batch: {"latents": (B, C, T, H, W), "prompts", "index"}. Terms: loss, fm, neg (||v - u~||^2)."""
+
+    def __init__(self, weight: float = 0.05, partition_keys: list[str] = (), cfg_dropout: float = 0.1,
+                 t_schedule: str = "logit_normal"):
+        super().__init__()
+        check_schedule("dfm", cfg_dropout, t_schedule)
+        if not 0.0 <= weight < 1.0:
+            raise ValueError(f"method dfm: weight must be in [0, 1) (at 1 the loss is unbounded below). Got {weight}.")
+        self.weight, self.partition_keys = weight, list(partition_keys)
+        self.cfg_dropout, self.t_schedule = cfg_dropout, t_schedule
+        self.groups = None
+
+    def setup(self, model, data) -> None:
+        self.groups = partition_ids(data.rows, self.partition_keys) if self.partition_keys else None
+
+    def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        x0 = batch["latents"]
+        v, eps, _, _ = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule)
+        groups = self.groups[batch["index"]] if self.groups is not None else torch.arange(len(x0))  # any other sample
+        j = exclusive_negatives(groups)
+        if bool((j >= 0).all()):
+            loss = contrastive_fm_loss(v, x0, eps, x0[j], eps[j], weight=self.weight)
+        else:  # a sample with no partner of another partition in the batch gets no negative term
+            valid = j >= 0
+            k = j.clamp_min(0)
+            per_sample = (v - (eps[k] - x0[k])).pow(2).flatten(1).mean(1)  # (B,)
+            loss = (v - (eps - x0)).pow(2).mean() - self.weight * (per_sample * valid).sum() / len(x0)
+        with torch.no_grad():
+            fm = (v - (eps - x0)).pow(2).mean()
+            neg = (v - (eps[j.clamp_min(0)] - x0[j.clamp_min(0)])).pow(2).mean()
+        return {"loss": loss, "fm": fm, "neg": neg, "neg_frac": (j >= 0).float().mean()}

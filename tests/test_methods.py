@@ -1,0 +1,140 @@
+"""Post-training method plugins on a tiny model: their terms combine as documented, gradients reach only the
+trainable parts, and their data (counterfactuals, partitions) is the right one."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from physalign.objectives import contrastive_fm_loss
+from physalign.train.config import load_config
+from physalign.train.data import LatentData, counterfactual_latents, partition_ids
+from physalign.train.loop import build_run, train
+from physalign.train.methods import build_method
+from physalign.world.dataset import generate
+
+TINY = dict(layers=2, heads=2, head_dim=16, ffn_dim=64, text_dim=32, text_layers=1, vae_channels=[16, 32], frames=4, resolution=16)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def post(tmp_path_factory) -> Path:
+    """Six 4-frame 16x16 world videos with their counterfactuals."""
+    return generate(tmp_path_factory.mktemp("post"), 6, "train", 0, frames=4, resolution=16, counterfactuals=True, progress=False)
+
+
+def config(post: Path, tmp: Path, method: str, *more):
+    return load_config(CONFIGS / "methods" / "sft.yaml", [
+        f"train.method={method}", 'model.init=""', f"model.sizes={json.dumps(TINY)}", f"data.manifest={post}",
+        f"data.cache_dir={tmp / 'cache'}", "train.batch_size=4", "train.log_every=1", "optim.warmup_steps=1", *more])
+
+
+def step_terms(post, tmp, method, *more, seed=0):
+    cfg = config(post, tmp, method, *more)
+    state, data = build_run(cfg)
+    torch.manual_seed(seed)
+    batch = data.batch(torch.tensor([0, 1, 2, 3]))
+    terms = state.method(state.model, batch)
+    return state, data, batch, terms
+
+
+def test_sft_is_flow_matching_under_the_same_randomness(post, tmp_path):
+    _, _, _, fm = step_terms(post, tmp_path, "fm")
+    _, _, _, sft = step_terms(post, tmp_path, "sft")
+    assert torch.equal(fm["loss"], sft["loss"])
+
+
+def test_dfm_loss_is_fm_minus_weight_times_negative(post, tmp_path):
+    state, _, batch, terms = step_terms(post, tmp_path, "dfm", "method.weight=0.3")
+    assert float(terms["loss"]) == pytest.approx(float(terms["fm"]) - 0.3 * float(terms["neg"]), rel=1e-5)
+    assert float(terms["neg_frac"]) == 1.0 and float(terms["neg"]) != pytest.approx(float(terms["fm"]))
+    terms["loss"].backward()
+    assert all(p.grad is None for p in state.model.vae.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in state.model.transformer.parameters())
+    _, _, _, zero = step_terms(post, tmp_path, "dfm", "method.weight=0.0")
+    _, _, _, fm = step_terms(post, tmp_path, "fm")
+    assert float(zero["loss"]) == pytest.approx(float(fm["loss"]), rel=1e-6)  # λ = 0 is flow matching
+
+
+def test_dfm_matches_the_objective_with_its_drawn_negatives(post, tmp_path, monkeypatch):
+    import physalign.train.methods.dfm as dfm
+
+    drawn = {}
+    real = dfm.exclusive_negatives
+
+    def spy(groups, generator=None):
+        drawn["j"] = real(groups, generator)
+        return drawn["j"]
+
+    monkeypatch.setattr(dfm, "exclusive_negatives", spy)
+    captured = {}
+    real_nv = dfm.noisy_velocity
+
+    def spy_nv(*args, **kw):
+        captured["out"] = real_nv(*args, **kw)
+        return captured["out"]
+
+    monkeypatch.setattr(dfm, "noisy_velocity", spy_nv)
+    _, _, batch, terms = step_terms(post, tmp_path, "dfm", "method.weight=0.05")
+    v, eps, _, _ = captured["out"]
+    x0, j = batch["latents"], drawn["j"]
+    assert (j != torch.arange(4)).all()  # never the anchor itself
+    want = contrastive_fm_loss(v, x0, eps, x0[j], eps[j], weight=0.05)
+    assert torch.allclose(terms["loss"], want)
+
+
+def test_partitions_and_counterfactual_latents(post, tmp_path):
+    cfg = config(post, tmp_path, "direct")
+    state, data = build_run(cfg)
+    rows = data.rows
+    ids = partition_ids(rows, ["kind", "color"])
+    for a in range(len(rows)):
+        for b in range(len(rows)):
+            same = (rows[a]["scene"]["kind"], rows[a]["scene"]["color"]) == (rows[b]["scene"]["kind"], rows[b]["scene"]["color"])
+            assert (ids[a] == ids[b]) == same
+    with pytest.raises(ValueError, match=r"partition keys \['shape'\] are not scene fields"):
+        partition_ids(rows, ["shape"])
+    cf = counterfactual_latents(cfg.data, state.model, rows)
+    assert cf.shape == data.latents.shape and not torch.allclose(cf, data.latents)
+    plain = LatentData(data.latents, [{k: v for k, v in r.items() if k != "perturbed"} for r in rows], cfg.data)
+    with pytest.raises(ValueError, match="has no 'perturbed' field.*--counterfactuals"):
+        counterfactual_latents(cfg.data, state.model, plain.rows)
+
+
+def test_direct_terms_combine_and_micro_uses_the_counterfactual(post, tmp_path):
+    state, data, batch, terms = step_terms(post, tmp_path, "direct", "method.macro_weight=0.1", "method.micro_weight=0.2",
+                                           "method.reg_weight=0.5", "method.reg_fraction=0.5", "method.cfg_dropout=0.0")
+    want = float(terms["fm"]) - 0.1 * float(terms["macro"]) - 0.2 * float(terms["micro"]) + 0.5 * float(terms["reg"])
+    assert float(terms["loss"]) == pytest.approx(want, rel=1e-5)
+    assert {"aligned_frac", "aligned_macro", "aligned_micro", "macro_frac", "micro_frac"} <= set(terms)
+    assert state.method.frozen is not None and not any(p.requires_grad for p in state.method.frozen.parameters())
+    assert not any(n.startswith("_frozen") for n, _ in state.method.named_parameters())  # not trained or saved
+    # With the anchor's own latents as "counterfactual", the micro target is u itself: micro == fm.
+    state.method.micro_x0 = data.latents.clone()
+    torch.manual_seed(0)
+    again = state.method(state.model, batch)
+    assert float(again["micro"]) == pytest.approx(float(again["fm"]), rel=1e-5)
+    terms["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in state.model.transformer.parameters())
+
+
+def test_direct_config_errors_and_short_training_run(post, tmp_path):
+    with pytest.raises(ValueError, match="macro_weight \\+ micro_weight must be < 1"):
+        build_method("direct", {"macro_weight": 0.6, "micro_weight": 0.5})
+    with pytest.raises(ValueError, match="micro must be one of"):
+        build_method("direct", {"micro": "llm"})
+    cfg = config(post, tmp_path, "direct", "train.steps=2", "train.save_every=2")
+    train(cfg, tmp_path / "run", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [0, 1] and {"macro", "micro", "reg", "aligned_frac"} <= set(log[0])
+    _, _, _, ref_terms = step_terms(post, tmp_path, "direct", "method.micro=reference", "method.reg_weight=0.0")
+    assert float(ref_terms["micro_frac"]) > 0  # the frozen model under the perturbed prompt is the negative
