@@ -56,27 +56,36 @@ def query_rows(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return index, weight
 
 
-def _rows(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """tokens (B, N, C), index (B, q) -> rows of Ē Ēᵀ for those queries, (B, q, N)."""
-    queries = tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, q, C)
-    return queries @ tokens.transpose(1, 2)
+def _leaf_rows(tokens: torch.Tensor, index: torch.Tensor, grad: bool):
+    """tokens (B, N, C), index (B, q) -> the chunk's own leaves, queries (B, q, C) and keys (B, N, C), and its
+    rows of Ē Ēᵀ, (B, q, N). Separate leaves: the key gradient comes out of the matmul ready to add, with no
+    (B, N, C) scatter per chunk for the queries' share."""
+    keys = tokens.detach().requires_grad_(grad)
+    queries = tokens.detach().gather(1, _along_tokens(index, tokens)).requires_grad_(grad)
+    return (queries, keys), queries @ keys.transpose(1, 2)
+
+
+def _along_tokens(index: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    return index[..., None].expand(-1, -1, tokens.shape[-1])  # (B, q, C)
 
 
 class _ChunkedRowSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, student, teacher, index, weight, row_loss, chunk_size):
-        need = ctx.needs_input_grad[:2]
-        grads = [torch.zeros_like(x) if n else None for x, n in zip((student, teacher), need)]
+        inputs, need = (student, teacher), ctx.needs_input_grad[:2]
+        grads = [torch.zeros_like(x) if n else None for x, n in zip(inputs, need)]
         total = student.new_zeros(())
         for idx, w in zip(index.split(chunk_size, 1), weight.split(chunk_size, 1)):
             with torch.enable_grad():
-                leaves = [x.detach().requires_grad_(n) for x, n in zip((student, teacher), need)]
-                part = (row_loss(_rows(leaves[0], idx), _rows(leaves[1], idx)) * w).sum()
+                (leaves_s, rows_s), (leaves_t, rows_t) = [_leaf_rows(x, idx, n) for x, n in zip(inputs, need)]
+                part = (row_loss(rows_s, rows_t) * w).sum()
             if any(need):
-                chunk_grads = iter(torch.autograd.grad(part, [x for x, n in zip(leaves, need) if n]))
-                for g in grads:
+                wanted = [leaves for leaves, n in zip((leaves_s, leaves_t), need) if n]
+                chunk_grads = iter(torch.autograd.grad(part, [x for pair in wanted for x in pair]))
+                for g, x in zip(grads, inputs):
                     if g is not None:
-                        g += next(chunk_grads)
+                        d_queries, d_keys = next(chunk_grads), next(chunk_grads)
+                        g.add_(d_keys).scatter_add_(1, _along_tokens(idx, x), d_queries)
             total += part.detach()
         ctx.save_for_backward(*[g if g is not None else torch.empty(0) for g in grads])
         ctx.need = need
