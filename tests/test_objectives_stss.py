@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from physalign.objectives import repa_loss, stss_row_sum, trd_loss, tsa_loss
+from physalign.objectives import motion_mask, repa_loss, stss_row_sum, trd_loss, tsa_loss
 
 GRID = (3, 2, 3)  # F, H, W: N = 18, H*W = 6
 
@@ -119,6 +119,13 @@ def test_mtsa_counts_only_masked_queries():
         close(a, b)
     everything = torch.ones(2, *GRID, dtype=torch.bool)
     close(tsa_loss(s, t, query_mask=everything), tsa_loss(s, t))
+
+
+def test_mtsa_takes_motion_mask_on_the_teacher_grid():
+    s, t = features(5), features(4, seed=1)
+    clip = torch.rand(2, 3, 6, 8, 9, generator=torch.Generator().manual_seed(2))  # tubelets 2 x 4 x 3
+    mask = motion_mask(clip, GRID, ratio=0.5)  # 3 of the 6 tokens of each frame
+    close(tsa_loss(s, t, query_mask=mask), tsa_loop(s, t, 0.1, mask))
 
 
 def test_mtsa_empty_mask_is_zero_with_zero_gradient():
