@@ -114,15 +114,16 @@ def direct_loss(v: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, partition:
     keep_i = has a negative and, with ``gate``, satisfies the alignment condition. Weights are ours, to tune.
 
     Returns {"loss" (with graph), "fm", "macro", "micro", "reg", "aligned_frac" (alignment condition holds,
-    over all (sample, negative) pairs), "aligned_macro", "aligned_micro" (per kind), "macro_frac",
-    "micro_frac" (fraction of samples whose term is kept)}; all but "loss" detached.
+    over all (sample, negative) pairs; 0 when there is no pair, never NaN), "aligned_macro", "aligned_micro"
+    (per kind), "macro_frac", "micro_frac" (fraction of samples whose term is kept)}; all but "loss" detached.
     """
     shapes = {k: list(t.shape) for k, t in dict(v=v, x0=x0, eps=eps, micro_x0=micro_x0, micro_v=micro_v,
                                                 v_ref=v_ref).items() if t is not None}
     if v.dim() != 5 or any(s != shapes["v"] for s in shapes.values()):
         raise ValueError(f"velocities and videos must share one shape (B, C, T, H, W). Got {shapes}.")
     b = v.shape[0]
-    if partition.shape != (b,) or micro_valid is not None and (micro_valid.shape != (b,) or micro_valid.dtype != torch.bool):
+    bad_valid = micro_valid is not None and (micro_valid.shape != (b,) or micro_valid.dtype != torch.bool)
+    if partition.shape != (b,) or bad_valid:
         raise ValueError(f"partition must be (B,) = ({b},) ids and micro_valid (B,) bool. Got "
                          f"{list(partition.shape)}, {None if micro_valid is None else list(micro_valid.shape)}.")
     if micro_x0 is not None and micro_v is not None:
