@@ -11,8 +11,9 @@ for backward. Here forward and backward both see at most (B, chunk, N) rows at a
 over the chunks it also takes each chunk's gradient with respect to Ē (autograd on the chunk alone) and
 accumulates it, so backward only scales the stored (B, N, C) gradient. Why not ``torch.utils.checkpoint``
 per chunk: backward would recompute each chunk's student and teacher rows, six (chunk x C) @ (C x N) matmuls
-per chunk instead of four, 1.5x the plain version's work; this way the work equals the plain version's. The price: the gradient is computed whenever an input requires
-grad, even if backward never runs, and there is no double backward.
+per chunk instead of four, 1.5x the plain version's work; this way the work equals the plain version's.
+The price: the gradient is computed whenever an input requires grad, even if backward never runs, and there
+is no double backward.
 """
 
 from __future__ import annotations
