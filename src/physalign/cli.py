@@ -18,10 +18,12 @@ app = typer.Typer(
 
 def _register() -> None:
     from physalign.commands import bench, demo, evaluate, sample, train, world
+    from physalign.commands import teacher
 
     app.add_typer(world.app, name="world")
     app.command("train")(train.train_command)
     app.command("train-autoencoder")(train.train_autoencoder_command)
+    app.command("train-teacher")(teacher.train_teacher_command)
     app.command("sample")(sample.sample_command)
     app.command("eval")(evaluate.eval_command)
     app.command("demo")(demo.demo_command)

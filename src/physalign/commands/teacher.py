@@ -1,0 +1,60 @@
+"""`physalign train-teacher`: pre-train the VideoMAE teacher on world videos and export it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def train_teacher_command(
+    manifest: Optional[Path] = typer.Option(None, help="World manifest.jsonl (default: the config's manifest)."),
+    out: Path = typer.Option(Path("checkpoints/teacher"), help="Teacher folder to write (encoder, config, record)."),
+    steps: Optional[int] = typer.Option(None, help="Override steps."),
+    seed: Optional[int] = typer.Option(None, help="Override seed."),
+    config: Optional[Path] = typer.Option(Path("configs/teacher.yaml"), help="Teacher config (YAML). With --resume: "
+                                          "the run's own config.yaml."),
+    run: Path = typer.Option(Path("runs/teacher"), help="Run folder: config.yaml, log.jsonl, checkpoints/."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set mask_ratio=0.75 (repeatable)."),
+    resume: bool = typer.Option(False, help="Continue from RUN/checkpoints/latest."),
+    probe_manifest: Optional[Path] = typer.Option(None, help="Held-out videos (e.g. a val split) to measure the teacher "
+                                                  "on: masked reconstruction vs baselines, linear probes vs pixels and a "
+                                                  "random-init VideoMAE. Figures go to OUT/teacher.json."),
+) -> None:
+    """Pre-train the teacher of REPA/TRD/TSA/M-TSA: a tiny VideoMAE, masked autoencoding on world videos."""
+    from physalign.teacher.pretrain import load_teacher_config, pretrain_teacher
+    from physalign.train.config import ConfigError
+    from physalign.train.loop import TrainingError
+
+    given = {"manifest": manifest, "steps": steps, "seed": seed}
+    overrides = [f"{k}={v}" for k, v in given.items() if v is not None] + list(set_)
+    if resume:
+        config = run / "config.yaml"
+    command = shlex.join(["physalign", *sys.argv[1:]])
+    try:
+        cfg = load_teacher_config(config, overrides)
+        path = pretrain_teacher(cfg, run, out, resume=resume, command=command)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except TrainingError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"teacher written to {path}")
+    if probe_manifest is not None:
+        _evaluate(cfg, run, path, probe_manifest)
+
+
+def _evaluate(cfg, run: Path, out: Path, probe_manifest: Path) -> None:
+    from physalign.teacher.evaluate import evaluate_teacher
+
+    figures = evaluate_teacher(cfg, run, out, probe_manifest)
+    record_path = out / "teacher.json"
+    record = json.loads(record_path.read_text())
+    record["evaluation"] = figures
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    typer.echo(json.dumps(figures, indent=2))
