@@ -26,6 +26,7 @@ def train_teacher_command(
                                                   "random-init VideoMAE. Figures go to OUT/teacher.json."),
 ) -> None:
     """Pre-train the teacher of REPA/TRD/TSA/M-TSA: a tiny VideoMAE, masked autoencoding on world videos."""
+    from physalign.teacher.evaluate import evaluate_teacher
     from physalign.teacher.pretrain import load_teacher_config, pretrain_teacher
     from physalign.train.config import ConfigError
     from physalign.train.loop import TrainingError
@@ -46,13 +47,10 @@ def train_teacher_command(
         raise typer.Exit(1) from None
     typer.echo(f"teacher written to {path}")
     if probe_manifest is not None:
-        _evaluate(cfg, run, path, probe_manifest)
+        _record(path, evaluate_teacher(cfg, run, path, probe_manifest))
 
 
-def _evaluate(cfg, run: Path, out: Path, probe_manifest: Path) -> None:
-    from physalign.teacher.evaluate import evaluate_teacher
-
-    figures = evaluate_teacher(cfg, run, out, probe_manifest)
+def _record(out: Path, figures: dict) -> None:
     record_path = out / "teacher.json"
     record = json.loads(record_path.read_text())
     record["evaluation"] = figures

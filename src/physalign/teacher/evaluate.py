@@ -29,20 +29,22 @@ RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def patch_targets(videos: torch.Tensor, config) -> torch.Tensor:
-    """VideoMAE's reconstruction targets without per-patch normalisation: (B, C, T, H, W) in [-1, 1] ->
-    (B, N, tubelet * patch * patch * C) pixels in [0, 1], tokens in (F, H, W) order as the encoder's."""
+    """VideoMAE's reconstruction targets: (B, C, T, H, W) in [-1, 1] -> (B, N, tubelet * patch * patch * C),
+    tokens in (F, H, W) order as the encoder's. Pixels in [0, 1]; with ``config.norm_pix_loss`` each
+    token's pixels are standardised per channel (unbiased variance), as ``VideoMAEForPreTraining`` does."""
     b, c, t, h, w = videos.shape
     ts, p = config.tubelet_size, config.patch_size
     x = ((videos + 1) / 2).reshape(b, c, t // ts, ts, h // p, p, w // p, p)
-    return x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, (t // ts) * (h // p) * (w // p), ts * p * p * c)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, (t // ts) * (h // p) * (w // p), ts * p * p, c)
+    if config.norm_pix_loss:
+        x = (x - x.mean(-2, keepdim=True)) / (x.var(-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+    return x.flatten(2)
 
 
 @torch.no_grad()
 def reconstruction_figures(model: VideoMAEForPreTraining, videos: np.ndarray, ratio: float, masking: str,
                            seed: int = 0, batch: int = 64) -> dict[str, float]:
     """Mean masked MSE of ``model`` and of the two baselines on uint8 videos (N, T, H, W, 3)."""
-    if model.config.norm_pix_loss:
-        raise ValueError("reconstruction_figures compares raw-pixel targets; the model has norm_pix_loss=True")
     model.eval()
     x = to_model_range(videos)  # (N, 3, T, H, W)
     targets = patch_targets(x, model.config)  # (N, L, P)

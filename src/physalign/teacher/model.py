@@ -38,7 +38,7 @@ TEACHER_SIZES = dict(
     decoder_num_hidden_layers=2,
     decoder_num_attention_heads=4,
     decoder_intermediate_size=256,
-    norm_pix_loss=False,
+    norm_pix_loss=True,  # VideoMAE's default; raw-pixel targets gave worse probes (README)
 )
 
 
@@ -61,6 +61,11 @@ def teacher_grid(config: VideoMAEConfig) -> tuple[int, int, int]:
     size = _pair(config.image_size)
     patch = _pair(config.patch_size)
     return (config.num_frames // config.tubelet_size, size[0] // patch[0], size[1] // patch[1])
+
+
+def video_shape(config: VideoMAEConfig) -> tuple[int, int, int, int]:
+    """(C, T, H, W) of the videos the teacher reads."""
+    return (config.num_channels, config.num_frames, *_pair(config.image_size))
 
 
 def _pair(value) -> tuple[int, int]:
@@ -87,7 +92,7 @@ def save_teacher(model: VideoMAEModel | VideoMAEForPreTraining, path: str | Path
 
 def to_teacher_input(video: torch.Tensor, config: VideoMAEConfig) -> torch.Tensor:
     """(B, C, T, H, W) in [-1, 1] -> the teacher's ``pixel_values`` (B, T, C, H, W), ImageNet-normalised."""
-    expected = (config.num_channels, config.num_frames, *_pair(config.image_size))
+    expected = video_shape(config)
     if video.ndim != 5 or tuple(video.shape[1:]) != expected:
         raise ValueError(f"teacher input must have shape (B, C, T, H, W) = (B, {', '.join(map(str, expected))}). "
                          f"Got {tuple(video.shape)}.")

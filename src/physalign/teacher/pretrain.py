@@ -35,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 from transformers import VideoMAEForPreTraining
 
-from physalign.teacher.model import save_teacher, teacher_config, teacher_grid, to_teacher_input
+from physalign.teacher.model import save_teacher, teacher_config, teacher_grid, to_teacher_input, video_shape
 from physalign.train.checkpoint import latest_checkpoint, restore_training_state, save_checkpoint
 from physalign.train.config import ConfigError, coerce
 from physalign.train.data import batch_indices, manifest_rows, read_videos, to_model_range
@@ -161,9 +161,10 @@ def pretrain_teacher(cfg: TeacherConfig, run: str | Path, out: str | Path, resum
     model = (VideoMAEForPreTraining.from_pretrained(ckpt / "model", use_safetensors=True) if resume
              else VideoMAEForPreTraining(teacher_config(cfg.sizes)))
     videos, rows = load_videos(cfg)
-    expected = (model.config.num_frames, model.config.image_size, model.config.image_size, 3)
-    if videos.shape[1:] != expected:
-        raise TrainingError(f"{cfg.manifest}: videos are {videos.shape[1:]} (T, H, W, 3); the teacher reads {expected}")
+    channels, *expected = video_shape(model.config)
+    if videos.shape[1:] != (*expected, channels):
+        raise TrainingError(f"{cfg.manifest}: videos are {videos.shape[1:]} (T, H, W, C); the teacher reads "
+                            f"{(*expected, channels)}")
     state = build_state(cfg, model)
     start = restore_training_state(ckpt, state) if resume else 0
     run.mkdir(parents=True, exist_ok=True)
