@@ -138,3 +138,71 @@ def test_direct_config_errors_and_short_training_run(post, tmp_path):
     assert [r["step"] for r in log] == [0, 1] and {"macro", "micro", "reg", "aligned_frac"} <= set(log[0])
     _, _, _, ref_terms = step_terms(post, tmp_path, "direct", "method.micro=reference", "method.reg_weight=0.0")
     assert float(ref_terms["micro_frac"]) > 0  # the frozen model under the perturbed prompt is the negative
+
+
+# -- representation alignment (REPA, TRD, TSA, M-TSA) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    from transformers import VideoMAEModel
+
+    from physalign.teacher.model import save_teacher, teacher_config
+
+    torch.manual_seed(0)
+    cfg = teacher_config({"image_size": 16, "num_frames": 4, "patch_size": 4, "tubelet_size": 2, "hidden_size": 32,
+                          "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64})
+    path = tmp_path_factory.mktemp("teacher") / "t"
+    save_teacher(VideoMAEModel(cfg), path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["repa", "trd", "tsa", "mtsa"])
+def test_alignment_methods_add_their_objective_on_projected_features(post, tmp_path, tiny_teacher, method, monkeypatch):
+    import physalign.train.methods.align as align_mod
+    from physalign.objectives import motion_mask, repa_loss, trd_loss, tsa_loss
+    from physalign.teacher.cache import cache_teacher_features
+    from physalign.teacher.model import load_teacher
+    from physalign.train.data import pixel_videos
+
+    captured = {}
+    real = align_mod.noisy_velocity
+
+    def spy(*args, **kw):
+        captured["out"] = real(*args, **kw)
+        return captured["out"]
+
+    monkeypatch.setattr(align_mod, "noisy_velocity", spy)
+    state, data, batch, terms = step_terms(post, tmp_path, method, f"method.teacher={tiny_teacher}", "method.block=1",
+                                           "method.projector_dim=16", "method.weight=0.3")
+    m = state.method
+    _, _, _, feats = captured["out"]
+    student = m.projector(feats[1])
+    teacher_rows = cache_teacher_features(load_teacher(tiny_teacher), post, tmp_path / "cache", -1, rows=data.rows)
+    teacher = teacher_rows.select(batch["rows"])
+    assert student.shape[:4] == teacher.shape[:4] == (4, 2, 4, 4)  # the teacher's grid: 4/2 frames, 16/4 patches
+    mask = motion_mask(pixel_videos(cfg_data(post, tmp_path), data.rows)[batch["index"]], (2, 4, 4), 0.2)
+    want = {"repa": lambda: repa_loss(student, teacher), "trd": lambda: trd_loss(student, teacher, margin=0.1),
+            "tsa": lambda: tsa_loss(student, teacher, tau=0.1),
+            "mtsa": lambda: tsa_loss(student, teacher, tau=0.1, query_mask=mask)}[method]()
+    assert float(terms[method]) == pytest.approx(float(want), rel=1e-4, abs=1e-6)
+    assert float(terms["loss"]) == pytest.approx(float(terms["fm"]) + 0.3 * float(terms[method]), rel=1e-5)
+    terms["loss"].backward()
+    assert all(p.grad is not None for p in m.projector.parameters())  # the projector trains with the model
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in state.model.transformer.parameters())
+
+
+def cfg_data(post, tmp):
+    return config(post, tmp, "sft").data
+
+
+def test_alignment_projector_is_checkpointed_and_bad_teacher_path_is_named(post, tmp_path, tiny_teacher):
+    from safetensors.torch import load_file
+
+    cfg = config(post, tmp_path, "tsa", f"method.teacher={tiny_teacher}", "method.block=1", "method.projector_dim=16",
+                 "train.steps=2", "train.save_every=2")
+    train(cfg, tmp_path / "run", progress=False)
+    saved = load_file(tmp_path / "run" / "checkpoints" / "step_000002" / "method.safetensors")
+    assert any(k.startswith("projector.") for k in saved)
+    with pytest.raises(FileNotFoundError, match="nowhere: not a teacher folder"):
+        build_run(config(post, tmp_path, "repa", f"method.teacher={tmp_path / 'nowhere'}"))

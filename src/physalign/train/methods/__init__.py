@@ -71,10 +71,23 @@ def build_method(name: str, params: dict) -> Method:
     if name not in METHODS:
         raise ConfigError(f"train.method: unknown method {name!r}; available: {sorted(METHODS)}")
     cls = METHODS[name]
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    allowed, hints = parameters(cls)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ConfigError(f"method section: unknown keys {unknown} for method {name!r}; allowed: {allowed}")
-    hints = typing.get_type_hints(cls.__init__)
     typed = {k: coerce(v, hints[k], f"method.{k}", f"method {name!r}") if k in hints else v for k, v in params.items()}
     return cls(**typed)
+
+
+def parameters(cls: type) -> tuple[list[str], dict]:
+    """Keyword arguments of ``cls.__init__`` and their type hints, following ``**kw`` up the base classes."""
+    names, hints = [], {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass in (Method, nn.Module, object):
+            continue
+        sig = inspect.signature(klass.__init__)
+        hints = typing.get_type_hints(klass.__init__) | hints
+        names += [p for p, v in sig.parameters.items() if p != "self" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL) and p not in names]
+        if not any(v.kind == v.VAR_KEYWORD for v in sig.parameters.values()):
+            break
+    return names, hints
