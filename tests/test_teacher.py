@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from physalign.cli import app
 from physalign.teacher import cache as cache_mod
 from physalign.teacher.cache import cache_teacher_features
-from physalign.teacher.evaluate import patch_targets, probe_accuracy, reconstruction_figures
+from physalign.teacher.evaluate import object_tokens, patch_targets, probe_accuracy, reconstruction_figures
 from physalign.teacher.model import (load_teacher, save_teacher, teacher_config, teacher_features, teacher_grid,
                                      to_teacher_input)
 from physalign.teacher.pretrain import TeacherConfig, load_teacher_config, mask_tokens, pretrain_teacher, step_generator
@@ -174,7 +174,19 @@ def test_pretraining_lowers_the_loss_and_exports(world, tmp_path):
     videos, _ = read_videos(world, [json.loads(line) for line in world.read_text().splitlines()])
     full = VideoMAEForPreTraining.from_pretrained(tmp_path / "run/checkpoints/step_000040/model")
     figures = reconstruction_figures(full, videos, 0.75, "tube")
-    assert figures["teacher"] < figures["visible_mean"]
+    assert figures["all"]["teacher"] < figures["all"]["visible_mean"] and "object_tokens" not in figures
+
+
+def test_object_tokens_are_where_the_square_is(world):
+    rows = [json.loads(line) for line in world.read_text().splitlines()]
+    videos, _ = read_videos(world, rows)
+    flags = object_tokens(videos, rows, teacher_config(TINY)).reshape(8, 2, 4, 4)
+    # video 0: rows 3..6 (token rows 0-1); columns 2..7 in frames 0-1 (token columns 0-1), 6..11 in frames 2-3 (1-2)
+    assert flags[0, 0].nonzero().tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert flags[0, 1].nonzero().tolist() == [[0, 1], [0, 2], [1, 1], [1, 2]]
+    model = tiny_pretraining()
+    figures = reconstruction_figures(model, videos, 0.75, "tube", objects=object_tokens(videos, rows, model.config))
+    assert 0 < figures["object_share"] < 1 and set(figures["object_tokens"]) == set(figures["all"])
 
 
 def test_resume_continues_exactly(world, tmp_path):
@@ -215,7 +227,11 @@ def test_cli_trains_and_names_a_missing_manifest(world, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "t/model.safetensors").is_file()
     figures = json.loads((tmp_path / "t/teacher.json").read_text())["evaluation"]
-    assert set(figures["reconstruction"]) == {"teacher", "dataset_mean", "visible_mean"}
+    assert set(figures["reconstruction"]["all"]) == {"teacher", "dataset_mean", "visible_mean"}
+    result = runner.invoke(app, ["train-teacher", "--evaluate-only", "--out", str(tmp_path / "t"), "--run",
+                                 str(tmp_path / "r"), "--probe-manifest", str(world)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "t/teacher.json").read_text())["steps"] == 2
     assert set(figures["probe"]["kinematics"]) == {"majority", "pixels", "teacher/layer0", "teacher/layer1",
                                                    "random_init/layer0", "random_init/layer1"}
     result = runner.invoke(app, [*args[:2], str(tmp_path / "missing.jsonl"), *args[3:6], str(tmp_path / "r2"), *args[7:]])

@@ -24,6 +24,8 @@ def train_teacher_command(
     probe_manifest: Optional[Path] = typer.Option(None, help="Held-out videos (e.g. a val split) to measure the teacher "
                                                   "on: masked reconstruction vs baselines, linear probes vs pixels and a "
                                                   "random-init VideoMAE. Figures go to OUT/teacher.json."),
+    evaluate_only: bool = typer.Option(False, help="Do not train: measure the teacher already in OUT (trained by RUN) "
+                                       "on --probe-manifest."),
 ) -> None:
     """Pre-train the teacher of REPA/TRD/TSA/M-TSA: a tiny VideoMAE, masked autoencoding on world videos."""
     from physalign.teacher.evaluate import evaluate_teacher
@@ -33,19 +35,23 @@ def train_teacher_command(
 
     given = {"manifest": manifest, "steps": steps, "seed": seed}
     overrides = [f"{k}={v}" for k, v in given.items() if v is not None] + list(set_)
-    if resume:
+    if resume or evaluate_only:
         config = run / "config.yaml"
+    if evaluate_only and probe_manifest is None:
+        typer.echo("error: --evaluate-only needs --probe-manifest", err=True)
+        raise typer.Exit(2)
     command = shlex.join(["physalign", *sys.argv[1:]])
     try:
         cfg = load_teacher_config(config, overrides)
-        path = pretrain_teacher(cfg, run, out, resume=resume, command=command)
+        path = out if evaluate_only else pretrain_teacher(cfg, run, out, resume=resume, command=command)
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     except TrainingError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"teacher written to {path}")
+    if not evaluate_only:
+        typer.echo(f"teacher written to {path}")
     if probe_manifest is not None:
         _record(path, evaluate_teacher(cfg, run, path, probe_manifest))
 

@@ -1,8 +1,10 @@
 """Did the teacher learn something? Two measurements on held-out world videos.
 
 1. **Masked reconstruction** against two baselines that know no motion: each hidden token predicted as
-   (a) the mean target of its position over the evaluation videos themselves (an oracle dataset mean), and
-   (b) the mean of the same video's visible tokens (about the background colour). Same masks for all.
+   (a) the mean target of its position over the evaluation videos themselves (an oracle dataset mean: it
+   knows the static layout, e.g. where the floor's edge is), and (b) the mean of the same video's visible
+   tokens. Same masks for all; over all hidden tokens and over the hidden tokens that hold part of a
+   moving object (the hard part: objects cover a few percent of the pixels).
 2. **Linear probes** of physics attributes of the scene (kinematics, gravity, material), read from token
    grids average-pooled to (F, 2, 2) cells: the trained teacher at every layer, the same architecture at
    random initialisation, and the raw pixels cut into the same tubelet x patch tokens. A ridge classifier
@@ -22,44 +24,69 @@ from transformers import VideoMAEForPreTraining, VideoMAEModel
 from physalign.teacher.model import load_teacher, teacher_config, teacher_features, teacher_grid, to_teacher_input
 from physalign.teacher.pretrain import mask_tokens, step_generator
 from physalign.train.checkpoint import latest_checkpoint
-from physalign.train.data import manifest_rows, read_videos, to_model_range
+from physalign.train.data import manifest_rows, object_mask, read_videos, to_model_range
+from physalign.world import spec
 
 PROBE_ATTRIBUTES = ("kinematics", "force", "material")
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def patch_targets(videos: torch.Tensor, config) -> torch.Tensor:
+def patch_targets(videos: torch.Tensor, config, normalize: bool | None = None) -> torch.Tensor:
     """VideoMAE's reconstruction targets: (B, C, T, H, W) in [-1, 1] -> (B, N, tubelet * patch * patch * C),
-    tokens in (F, H, W) order as the encoder's. Pixels in [0, 1]; with ``config.norm_pix_loss`` each
-    token's pixels are standardised per channel (unbiased variance), as ``VideoMAEForPreTraining`` does."""
+    tokens in (F, H, W) order as the encoder's. Pixels in [0, 1]; if ``normalize`` (default:
+    ``config.norm_pix_loss``) each token's pixels are standardised per channel (unbiased variance), as
+    ``VideoMAEForPreTraining`` does."""
     b, c, t, h, w = videos.shape
     ts, p = config.tubelet_size, config.patch_size
     x = ((videos + 1) / 2).reshape(b, c, t // ts, ts, h // p, p, w // p, p)
     x = x.permute(0, 2, 4, 6, 3, 5, 7, 1).reshape(b, (t // ts) * (h // p) * (w // p), ts * p * p, c)
-    if config.norm_pix_loss:
+    if config.norm_pix_loss if normalize is None else normalize:
         x = (x - x.mean(-2, keepdim=True)) / (x.var(-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
     return x.flatten(2)
 
 
+def object_tokens(videos: np.ndarray, rows: list[dict], config) -> torch.Tensor:
+    """Bool (N, L): tokens whose tubelet x patch holds a pixel of a moving object (not background or
+    structure colour), from uint8 videos (N, T, H, W, 3) and their scenes' backgrounds."""
+    n, t, h, w, _ = videos.shape
+    backgrounds = np.repeat([spec.BACKGROUNDS[r["scene"]["background"]] for r in rows], t, axis=0)
+    mask = torch.from_numpy(object_mask(videos.reshape(n * t, h, w, 3), backgrounds)).reshape(n, 1, t, h, w)
+    size = (config.tubelet_size, config.patch_size, config.patch_size)
+    return F.max_pool3d(mask.float(), size, size).flatten(1).bool()  # (N, F*H*W) in the encoder's order
+
+
 @torch.no_grad()
 def reconstruction_figures(model: VideoMAEForPreTraining, videos: np.ndarray, ratio: float, masking: str,
-                           seed: int = 0, batch: int = 64) -> dict[str, float]:
-    """Mean masked MSE of ``model`` and of the two baselines on uint8 videos (N, T, H, W, 3)."""
+                           seed: int = 0, objects: torch.Tensor | None = None, batch: int = 64) -> dict:
+    """Mean squared error over hidden tokens of ``model`` and of the two baselines on uint8 videos
+    (N, T, H, W, 3), the masks drawn from ``seed``: ``{"all": {...}}``, plus ``{"object_tokens": {...},
+    "object_share": ...}`` over the hidden tokens that ``objects`` (bool (N, L)) marks."""
     model.eval()
     x = to_model_range(videos)  # (N, 3, T, H, W)
     targets = patch_targets(x, model.config)  # (N, L, P)
     dataset_mean = targets.mean(0)  # (L, P)
-    grid, sums = teacher_grid(model.config), {"teacher": 0.0, "dataset_mean": 0.0, "visible_mean": 0.0}
+    objects = torch.zeros(targets.shape[:2], dtype=torch.bool) if objects is None else objects
+    grid, names = teacher_grid(model.config), ("teacher", "dataset_mean", "visible_mean")
+    sums, counts = {k: torch.zeros(2, dtype=torch.float64) for k in names}, torch.zeros(2, dtype=torch.float64)
     for i in range(0, len(x), batch):
         xb, tb = x[i : i + batch], targets[i : i + batch]
         mask = mask_tokens(grid, len(xb), ratio, masking, step_generator(seed, i))  # (B, L)
-        loss = model(to_teacher_input(xb, model.config), bool_masked_pos=mask).loss
-        hidden = tb[mask].reshape(len(xb), -1, tb.shape[-1])  # (B, M, P)
-        visible_mean = tb[~mask].reshape(len(xb), -1, tb.shape[-1]).mean(1, keepdim=True)  # (B, 1, P)
-        sums["teacher"] += float(loss) * len(xb)
-        sums["dataset_mean"] += float(F.mse_loss(dataset_mean.expand_as(tb)[mask].reshape_as(hidden), hidden)) * len(xb)
-        sums["visible_mean"] += float(F.mse_loss(visible_mean.expand_as(hidden), hidden)) * len(xb)
-    return {k: round(v / len(x), 6) for k, v in sums.items()}
+        hidden = tb[mask].reshape(len(xb), -1, tb.shape[-1])  # (B, M, P), ascending token order as the logits
+        predictions = {
+            "teacher": model(to_teacher_input(xb, model.config), bool_masked_pos=mask).logits,
+            "dataset_mean": dataset_mean.expand_as(tb)[mask].reshape_as(hidden),
+            "visible_mean": tb[~mask].reshape(len(xb), -1, tb.shape[-1]).mean(1, keepdim=True).expand_as(hidden),
+        }
+        on_object = objects[i : i + batch][mask].reshape(hidden.shape[:2])  # (B, M)
+        for name, pred in predictions.items():
+            error = (pred - hidden).square().mean(-1)  # (B, M)
+            sums[name] += torch.stack([error.sum(), error[on_object].sum()]).double()
+        counts += torch.tensor([on_object.numel(), on_object.sum()], dtype=torch.float64)
+    out = {"all": {k: round(float(v[0] / counts[0]), 6) for k, v in sums.items()}}
+    if counts[1]:
+        out["object_tokens"] = {k: round(float(v[1] / counts[1]), 6) for k, v in sums.items()}
+        out["object_share"] = round(float(counts[1] / counts[0]), 4)
+    return out
 
 
 def pooled(grid_tokens: torch.Tensor, cells: tuple[int, int] = (2, 2)) -> torch.Tensor:
@@ -74,7 +101,7 @@ def representations(encoders: dict[str, VideoMAEModel], videos: np.ndarray, laye
     """Pooled features per representation: "pixels" and "<name>/layer<i>" for each encoder and layer."""
     x = to_model_range(videos)
     config = next(iter(encoders.values())).config
-    pixel_grid = patch_targets(x, config).reshape(len(x), *teacher_grid(config), -1)  # (N, F, H, W, P)
+    pixel_grid = patch_targets(x, config, normalize=False).reshape(len(x), *teacher_grid(config), -1)  # (N, F, H, W, P)
     out = {"pixels": pooled(pixel_grid)}
     for name, model in encoders.items():
         for layer in layers[name]:
@@ -147,6 +174,7 @@ def evaluate_teacher(cfg, run: str | Path, teacher: str | Path, manifest: str | 
                                {"teacher": layers, "random_init": layers})
     return {
         "manifest": str(manifest), "videos": len(rows),
-        "reconstruction": reconstruction_figures(full, videos, cfg.mask_ratio, cfg.masking, cfg.seed),
+        "reconstruction": reconstruction_figures(full, videos, cfg.mask_ratio, cfg.masking, cfg.seed,
+                                                 object_tokens(videos, rows, full.config)),
         "probe": probe_figures(features, rows),
     }
