@@ -23,7 +23,8 @@ REFERENCE = "sft"
 
 def step_times(configs: dict[str, Config], rounds: int, warmup: int = 1, threads: int = 1) -> dict:
     """{method: {"median_s", "ratio", "seconds": [...]}} with ratio = median / the reference's median
-    (``sft``; the first method if sft is not among them). Each round runs one step of every method."""
+    (``sft``; the first method if sft is not among them). Each round runs one step of every method, in an
+    order rotated from round to round."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1. Got {rounds}.")
     previous = torch.get_num_threads()
@@ -31,8 +32,10 @@ def step_times(configs: dict[str, Config], rounds: int, warmup: int = 1, threads
     try:
         runs = {name: build_run(cfg) for name, cfg in tqdm(configs.items(), desc="build", unit="method")}
         seconds: dict[str, list[float]] = {name: [] for name in configs}
+        names = list(runs)
         for r in tqdm(range(warmup + rounds), desc="step times", unit="round"):
-            for name, (state, data) in runs.items():
+            for name in names[r % len(names):] + names[: r % len(names)]:  # rotated: no method always goes first
+                state, data = runs[name]
                 cfg = configs[name]
                 batch = data.batch(batch_indices(r, cfg.train.batch_size, len(data), cfg.train.seed))
                 began = time.perf_counter()
