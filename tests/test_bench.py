@@ -78,3 +78,14 @@ def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):
     assert (out / "runs" / "sft-s0" / "model" / "physalign_model.json").stat().st_mtime_ns == trained
     with pytest.raises(BenchError, match="no base model"):
         run_bench(replace(profile, methods=("sft",)), tmp_path / "b2", base=tmp_path / "nothing")
+
+
+def test_bench_cli_names_a_bad_profile_and_a_missing_base(tmp_path):
+    from typer.testing import CliRunner
+
+    from physalign.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "--profile", "fast", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 1 and "unknown bench profile 'fast'" in res.output
+    res = CliRunner().invoke(app, ["bench", "--base", str(tmp_path / "none"), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 1 and "no base model" in res.output
