@@ -36,13 +36,15 @@ class TeacherFeatures:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def __post_init__(self) -> None:
+        self._index = {row["video"]: i for i, row in enumerate(self.rows)}
+
     def select(self, rows: list[dict]) -> torch.Tensor:
         """Float features (B, F, H, W, D) of ``rows`` (matched by their ``video``), e.g. a batch's rows."""
-        index = {row["video"]: i for i, row in enumerate(self.rows)}
-        missing = [row["video"] for row in rows if row["video"] not in index]
+        missing = [row["video"] for row in rows if row["video"] not in self._index]
         if missing:
             raise KeyError(f"no cached teacher features for {missing[:3]} ({len(missing)} rows)")
-        return self.features[[index[row["video"]] for row in rows]].float()
+        return self.features[[self._index[row["video"]] for row in rows]].float()
 
 
 def feature_key(model: VideoMAEModel, layer: int, rows: list[dict]) -> str:
