@@ -232,9 +232,14 @@ def test_cli_trains_and_names_a_missing_manifest(world, tmp_path):
                                  str(tmp_path / "r"), "--probe-manifest", str(world)])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "t/teacher.json").read_text())["steps"] == 2
+    (tmp_path / "r2").mkdir()
+    (tmp_path / "r2/config.yaml").write_text((tmp_path / "r/config.yaml").read_text())
+    result = runner.invoke(app, ["train-teacher", "--evaluate-only", "--out", str(tmp_path / "t"), "--run",
+                                 str(tmp_path / "r2"), "--probe-manifest", str(world)])
+    assert result.exit_code == 1 and f"{tmp_path / 'r2'}: no checkpoints/latest" in result.output
     assert set(figures["probe"]["kinematics"]) == {"majority", "pixels", "teacher/layer0", "teacher/layer1",
                                                    "random_init/layer0", "random_init/layer1"}
-    result = runner.invoke(app, [*args[:2], str(tmp_path / "missing.jsonl"), *args[3:6], str(tmp_path / "r2"), *args[7:]])
+    result = runner.invoke(app, [*args[:2], str(tmp_path / "missing.jsonl"), *args[3:6], str(tmp_path / "r3"), *args[7:]])
     assert result.exit_code == 1 and f"{tmp_path / 'missing.jsonl'}: no such manifest file" in result.output
 
 

@@ -53,7 +53,12 @@ def train_teacher_command(
     if not evaluate_only:
         typer.echo(f"teacher written to {path}")
     if probe_manifest is not None:
-        _record(path, evaluate_teacher(cfg, run, path, probe_manifest))
+        try:
+            figures = evaluate_teacher(cfg, run, path, probe_manifest)
+        except (OSError, ValueError) as err:  # a missing run, teacher or manifest, unreadable videos
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        _record(path, figures)
 
 
 def _record(out: Path, figures: dict) -> None:

@@ -164,8 +164,11 @@ def probe_figures(features: dict[str, torch.Tensor], rows: list[dict], attribute
 def evaluate_teacher(cfg, run: str | Path, teacher: str | Path, manifest: str | Path, split: str = "") -> dict:
     """Both measurements on the videos of ``manifest`` (lines of ``split``; "" = all) for the teacher
     exported to ``teacher`` by the run in ``run`` (its latest checkpoint holds the decoder)."""
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run}: no checkpoints/latest (the pre-training run that made {teacher})")
     videos, rows = read_videos(manifest, manifest_rows(manifest, split))
-    full = VideoMAEForPreTraining.from_pretrained(latest_checkpoint(run) / "model", use_safetensors=True)
+    full = VideoMAEForPreTraining.from_pretrained(checkpoint / "model", use_safetensors=True)
     trained = load_teacher(teacher)
     torch.manual_seed(cfg.seed)
     untrained = VideoMAEModel(teacher_config(cfg.sizes)).eval()
