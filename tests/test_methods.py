@@ -114,7 +114,7 @@ def test_direct_terms_combine_and_micro_uses_the_counterfactual(post, tmp_path):
     state, data, batch, terms = step_terms(post, tmp_path, "direct", "method.macro_weight=0.1", "method.micro_weight=0.2",
                                            "method.reg_weight=0.5", "method.reg_fraction=0.5", "method.cfg_dropout=0.0")
     want = float(terms["fm"]) - 0.1 * float(terms["macro"]) - 0.2 * float(terms["micro"]) + 0.5 * float(terms["reg"])
-    assert float(terms["loss"]) == pytest.approx(want, rel=1e-5)
+    assert float(terms["loss"].detach()) == pytest.approx(want, rel=1e-5)
     assert {"aligned_frac", "aligned_macro", "aligned_micro", "macro_frac", "micro_frac"} <= set(terms)
     assert state.method.frozen is not None and not any(p.requires_grad for p in state.method.frozen.parameters())
     assert not any(n.startswith("_frozen") for n, _ in state.method.named_parameters())  # not trained or saved
