@@ -15,12 +15,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY_FULL_SHAPE = dict(layers=1, heads=2, head_dim=16, ffn_dim=32, text_dim=32, text_layers=1, vae_channels=[16, 16, 16])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_paired_difference_matches_a_plain_bootstrap():

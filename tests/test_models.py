@@ -13,12 +13,7 @@ TINY = dict(layers=2, heads=2, head_dim=16, ffn_dim=64, text_dim=32, text_layers
 PROMPT = "a small red rubber ball is dropped from high up under normal gravity, on a black background"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared: two threads contending with other jobs run several times slower
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

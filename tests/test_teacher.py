@@ -31,12 +31,7 @@ TINY = dict(image_size=16, num_frames=4, patch_size=4, tubelet_size=2, hidden_si
             decoder_num_attention_heads=2, decoder_intermediate_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_pretraining(seed: int = 0, **sizes) -> VideoMAEForPreTraining:
