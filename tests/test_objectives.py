@@ -40,6 +40,20 @@ def test_contrastive_fm_matches_reference_and_reduces_to_fm():
     close(contrastive_fm_loss(v, x0, eps, nx0, neps, weight=0.0), flow_matching_loss(v, x0, eps))
 
 
+def test_contrastive_fm_valid_mask_matches_a_per_sample_reference():
+    v = video(0, grad=True)
+    x0, eps, nx0, neps = (video(s) for s in (1, 2, 3, 4))
+    valid = torch.tensor([True, False, True, False])
+    loss = contrastive_fm_loss(v, x0, eps, nx0, neps, weight=0.3, valid=valid)
+    reference = sq(v, eps - x0) - 0.3 * sum(sq(v[i], neps[i] - nx0[i]) for i in (0, 2)) / 4
+    close(loss, reference)
+    close(grads(loss, v)[0], grads(reference, v)[0])
+    every = contrastive_fm_loss(v, x0, eps, nx0, neps, weight=0.3, valid=torch.ones(4, dtype=torch.bool))
+    close(every, contrastive_fm_loss(v, x0, eps, nx0, neps, weight=0.3))
+    with pytest.raises(ValueError, match="valid must be a bool tensor of shape"):
+        contrastive_fm_loss(v, x0, eps, nx0, neps, valid=torch.ones(3, dtype=torch.bool))
+
+
 def test_contrastive_fm_names_bad_shapes():
     a, b = video(0), video(1, shape=(4, 2, 3, 4, 5))
     with pytest.raises(ValueError, match=r"\[4, 2, 3, 4, 5\]"):

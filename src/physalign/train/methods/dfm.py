@@ -39,14 +39,9 @@ class ContrastiveFlowMatching(Method):
         v, eps, _, _ = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule)
         groups = self.groups[batch["index"]] if self.groups is not None else torch.arange(len(x0))  # any other sample
         j = exclusive_negatives(groups)
-        if bool((j >= 0).all()):
-            loss = contrastive_fm_loss(v, x0, eps, x0[j], eps[j], weight=self.weight)
-        else:  # a sample with no partner of another partition in the batch gets no negative term
-            valid = j >= 0
-            k = j.clamp_min(0)
-            per_sample = (v - (eps[k] - x0[k])).pow(2).flatten(1).mean(1)  # (B,)
-            loss = (v - (eps - x0)).pow(2).mean() - self.weight * (per_sample * valid).sum() / len(x0)
+        valid, k = j >= 0, j.clamp_min(0)  # a sample with no partner of another partition gets no negative term
+        loss = contrastive_fm_loss(v, x0, eps, x0[k], eps[k], weight=self.weight, valid=valid)
         with torch.no_grad():
             fm = (v - (eps - x0)).pow(2).mean()
-            neg = (v - (eps[j.clamp_min(0)] - x0[j.clamp_min(0)])).pow(2).mean()
-        return {"loss": loss, "fm": fm, "neg": neg, "neg_frac": (j >= 0).float().mean()}
+            neg = (v - (eps[k] - x0[k])).pow(2).mean()
+        return {"loss": loss, "fm": fm, "neg": neg, "neg_frac": valid.float().mean()}
