@@ -33,6 +33,18 @@ def config(post: Path, tmp: Path, method: str, *more):
         f"data.cache_dir={tmp / 'cache'}", "train.batch_size=4", "train.log_every=1", "optim.warmup_steps=1", *more])
 
 
+def spy(monkeypatch, module, name: str) -> dict:
+    """Wrap ``module.name`` so the returned dict's "out" holds its latest result."""
+    seen, real = {}, getattr(module, name)
+
+    def wrapper(*args, **kw):
+        seen["out"] = real(*args, **kw)
+        return seen["out"]
+
+    monkeypatch.setattr(module, name, wrapper)
+    return seen
+
+
 def step_terms(post, tmp, method, *more, seed=0):
     cfg = config(post, tmp, method, *more)
     state, data = build_run(cfg)
@@ -63,25 +75,11 @@ def test_dfm_loss_is_fm_minus_weight_times_negative(post, tmp_path):
 def test_dfm_matches_the_objective_with_its_drawn_negatives(post, tmp_path, monkeypatch):
     import physalign.train.methods.dfm as dfm
 
-    drawn = {}
-    real = dfm.exclusive_negatives
-
-    def spy(groups, generator=None):
-        drawn["j"] = real(groups, generator)
-        return drawn["j"]
-
-    monkeypatch.setattr(dfm, "exclusive_negatives", spy)
-    captured = {}
-    real_nv = dfm.noisy_velocity
-
-    def spy_nv(*args, **kw):
-        captured["out"] = real_nv(*args, **kw)
-        return captured["out"]
-
-    monkeypatch.setattr(dfm, "noisy_velocity", spy_nv)
+    drawn = spy(monkeypatch, dfm, "exclusive_negatives")
+    captured = spy(monkeypatch, dfm, "noisy_velocity")
     _, _, batch, terms = step_terms(post, tmp_path, "dfm", "method.weight=0.05")
     v, eps, _, _ = captured["out"]
-    x0, j = batch["latents"], drawn["j"]
+    x0, j = batch["latents"], drawn["out"]
     assert (j != torch.arange(4)).all()  # never the anchor itself
     want = contrastive_fm_loss(v, x0, eps, x0[j], eps[j], weight=0.05)
     assert torch.allclose(terms["loss"], want)
@@ -160,14 +158,7 @@ def test_alignment_methods_add_their_objective_on_projected_features(post, tmp_p
     from physalign.teacher.model import load_teacher
     from physalign.train.data import pixel_videos
 
-    captured = {}
-    real = align_mod.noisy_velocity
-
-    def spy(*args, **kw):
-        captured["out"] = real(*args, **kw)
-        return captured["out"]
-
-    monkeypatch.setattr(align_mod, "noisy_velocity", spy)
+    captured = spy(monkeypatch, align_mod, "noisy_velocity")
     state, data, batch, terms = step_terms(post, tmp_path, method, f"method.teacher={tiny_teacher}", "method.block=1",
                                            "method.projector_dim=16", "method.weight=0.3")
     m = state.method
@@ -176,7 +167,7 @@ def test_alignment_methods_add_their_objective_on_projected_features(post, tmp_p
     teacher_rows = cache_teacher_features(load_teacher(tiny_teacher), post, tmp_path / "cache", -1, rows=data.rows)
     teacher = teacher_rows.select(batch["rows"])
     assert student.shape[:4] == teacher.shape[:4] == (4, 2, 4, 4)  # the teacher's grid: 4/2 frames, 16/4 patches
-    mask = motion_mask(pixel_videos(cfg_data(post, tmp_path), data.rows)[batch["index"]], (2, 4, 4), 0.2)
+    mask = motion_mask(pixel_videos(data.section, data.rows)[batch["index"]], (2, 4, 4), 0.2)
     want = {"repa": lambda: repa_loss(student, teacher), "trd": lambda: trd_loss(student, teacher, margin=0.1),
             "tsa": lambda: tsa_loss(student, teacher, tau=0.1),
             "mtsa": lambda: tsa_loss(student, teacher, tau=0.1, query_mask=mask)}[method]()
@@ -185,10 +176,6 @@ def test_alignment_methods_add_their_objective_on_projected_features(post, tmp_p
     terms["loss"].backward()
     assert all(p.grad is not None for p in m.projector.parameters())  # the projector trains with the model
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in state.model.transformer.parameters())
-
-
-def cfg_data(post, tmp):
-    return config(post, tmp, "sft").data
 
 
 def test_alignment_projector_is_checkpointed_and_bad_teacher_path_is_named(post, tmp_path, tiny_teacher):
