@@ -250,7 +250,7 @@ def test_cache_miss_hit_and_alignment(world, tmp_path, monkeypatch):
     videos, _ = read_videos(world, first.rows)
     torch.testing.assert_close(first.features.float(), teacher_features(teacher, to_model_range(videos), 1),
                                rtol=2e-3, atol=2e-3)
-    monkeypatch.setattr(cache_mod, "read_videos", lambda *a: pytest.fail("a cache hit must not read videos"))
+    monkeypatch.setattr(cache_mod, "read_all_videos", lambda *a: pytest.fail("a cache hit must not read videos"))
     again = cache_teacher_features(teacher, world, tmp_path, layer=1 - 2, progress=False)  # -1 is layer 1 too
     assert torch.equal(again.features, first.features)
     picked = first.select([first.rows[5], first.rows[2]])

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from transformers import VideoMAEModel
 
 from physalign.teacher.model import teacher_features, teacher_fingerprint
-from physalign.train.data import manifest_rows, read_videos, to_model_range
+from physalign.train.data import manifest_rows, read_all_videos, to_model_range
 
 
 @dataclass
@@ -73,10 +73,7 @@ def cache_teacher_features(model: VideoMAEModel, manifest: str | Path, cache_dir
     cached = _load(path, key, rows)
     if cached is not None:
         return cached
-    videos, kept = read_videos(manifest, rows)
-    if len(kept) != len(rows):
-        missing = sorted({r["video"] for r in rows} - {r["video"] for r in kept})
-        raise ValueError(f"{manifest}: cannot read {len(missing)} videos, e.g. {missing[:3]}")
+    videos = read_all_videos(manifest, rows)
     model.eval()
     chunks = []
     for i in tqdm(range(0, len(videos), batch_size), desc="teacher features", leave=False, disable=not progress):

@@ -72,6 +72,16 @@ def read_videos(manifest: str | Path, rows: list[dict]) -> tuple[np.ndarray, lis
     return np.stack(videos), kept
 
 
+def read_all_videos(manifest: str | Path, rows: list[dict]) -> np.ndarray:
+    """Like :func:`read_videos`, but every row's video must be readable (for per-row data that has to line
+    up with the rows): uint8 (N, T, H, W, 3), or ValueError naming the unreadable ones."""
+    videos, kept = read_videos(manifest, rows)
+    if len(kept) != len(rows):
+        missing = sorted({r["video"] for r in rows} - {r["video"] for r in kept})
+        raise ValueError(f"{manifest}: cannot read {len(missing)} videos, e.g. {missing[:3]}")
+    return videos
+
+
 def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
     """Indices of the batch at ``step``: epochs of seeded permutations, so a resumed run sees the same data."""
     first, out = step * batch, []
@@ -206,10 +216,7 @@ def counterfactual_latents(section, model, rows: list[dict]) -> torch.Tensor:
 
 def pixel_videos(section, rows: list[dict]) -> torch.Tensor:
     """The rows' videos as float (N, 3, T, H, W) in [-1, 1] (e.g. for motion masks)."""
-    videos, kept = read_videos(section.manifest, rows)
-    if len(kept) != len(rows):
-        raise ValueError(f"{section.manifest}: {len(rows) - len(kept)} unreadable videos among the training rows")
-    return to_model_range(videos)
+    return to_model_range(read_all_videos(section.manifest, rows))
 
 
 def partition_ids(rows: list[dict], keys: tuple[str, ...] | list[str]) -> torch.Tensor:
