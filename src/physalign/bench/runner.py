@@ -14,6 +14,7 @@ Stages (each resumable: a finished stage's outputs are reused, an interrupted tr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,10 @@ class Arm:
     def name(self) -> str:
         return f"{self.method}-s{self.seed}"
 
+    def run(self, out: Path) -> Path:
+        """Its training run folder inside the bench folder ``out``."""
+        return out / "runs" / self.name
+
 
 def run_bench(profile: Profile, out: str | Path, base: str | Path = DEFAULT_BASE, jobs: int = 2,
               data_root: str | Path = "data", configs: str | Path = METHOD_CONFIGS) -> Path:
@@ -68,16 +73,16 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path = DEFAULT_BASE
         save_config(cfgs[arm.name], _config_path(out, arm))
     timing = cached_json(out / "timing.json", lambda: step_times(
         {a.method: cfgs[a.name] for a in arms if a.seed == profile.seeds[0]}, profile.timing_rounds))
-    parallel([(f"train {a.name}", train_command(out, a)) for a in arms if not (out / "runs" / a.name / "model").is_dir()],
+    parallel([(f"train {a.name}", train_command(out, a)) for a in arms if not (a.run(out) / "model").is_dir()],
              jobs, out / "logs")
-    models = {"base": base} | {a.name: out / "runs" / a.name / "model" for a in arms}
+    models = {"base": base} | {a.name: a.run(out) / "model" for a in arms}
     parallel([(f"sample {name}", sample_command(path, test_manifest, out / "samples" / name, profile))
               for name, path in models.items() if not (out / "samples" / name / "manifest.jsonl").is_file()],
              jobs, out / "logs")
     results = {"simulator": evaluate_manifest(test_manifest, progress=False)}
     for name in tqdm(models, desc="eval", unit="model"):
         results[name] = evaluate_manifest(out / "samples" / name / "manifest.jsonl", progress=False)
-    return write_bench_report(out, profile, arms, results, timing, {a.name: out / "runs" / a.name for a in arms})
+    return write_bench_report(out, profile, arms, results, timing, {a.name: a.run(out) for a in arms})
 
 
 def post_training_data(profile: Profile, root: Path) -> Path:
@@ -119,7 +124,7 @@ def _config_path(out: Path, arm: Arm) -> Path:
 
 
 def train_command(out: Path, arm: Arm) -> list[str]:
-    run = out / "runs" / arm.name
+    run = arm.run(out)
     resume = latest_checkpoint(run) is not None
     return [sys.executable, "-m", "physalign.cli", "train", "--out", str(run),
             *(["--resume"] if resume else ["--config", str(_config_path(out, arm))])]
@@ -157,8 +162,6 @@ def parallel(tasks: list[tuple[str, list[str]]], jobs: int, logs: Path) -> None:
 
 
 def _one_thread_env() -> dict:
-    import os
-
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
