@@ -35,9 +35,3 @@ def pair_results(a: list[VideoResult], b: list[VideoResult]) -> tuple[list[Video
     by_name = {r.video: r for r in b if r.error is None}
     pairs = [(r, by_name[r.video]) for r in a if r.error is None and r.video in by_name]
     return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def difference(a: list[VideoResult], b: list[VideoResult], metric: str, **kw) -> dict:
-    """Paired difference of ``metric`` ("pc", "sa", "joint") between two result lists (a - b)."""
-    x, y = pair_results(a, b)
-    return paired_difference([getattr(r, metric) for r in x], [getattr(r, metric) for r in y], **kw)

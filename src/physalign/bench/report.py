@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from physalign.bench.compare import pair_results, paired_difference
-from physalign.eval.report import fmt
+from physalign.eval.report import finite, fmt
 from physalign.eval.stats import METRICS, summarize
 from physalign.video import read_video, tile, write_gif
 from physalign.world import spec
@@ -29,7 +29,7 @@ def write_bench_report(out: Path, profile, arms, results: dict, timing: dict, ru
     deltas = {m: _delta(arms, results, m) for m in methods if REFERENCE in methods and m != REFERENCE}
     data = {"profile": profile.to_dict(), "summaries": summaries, "vs_sft": deltas, "step_time": timing,
             "curves": {a.name: _curve(runs[a.name]) for a in arms}}
-    (out / "bench.json").write_text(json.dumps(_finite(data), indent=2, allow_nan=False))
+    (out / "bench.json").write_text(json.dumps(finite(data), indent=2, allow_nan=False))
     plots = [_plot_metrics(out, summaries), _plot_curves(out, data["curves"])]
     gif = _gif_grid(out, list(pooled)[1:], arms)
     md = _markdown(profile, summaries, deltas, timing, plots, gif)
@@ -201,12 +201,3 @@ def _html_table(lines: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _finite(x):
-    """``x`` with NaN/inf floats as None (strict JSON)."""
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return None if isinstance(x, float) and not math.isfinite(x) else x

@@ -65,17 +65,17 @@ def write_report(results: list[VideoResult], summary: dict, out: str | Path, tit
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"summary": summary, "videos": [r.to_dict() for r in results]}
-    (out / "eval.json").write_text(json.dumps(_finite(payload), indent=1, allow_nan=False))
+    (out / "eval.json").write_text(json.dumps(finite(payload), indent=1, allow_nan=False))
     (out / "eval.md").write_text(markdown(summary, title))
     return out
 
 
-def _finite(x):
+def finite(x):
     """``x`` with NaN / infinite floats as None (JSON has no NaN)."""
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
+        return [finite(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
