@@ -23,13 +23,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# The base model recipe (README, "The base model"): world data, then three stages: the per-frame
-# autoencoder, flow matching on its latents, and the decoder sharpened with the encoder frozen.
+# The base model recipe (README, "The base model"): v1 (stages one to three, rebuilt at the commit that made
+# it), then v2's two fine-tuning stages on the current world. See scripts/make_base.sh.
 base: setup
-	$(VENV)/bin/physalign world generate --n 4000 --split train --out data/world --seed 0
-	$(VENV)/bin/physalign train --config configs/autoencoder.yaml --out runs/base_ae --export checkpoints/base_ae
-	$(VENV)/bin/physalign train --config configs/base.yaml --out runs/base
-	$(VENV)/bin/physalign train --config configs/base_decoder.yaml --out runs/base_decoder --export checkpoints/base
+	scripts/make_base.sh
 
 clean:
 	rm -rf runs/demo .pytest_cache

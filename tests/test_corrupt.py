@@ -72,7 +72,7 @@ def test_freeze_holds_the_object_in_the_air():
     pos = centre(corrupt(video, scene, rollout, "freeze_midair", random.Random(0)))
     still = np.flatnonzero(np.all(np.abs(np.diff(pos, axis=0)) < 1e-9, axis=1))
     assert len(still) >= FREEZE_FRAMES
-    assert (pos[still, 1] - 1.5 > spec.FLOOR_Y + 1.0).all()  # in the air, clear of the floor
+    assert (pos[still, 1] - spec.SIZES["small"] > spec.FLOOR_Y + 1.0).all()  # in the air, clear of the floor
 
 
 def test_vanish_colour_and_size():

@@ -50,7 +50,7 @@ def test_permanence_fails_a_vanishing_object_but_not_one_leaving_the_view():
     pos[10:, 1] += np.arange(1, 7) * 6.0  # flies up out of the top border
     assert checks(moved(scene, rollout, pos=pos), scene)["permanence"].passed is True
     pos = rollout.objects[0].pos.copy()
-    pos[10:, 1] -= np.arange(1, 7) * 3.0  # sinks out through the bottom border, under the floor
+    pos[10:, 1] -= np.arange(1, 7) * 5.0  # sinks out through the bottom border, under the floor
     got = checks(moved(scene, rollout, pos=pos), scene)
     assert got["permanence"].passed is False and got["no_penetration"].passed is False
 

@@ -88,7 +88,7 @@ def test_positions_are_in_world_units_at_any_resolution():
     rollout = simulate(scene, 2)
     track = observe(render(scene, rollout, 64, 64), scene).tracks["primary"]
     assert np.abs(track.pos - rollout.objects[0].pos).max() < 0.1
-    assert np.allclose(track.area, np.pi * 1.5**2, rtol=0.03)
+    assert np.allclose(track.area, np.pi * spec.SIZES["small"] ** 2, rtol=0.03)
 
 
 def test_shared_acceleration_fit_matches_plain_least_squares():

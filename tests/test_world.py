@@ -61,7 +61,8 @@ def test_render_places_colours_and_structures():
     assert (video[0, -1] == spec.STRUCTURE_COLOR).all()  # the floor's bottom row
     assert (video[0, 0, 0] == spec.BACKGROUNDS["black"]).all()
     coverage = video[0, :29, :, 0].astype(float).sum() / spec.OBJECT_COLORS["red"][0]  # on black, R = 230 x coverage
-    assert coverage == pytest.approx(np.pi * 1.5**2, rel=0.1)  # a ball of radius 1.5 pixels, anti-aliased
+    r = spec.SIZES[s.size]  # in units, which are pixels at 32 x 32
+    assert coverage == pytest.approx(np.pi * r**2, rel=0.1)  # the ball's disc, anti-aliased
 
 
 def test_phenomena_are_true_of_the_rollout():

@@ -241,7 +241,7 @@ def test_counterfactual_reuses_the_draws():
         assert np.array_equal(cf.objects[0].pos[0], base.objects[0].pos[0])  # same start
         assert not np.array_equal(cf.objects[0].pos, base.objects[0].pos)  # different motion
     high = simulate(scene(DROP.replace("from high up", "from a low height")), 11)
-    fraction = lambda r, lo_hi: (r.objects[0].pos[0, 1] - 1.5 - spec.FLOOR_Y - lo_hi[0]) / (lo_hi[1] - lo_hi[0])
+    fraction = lambda r, lo_hi: (r.objects[0].pos[0, 1] - spec.SIZES["small"] - spec.FLOOR_Y - lo_hi[0]) / (lo_hi[1] - lo_hi[0])
     assert fraction(high, spec.DROP_HEIGHT["low"]) == pytest.approx(fraction(base, spec.DROP_HEIGHT["high"]))
 
 

@@ -44,9 +44,9 @@ MATERIALS = {
 }
 
 # Radius of a ball, half-side of a block, in units, by the scene's ``size`` value.
-SIZES = {"small": 1.5, "large": 2.5}
+SIZES = {"small": 2.5, "large": 4.0}
 SECOND_BALL_SIZE = "small"  # the struck ball of the "collides with a ... ball" interaction
-SECOND_BALL_X = 12.0  # its centre when the primary object moves right (mirrored for left)
+SECOND_BALL_X = 15.0  # its centre when the primary object moves right (mirrored for left)
 
 # Colours, RGB uint8. Object colours are far from every background and from the static structures.
 OBJECT_COLORS = {
@@ -73,14 +73,14 @@ RAMP_HEIGHT = 8.0  # units above the floor at the high end
 
 # Initial conditions: ranges sampled uniformly per video (the prompt fixes the range, the seed the value).
 DROP_X = (10.0, 22.0)
-RAMP_DROP_X = (8.0, 14.0)  # over the slope of the wedge that rises to the left
-DROP_HEIGHT = {"low": (7.0, 11.0), "high": (17.0, 23.0)}  # bottom of the object above the floor
+RAMP_DROP_X = (7.0, 12.0)  # over the slope of the wedge that rises to the left
+DROP_HEIGHT = {"low": (7.0, 11.0), "high": (15.0, 20.0)}  # bottom of the object above the floor
 THROW_START_X = (4.0, 7.0)  # distance of the start from the side the object moves away from
 THROW_HEIGHT = (13.0, 19.0)  # bottom of the object above the floor
 SPEED = {"low": (4.0, 6.0), "high": (8.0, 10.0)}  # horizontal speed: thrown, rolled
 INTERACTION_GAP = (1.5, 4.0)  # free distance between the object and the wall / second ball at the start
 RAMP_MAX_FALL_TIME = 1.0  # s; an object thrown or dropped onto the ramp starts low enough to land by then
-RAMP_LAND_X = (4.0, 8.0)  # where a thrown object lands: distance up the slope from RAMP_LOW_X (mirrored)
+RAMP_LAND_X = (5.0, 9.0)  # where a thrown object lands: distance up the slope from RAMP_LOW_X (mirrored)
 RAMP_THROW_FALL = (3.0, 6.0)  # how far a thrown object's bottom falls onto the slope
 LAUNCH_SPEED = {"low": (16.0, 19.0), "high": (23.0, 26.0)}  # upward speed: launched up (apex in frame at low gravity)
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Rebuilds checkpoints/base from nothing (`make base`). Five stages, times and figures in the README ("The
+# base model"):
+#   v1, stages one to three, on world v1 (small objects of radius 1.5 units), built by `make base` at the
+#   commit that shipped it, in a git worktree under runs/: autoencoder, flow matching, decoder sharpening;
+#   v2, stages four and five, on the current world: the autoencoder fine-tuned (configs/base_v2_ae.yaml),
+#   then flow matching fine-tuned over it (configs/base_v2.yaml), exported to checkpoints/base.
+set -euo pipefail
+V1_COMMIT=1d91d2f
+cd "$(git rev-parse --show-toplevel)"
+PHYSALIGN=.venv/bin/physalign
+if [ ! -f runs/base_v1/physalign_model.json ]; then
+    [ -d runs/base_v1_src ] || git worktree add --detach runs/base_v1_src "$V1_COMMIT"
+    make -C runs/base_v1_src base
+    mkdir -p runs/base_v1 && cp -r runs/base_v1_src/checkpoints/base/. runs/base_v1/
+fi
+[ -f data/world/manifest.jsonl ] || $PHYSALIGN world generate --n 4000 --split train --out data/world --seed 0
+$PHYSALIGN train --config configs/base_v2_ae.yaml --out runs/base_v2_ae
+$PHYSALIGN train --config configs/base_v2.yaml --out runs/base_v2 --export checkpoints/base
