@@ -84,3 +84,19 @@ def test_bench_cli_names_a_bad_profile_and_a_missing_base(tmp_path):
     assert res.exit_code == 1 and "unknown bench profile 'fast'" in res.output
     res = CliRunner().invoke(app, ["bench", "--base", str(tmp_path / "none"), "--out", str(tmp_path / "b")])
     assert res.exit_code == 1 and "no base model" in res.output
+
+
+def test_bench_data_is_regenerated_after_a_world_change(tmp_path, monkeypatch):
+    from physalign.bench import runner
+    from physalign.world import spec
+
+    profile = Profile("t", train_videos=3, test_prompts=2)
+    first = runner.test_data(profile, tmp_path / "test")
+    stamp = json.loads((tmp_path / "test" / "bench_data.json").read_text())
+    assert stamp["world_version"] == spec.WORLD_VERSION and stamp["n"] == 2
+    before = first.stat().st_mtime_ns
+    assert runner.test_data(profile, tmp_path / "test") == first and first.stat().st_mtime_ns == before  # reused
+    monkeypatch.setattr(spec, "WORLD_VERSION", spec.WORLD_VERSION + 1)
+    runner.test_data(profile, tmp_path / "test")
+    assert json.loads((tmp_path / "test" / "bench_data.json").read_text())["world_version"] == spec.WORLD_VERSION
+    assert first.stat().st_mtime_ns != before  # made again for the new world

@@ -28,7 +28,8 @@ from physalign.bench.timing import step_times
 from physalign.eval import evaluate_manifest
 from physalign.train.checkpoint import latest_checkpoint
 from physalign.train.config import Config, load_config, save_config
-from physalign.world.dataset import generate, load_manifest
+from physalign.world import spec
+from physalign.world.dataset import generate
 
 REPO = Path(__file__).resolve().parents[3]
 METHOD_CONFIGS = REPO / "configs" / "methods"
@@ -87,22 +88,25 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path = DEFAULT_BASE
 
 def post_training_data(profile: Profile, root: Path) -> Path:
     """The post-training set of ``profile`` (with counterfactuals), generated once and shared by runs."""
-    folder = root / f"post-{profile.train_videos}-s{profile.data_seed}"
-    manifest = folder / "manifest.jsonl"
-    stamp = folder / "bench_data.json"
     want = {"n": profile.train_videos, "seed": profile.data_seed, "split": "train", "counterfactuals": True}
-    if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == want:
-        return manifest
-    generate(folder, profile.train_videos, "train", profile.data_seed, counterfactuals=True)
-    stamp.write_text(json.dumps(want))
-    return manifest
+    return _stamped(root / f"post-{profile.train_videos}-s{profile.data_seed}", want)
 
 
 def test_data(profile: Profile, folder: Path) -> Path:
-    manifest = folder / "manifest.jsonl"
-    if manifest.is_file() and len(load_manifest(manifest)) == profile.test_prompts:
+    want = {"n": profile.test_prompts, "seed": profile.test_seed, "split": "test", "counterfactuals": False}
+    return _stamped(folder, want)
+
+
+def _stamped(folder: Path, want: dict) -> Path:
+    """``folder/manifest.jsonl``, regenerated unless its stamp says it holds ``want`` from this world
+    version (``spec.WORLD_VERSION``): a set made before a world change is not reused."""
+    manifest, stamp = folder / "manifest.jsonl", folder / "bench_data.json"
+    want = {**want, "world_version": spec.WORLD_VERSION}
+    if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == want:
         return manifest
-    return generate(folder, profile.test_prompts, "test", profile.test_seed)
+    generate(folder, want["n"], want["split"], want["seed"], counterfactuals=want["counterfactuals"])
+    stamp.write_text(json.dumps(want))
+    return manifest
 
 
 def arm_config(arm: Arm, profile: Profile, manifest: Path, base: Path, cache: Path, configs: Path) -> Config:

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Bumped whenever a change here alters what the simulator renders, so that data generated before it is
+# recognised as stale (the bench's data stamps carry it). v2: larger objects (v1: radius 1.5 and 2.5).
+WORLD_VERSION = 2
+
 WORLD_SIZE = 32.0  # units; the visible box is [0, 32] x [0, 32]
 FPS = 12.0  # frames per second of every rendered video
 SUBSTEPS = 40  # physics steps per frame (480 Hz): fast impacts overlap surfaces by < 0.1 unit
