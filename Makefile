@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The main job: the quick comparison of every method against SFT, from the shipped base, on the physics world
+# (README, "Post-training methods and `physalign bench`"); `physalign demo` alone samples and scores the base model.
 demo: setup
-	$(VENV)/bin/physalign demo --out runs/demo
+	$(VENV)/bin/physalign bench --profile quick --out runs/demo
 
 test: setup
 	$(PY) -m pytest -q
