@@ -3,8 +3,9 @@
 # base model"):
 #   v1, stages one to three, on world v1 (small objects of radius 1.5 units), built by `make base` at the
 #   commit that shipped it, in a git worktree under runs/: autoencoder, flow matching, decoder sharpening;
-#   v2, stages four and five, on the current world: the autoencoder fine-tuned (configs/base_v2_ae.yaml),
-#   then flow matching fine-tuned over it (configs/base_v2.yaml), exported to checkpoints/base.
+#   v2, stages four to six, on the current world: the autoencoder fine-tuned (configs/base_v2_ae.yaml),
+#   then flow matching fine-tuned over it (configs/base_v2.yaml), then the decoder sharpened with the encoder
+#   frozen (configs/base_v2_decoder.yaml), exported to checkpoints/base.
 set -euo pipefail
 V1_COMMIT=1d91d2f
 cd "$(git rev-parse --show-toplevel)"
@@ -16,4 +17,5 @@ if [ ! -f runs/base_v1/physalign_model.json ]; then
 fi
 [ -f data/world/manifest.jsonl ] || $PHYSALIGN world generate --n 4000 --split train --out data/world --seed 0
 $PHYSALIGN train --config configs/base_v2_ae.yaml --out runs/base_v2_ae
-$PHYSALIGN train --config configs/base_v2.yaml --out runs/base_v2 --export checkpoints/base
+$PHYSALIGN train --config configs/base_v2.yaml --out runs/base_v2
+$PHYSALIGN train --config configs/base_v2_decoder.yaml --out runs/base_v2_decoder --export checkpoints/base
