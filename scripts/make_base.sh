@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds checkpoints/base from nothing (`make base`). Five stages, times and figures in the README ("The
+# Rebuilds checkpoints/base from nothing (`make base`). Six stages, times and figures in the README ("The
 # base model"):
 #   v1, stages one to three, on world v1 (small objects of radius 1.5 units), built by `make base` at the
 #   commit that shipped it, in a git worktree under runs/: autoencoder, flow matching, decoder sharpening;
