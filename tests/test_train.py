@@ -15,7 +15,7 @@ from physalign.train import checkpoint as ckpt_mod
 from physalign.train import data as data_mod
 from physalign.train.config import ConfigError, load_config
 from physalign.train.data import latent_data, object_mask
-from physalign.train.loop import TrainingError, build_model, train
+from physalign.train.loop import TrainingError, build_model, lr_factor, train
 from physalign.train.methods import METHODS, Method, build_method, register
 from physalign.video import write_mp4
 from physalign.world import spec
@@ -171,6 +171,18 @@ def test_tiny_flow_matching_run_lowers_the_loss(world, tmp_path):
     assert len(losses) == 40 and all("fm" in r and "grad_norm" in r for r in log_of(tmp_path / "run"))
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5]), losses
     assert load_model(model_dir).cfg.frames == 4
+
+
+def test_lr_schedules_against_a_plain_reference():
+    warmup, steps = 4, 20
+    for step in range(steps):
+        ramp = (step + 1) / warmup
+        plain_cos = ramp if ramp < 1 else 0.5 * (1 + np.cos(np.pi * (step + 1 - warmup) / (steps - warmup)))
+        assert lr_factor("constant", warmup, steps)(step) == pytest.approx(min(1.0, ramp))
+        assert lr_factor("cosine", warmup, steps)(step) == pytest.approx(plain_cos)
+    assert lr_factor("cosine", warmup, steps)(steps - 1) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(TrainingError, match=r"optim.schedule must be one of \['constant', 'cosine'\]. Got 'linear'"):
+        lr_factor("linear", warmup, steps)
 
 
 def test_resume_continues_exactly(world, tmp_path):

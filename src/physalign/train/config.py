@@ -41,7 +41,9 @@ class OptimSection:
     lr: float = 3e-4
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    warmup_steps: int = 100  # linear warm-up of the learning rate, then constant
+    warmup_steps: int = 100  # linear warm-up of the learning rate, then `schedule`
+    schedule: str = "constant"  # after warm-up: "constant", or "cosine" (to 0 at train.steps;
+    # so a run resumed with a larger train.steps follows a different curve from then on)
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping (the norm is still logged)
     ema_decay: float = 0.0  # 0 = no EMA; else the exported model carries the EMA weights
 

@@ -60,9 +60,28 @@ def build_state(cfg: Config, model: VideoModel, method: Method) -> TrainState:
         raise TrainingError(f"nothing to train: model.trainable={cfg.model.trainable} and the method has no parameters")
     o = cfg.optim
     opt = torch.optim.AdamW(list(named.values()), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-    warmup = max(1, o.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(o.schedule, o.warmup_steps, cfg.train.steps))
     return TrainState(model, method, opt, sched, build_ema(named, o.ema_decay))
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, warmup: int, steps: int):
+    """The learning-rate multiplier at each step: linear warm-up over ``warmup`` steps, then 1
+    (``constant``) or ``(1 + cos(pi * p)) / 2`` with ``p`` the fraction of the post-warm-up steps done
+    (``cosine``, reaching 0 at ``steps``)."""
+    if schedule not in SCHEDULES:
+        raise TrainingError(f"optim.schedule must be one of {list(SCHEDULES)}. Got {schedule!r}.")
+    warmup = max(1, warmup)
+
+    def factor(step: int) -> float:
+        if step + 1 < warmup or schedule == "constant":
+            return min(1.0, (step + 1) / warmup)
+        done = (step + 1 - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+
+    return factor
 
 
 def seed_everything(seed: int) -> None:
