@@ -91,6 +91,11 @@ class VideoModel(nn.Module, abc.ABC):
 
     @property
     @abc.abstractmethod
+    def backbone(self) -> nn.Module:
+        """The denoising transformer (a diffusers model: LoRA adapters attach here, see models.lora)."""
+
+    @property
+    @abc.abstractmethod
     def backbone_blocks(self) -> nn.ModuleList:
         """The transformer blocks that feature taps hook into."""
 

@@ -34,6 +34,7 @@ from diffusers import AutoencoderKL, WanTransformer3DModel
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
 from physalign.models.interface import CONFIG_FILE, TextEmbedding, VideoModel, capture_blocks
+from physalign.models.lora import load_adapter, lora_folder, save_backbone
 from physalign.models.tokenizer import build_world_tokenizer
 
 
@@ -183,6 +184,10 @@ class WorldVideoModel(VideoModel):
 
     # -- backbone ----------------------------------------------------------------------------------
     @property
+    def backbone(self) -> WanTransformer3DModel:
+        return self.transformer
+
+    @property
     def backbone_blocks(self) -> torch.nn.ModuleList:
         return self.transformer.blocks
 
@@ -214,7 +219,7 @@ class WorldVideoModel(VideoModel):
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
+        save_backbone(self.transformer, path / "transformer")  # a LoRA adapter goes to transformer_lora/
         self.vae.save_pretrained(path / "vae", safe_serialization=True)
         self.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
         self.tokenizer.save_pretrained(path / "tokenizer")
@@ -228,9 +233,12 @@ class WorldVideoModel(VideoModel):
             raise FileNotFoundError(f"{config_path}: not a physalign model folder (no {CONFIG_FILE})")
         fields = json.loads(config_path.read_text())
         fields.pop("class", None)
+        transformer = WanTransformer3DModel.from_pretrained(path / "transformer", use_safetensors=True)
+        if lora_folder(path / "transformer").is_dir():
+            load_adapter(transformer, lora_folder(path / "transformer"))
         return cls(
             WorldModelConfig.from_dict(fields, str(config_path)),
-            transformer=WanTransformer3DModel.from_pretrained(path / "transformer", use_safetensors=True),
+            transformer=transformer,
             vae=AutoencoderKL.from_pretrained(path / "vae", use_safetensors=True),
             text_encoder=T5EncoderModel.from_pretrained(path / "text_encoder", use_safetensors=True),
             tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer"),
