@@ -1,0 +1,127 @@
+"""``report.md`` of a selection: what ran, what was kept and dropped and why, and, for a labelled pool
+(``degradation`` on every line), how clean the kept set is.
+
+Precision = clean kept / kept (the fraction of kept candidates with ``degradation`` none); recall = clean
+kept / clean. Selecting at random would give a precision equal to the pool's clean share. The ablation
+re-selects from the same measured criteria with one criterion left out (weight 0, no threshold).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from physalign.select.rank import CRITERIA, SelectConfig, Selection, select
+
+if TYPE_CHECKING:
+    from physalign.select.run import Scored
+
+EXAMPLES = 5  # top and bottom candidates shown
+
+
+def precision_recall(clean: np.ndarray, kept: np.ndarray) -> tuple[float, float]:
+    """(precision, recall) of ``kept`` (N,) bool against ``clean`` (N,) bool; NaN when undefined."""
+    clean, kept = np.asarray(clean, bool), np.asarray(kept, bool)
+    hits = float((clean & kept).sum())
+    return (hits / kept.sum() if kept.any() else math.nan, hits / clean.sum() if clean.any() else math.nan)
+
+
+def clean_labels(rows: list[dict]) -> np.ndarray | None:
+    """(N,) bool, True where ``degradation`` is none; None unless every line carries the label."""
+    if not rows or any("degradation" not in r for r in rows):
+        return None
+    return np.array([r["degradation"] == "none" for r in rows])
+
+
+def ablation(values: dict[str, np.ndarray], config: SelectConfig, clean: np.ndarray) -> list[tuple[str, float, float]]:
+    """(left out, precision, recall) for the full selection ("none") and each criterion left out in turn;
+    a criterion whose removal leaves no positive weight is skipped."""
+    rows = [("none", *precision_recall(clean, select(values, config).kept))]
+    for c in (c for c in CRITERIA if c in values):
+        try:
+            rows.append((c, *precision_recall(clean, select(values, config.without(c)).kept)))
+        except ValueError:
+            continue
+    return rows
+
+
+def markdown(scored: "Scored", selection: Selection, config: SelectConfig) -> str:
+    n, kept = len(scored.rows), int(selection.kept.sum())
+    lines = ["# Data selection", "", f"`{scored.manifest}`: {n} candidates, **{kept} kept** (keep {config.keep:g}), "
+             f"{n - kept} dropped. Video paths in `selected.jsonl` are relative to its folder.", ""]
+    lines += _config_lines(selection, config) + [""]
+    lines += ["## Dropped, by reason", ""]
+    reasons = Counter(r for rs in selection.reasons for r in rs)
+    lines += _table(("reason", "candidates"), [(r, str(k)) for r, k in reasons.most_common()]) + [""]
+    clean = clean_labels(scored.rows)
+    if clean is not None:
+        lines += _labelled_lines(scored, selection, config, clean)
+    lines += _examples(scored, selection)
+    errors = [(row["video"], e) for row, e in zip(scored.rows, scored.errors) if e]
+    if errors:
+        lines += ["", f"## {len(errors)} unreadable videos", ""] + [f"- `{v}`: {e}" for v, e in errors]
+    return "\n".join(lines) + "\n"
+
+
+def _config_lines(selection: Selection, config: SelectConfig) -> list[str]:
+    skipped = [c for c in CRITERIA if c not in selection.criteria]
+    lines = [f"Criteria that ran: {', '.join(selection.criteria)}."]
+    if skipped:
+        lines.append(f"Not run: {', '.join(skipped)}" + (" (no judge)." if "plausibility" in skipped else "."))
+    lines.append("Weights: " + ", ".join(f"{c} {config.weights.get(c, 0.0):g}" for c in selection.criteria) + ".")
+    thresholds = [f"{c} {'<=' if c == 'flicker' else '>='} {t:g}" for c, t in config.thresholds.items() if c in selection.criteria]
+    lines.append("Thresholds: " + (", ".join(thresholds) if thresholds else "none") + ".")
+    lines.append("References (goodness 1 at or beyond): " + ", ".join(f"{c} {r:.4g}" for c, r in selection.references.items()) + ".")
+    return lines
+
+
+def _labelled_lines(scored: "Scored", selection: Selection, config: SelectConfig, clean: np.ndarray) -> list[str]:
+    precision, recall = precision_recall(clean, selection.kept)
+    lines = ["## By degradation", ""]
+    labels = [r["degradation"] for r in scored.rows]
+    head = ("degradation", "candidates", "kept", "kept share") + tuple(f"mean {c}" for c in selection.criteria)
+    body = []
+    for label in dict.fromkeys(sorted(labels, key=lambda d: (d != "none", d))):
+        mask = np.array([d == label for d in labels])
+        means = [np.nanmean(scored.values[c][mask]) if np.isfinite(scored.values[c][mask]).any() else math.nan
+                 for c in selection.criteria]
+        body.append((label, str(mask.sum()), str(selection.kept[mask].sum()), f"{selection.kept[mask].mean():.2f}",
+                     *(f"{m:.4g}" for m in means)))
+    lines += _table(head, body) + ["", "## Precision", "",
+              f"**Precision {precision:.3f}** (clean share of the kept), recall {recall:.3f} (kept share of the "
+              f"clean); a random selection's precision would be the pool's clean share, {clean.mean():.3f}.", "",
+              "Each criterion left out in turn (weight 0, no threshold), the rest as above:", ""]
+    rows = ablation(scored.values, config, clean)
+    lines += _table(("left out", "precision", "recall"), [(c, f"{p:.3f}", f"{r:.3f}") for c, p, r in rows]) + [""]
+    return lines
+
+
+def _examples(scored: "Scored", selection: Selection) -> list[str]:
+    """The EXAMPLES highest- and lowest-scoring readable candidates."""
+    readable = [i for i in range(len(scored.rows)) if math.isfinite(selection.score[i])]
+    order = sorted(readable, key=lambda i: (-selection.score[i], i))
+    labelled = clean_labels(scored.rows) is not None
+    head = ("video", "score") + (("degradation",) if labelled else ()) + ("prompt",)
+    lines = []
+    for title, picked in (("Top", order[:EXAMPLES]), ("Bottom", order[::-1][:EXAMPLES])):
+        rows = [scored.rows[i] for i in picked]
+        body = [(f"`{r['video']}`", f"{selection.score[i]:.3f}", *((r["degradation"],) if labelled else ()), r["prompt"])
+                for i, r in zip(picked, rows)]
+        lines += [f"## {title} {len(picked)} by score", ""] + _table(head, body) + [""]
+    return lines
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def write_report(scored: "Scored", selection: Selection, config: SelectConfig, out: str | Path) -> Path:
+    """Write ``OUT/report.md``; return its path."""
+    path = Path(out) / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown(scored, selection, config))
+    return path
