@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,10 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from physalign.video import VideoError, read_video
+from physalign.world import corrupt as corruptions
 from physalign.world import spec
-from physalign.world.dataset import load_manifest
+from physalign.world.dataset import load_manifest, make_example
+from physalign.world.scene import Scene
 
 BACKGROUND_TOLERANCE = 40.0  # RGB distance under which a pixel counts as background or structure colour
 
@@ -230,3 +233,35 @@ def partition_ids(rows: list[dict], keys: tuple[str, ...] | list[str]) -> torch.
             raise ValueError(f"partition keys {missing} are not scene fields; scene fields: {sorted(row['scene'])}")
         out.append(ids.setdefault(tuple(row["scene"][k] for k in keys), len(ids)))
     return torch.tensor(out)
+
+
+def corrupted_latents(section, model, rows: list[dict], seed: int = 0, group: str = "physical",
+                      chunk: int = 64) -> tuple[torch.Tensor, list[str]]:
+    """Latents (N, C, T, h, w) of a physically corrupted copy of each row's video, and the corruption of each
+    (PhysHPO's losers in the world: the same prompt, a clip that breaks physics). Each row's clip is
+    re-simulated from its ``scene`` and ``seed`` and corrupted (``physalign.world.corrupt``) by a kind of
+    ``group`` that applies to it, else by any kind that does, drawn from ``seed``. Cached like
+    :func:`encoded_videos`, keyed by the rows, the seed, the group, the world version and the autoencoder."""
+    key = hashlib.sha256(f"{cache_key(rows, model)}-{seed}-{group}-{spec.WORLD_VERSION}".encode()).hexdigest()[:16]
+    path = Path(section.cache_dir) / f"corrupted-{key}.safetensors"
+    if path.is_file():
+        return load_file(path)["latents"], json.loads(path.with_suffix(".json").read_text())["kinds"]
+    videos, kinds = [], []
+    for line, row in enumerate(tqdm(rows, desc="corrupt", leave=False), 1):
+        if "seed" not in row:
+            raise ValueError(f"{section.manifest}: the line of {row['video']} (row {line}) has no 'seed': corrupted "
+                             "losers re-simulate the scene, so the data must come from `physalign world generate`")
+        scene, rng = Scene.from_dict(row["scene"]), random.Random(f"{seed}-{row['seed']}")
+        video, rollout = make_example(scene, row["seed"], model.video_shape[1], model.video_shape[2])
+        options = corruptions.applicable(scene, rollout)
+        preferred = [k for k in options if corruptions.CORRUPTIONS[k].group == group] or options
+        kinds.append(rng.choice(preferred))
+        videos.append(corruptions.corrupt(video, scene, rollout, kinds[-1], rng))
+    stacked = np.stack(videos)
+    with torch.no_grad():
+        model.eval()
+        latents = torch.cat([model.encode(to_model_range(stacked[i : i + chunk])) for i in range(0, len(stacked), chunk)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps({"manifest": str(section.manifest), "kinds": kinds}))
+    _atomic_save({"latents": latents.contiguous()}, path)
+    return latents, kinds
