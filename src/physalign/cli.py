@@ -17,7 +17,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from physalign.commands import bench, demo, evaluate, sample, train, world
+    from physalign.commands import bench, demo, evaluate, sample, select, train, world
     from physalign.commands import teacher
 
     app.add_typer(world.app, name="world")
@@ -28,6 +28,8 @@ def _register() -> None:
     app.command("eval")(evaluate.eval_command)
     app.command("demo")(demo.demo_command)
     app.command("bench")(bench.bench_command)
+    app.command("select")(select.select_command)
+    app.command("select-pool")(select.pool_command)
 
 
 _register()
