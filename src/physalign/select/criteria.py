@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from physalign.judges.base import PLAUSIBILITY_QUESTION, Judge, prompt_question
+from physalign.train.data import to_model_range
 
 MOTION_LEVEL = 0.05  # a pixel moves when a channel changes by more than 5% of the range (13 levels) in a frame
 LIGHT = ("motion", "sharpness", "flicker")
@@ -63,7 +64,7 @@ def judge_criteria(judge: Judge, videos: np.ndarray, prompts: Sequence[str]) -> 
     """{"plausibility", "text"}: (B,) P(yes) of ``judge`` for ``videos`` (B, T, H, W, 3) uint8 of one shape."""
     if len(prompts) != len(videos):
         raise ValueError(f"one prompt per video: got {len(prompts)} prompts for {len(videos)} videos.")
-    x = torch.from_numpy(np.ascontiguousarray(videos)).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)  # (B, 3, T, H, W)
+    x = to_model_range(np.ascontiguousarray(videos))  # (B, 3, T, H, W) in [-1, 1]
     with torch.no_grad():
         plausible = judge.yes_prob(x, [PLAUSIBILITY_QUESTION] * len(x))
         matches = judge.yes_prob(x, [prompt_question(p) for p in prompts])

@@ -15,7 +15,7 @@ weighted mean over the criteria that ran, ``score = sum_c w_c g_c / sum_c w_c``.
 
 A candidate whose raw value is on the wrong side of ``config.thresholds[c]`` (below it; above it for
 flicker) is dropped with the reason "<c> below threshold" ("above" for flicker). The rest are ranked by
-score (ties: the earlier line first) and the first ``round(keep * N)`` of the pool's N candidates are kept
+score (ties: the earlier line first) and the first ``floor(keep * N + 0.5)`` of the pool's N candidates are kept
 (every passing one if fewer pass). The others are "below the cut, weakest: <c>", for the criterion that
 cost the candidate most score, ``argmax_c w_c (1 - g_c)``. Unreadable candidates are "unreadable".
 """
