@@ -41,6 +41,11 @@ def test_profiles_and_method_configs():
         get_profile("fast")
     cfg = arm_config(Arm("sft", 3), quick, Path("m.jsonl"), Path("base"), Path("cache"), CONFIGS / "methods")
     assert (cfg.train.method, cfg.train.seed, cfg.train.steps, cfg.model.init, cfg.data.manifest) == ("sft", 3, quick.steps, "base", "m.jsonl")
+    ablation = get_profile("ablation")
+    for level in ("instance", "state", "motion", "semantic"):
+        cfg = arm_config(Arm(f"physhpo-no-{level}", 0), ablation, Path("m.jsonl"), Path("base"), Path("cache"), CONFIGS / "methods")
+        weights = {lv: cfg.method[f"{lv}_weight"] for lv in ("instance", "state", "motion", "semantic")}
+        assert cfg.train.method == "physhpo" and weights == {lv: 0 if lv == level else 1.0 for lv in weights}
     with pytest.raises(BenchError, match="method 'nope': no config"):
         arm_config(Arm("nope", 0), quick, Path("m.jsonl"), Path("base"), Path("cache"), CONFIGS / "methods")
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-METHODS = ("sft", "dfm", "repa", "trd", "tsa", "mtsa", "direct")
+METHODS = ("sft", "dfm", "repa", "trd", "tsa", "mtsa", "direct", "diffphy", "physhpo")
+PHYSHPO_LEVELS = ("instance", "state", "motion", "semantic")
+# Named variants of a method: name -> (the method's config, overrides). PhysHPO's level ablation leaves each
+# level out in turn.
+VARIANTS = {f"physhpo-no-{level}": ("physhpo", [f"method.{level}_weight=0"]) for level in PHYSHPO_LEVELS}
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,9 @@ PROFILES = {
     "quick": Profile("quick", train_videos=500, steps=60, batch_size=16, test_prompts=48, samples_per_prompt=1,
                      sample_steps=20, timing_rounds=4),
     "full": Profile("full"),
+    # PhysHPO with each level left out, at the quick profile's budget
+    "ablation": Profile("ablation", methods=("sft", "physhpo", *VARIANTS), train_videos=500, steps=60, batch_size=16,
+                        test_prompts=48, samples_per_prompt=1, sample_steps=20, timing_rounds=2),
 }
 
 

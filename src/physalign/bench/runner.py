@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from physalign.bench.profiles import Profile
+from physalign.bench.profiles import VARIANTS, Profile
 from physalign.bench.timing import step_times
 from physalign.eval import evaluate_manifest
 from physalign.train.checkpoint import latest_checkpoint
@@ -110,12 +110,14 @@ def _stamped(folder: Path, want: dict) -> Path:
 
 
 def arm_config(arm: Arm, profile: Profile, manifest: Path, base: Path, cache: Path, configs: Path) -> Config:
-    """The method's own config (``configs/<method>.yaml``) with the comparison's shared settings."""
-    path = configs / f"{arm.method}.yaml"
+    """The method's own config (``configs/<method>.yaml``, or a named variant's, ``profiles.VARIANTS``) with the
+    comparison's shared settings."""
+    name, variant = VARIANTS.get(arm.method, (arm.method, []))
+    path = configs / f"{name}.yaml"
     if not path.is_file():
-        available = sorted(p.stem for p in configs.glob("*.yaml"))
+        available = sorted(p.stem for p in configs.glob("*.yaml")) + sorted(VARIANTS)
         raise BenchError(f"method {arm.method!r}: no config {path}; available: {available}")
-    return load_config(path, [f"model.init={base}", f"data.manifest={manifest}", "data.split=train",
+    return load_config(path, [*variant, f"model.init={base}", f"data.manifest={manifest}", "data.split=train",
                               f"data.cache_dir={cache}", f"train.steps={profile.steps}",
                               f"train.batch_size={profile.batch_size}", f"train.seed={arm.seed}", "train.threads=1",
                               f"train.save_every={max(1, profile.steps // 4)}"])
