@@ -51,13 +51,16 @@ CAPTION_FIELDS = {"kind": grammar.KINDS, "color": grammar.COLORS, "background": 
 def build_pool(out: str | os.PathLike, n: int, seed: int, mix: dict[str, float] | None = None,
                frames: int = spec.DEFAULT_FRAMES, resolution: int = spec.DEFAULT_RESOLUTION,
                progress: bool = True) -> Path:
-    """Write a pool of ``n`` labelled candidates into ``out``; return its manifest path."""
+    """Write a pool of ``n`` labelled candidates into ``out`` (replacing a pool already there); return its
+    manifest path."""
     if n < 1:
         raise ValueError(f"n must be >= 1. Got {n}.")
     out = Path(out)
     labels = assign_labels(n, DEFAULT_MIX if mix is None else mix, seed)
     lines = [_candidate(out, i, label, seed, frames, resolution)
              for i, label in enumerate(tqdm(labels, desc="pool", unit="video", disable=not progress))]
+    for stale in set((out / "videos").glob("pool_*.mp4")) - {out / line["video"] for line in lines}:
+        stale.unlink()  # left by an earlier, larger pool in the same folder
     return write_jsonl(out / "manifest.jsonl", lines)
 
 
