@@ -62,12 +62,13 @@ class PhysHPO(Method):
         x_l = self.losers[idx].to(x_w)
         b = x_w.shape[0]
         eps, t = torch.randn_like(x_w), sample_t(b, self.t_schedule).to(x_w.device)  # shared by each pair
-        semantic = self.weights["semantic"] > 0
-        x = torch.cat([interpolate(x_w, eps, t), interpolate(x_l, eps, t)] + [interpolate(x_w, eps, t)] * semantic)
-        prompts = batch["prompts"] * 2 + [self.wrong_prompts[i] for i in idx.tolist()] * semantic
-        u = torch.cat([eps - x_w, eps - x_l] + [eps - x_w] * semantic)
-        tt = t.repeat(2 + semantic)
-        text = model.encode_text(prompts)
+        clips, prompts = [x_w, x_l], batch["prompts"] * 2  # winner, loser under the prompt
+        if self.weights["semantic"] > 0:  # and the winner under the prompt it does not match
+            clips.append(x_w)
+            prompts = prompts + [self.wrong_prompts[i] for i in idx.tolist()]
+        x0 = torch.cat(clips)  # (kB, C, T, H, W): one forward pass for every member of every pair
+        noise, tt = eps.repeat(len(clips), 1, 1, 1, 1), t.repeat(len(clips))
+        x, u, text = interpolate(x0, noise, tt), noise - x0, model.encode_text(prompts)
         err = (model(x, tt, text)[0] - u).split(b)  # (w, l[, w under the wrong prompt]), each (B, C, T, H, W)
         with torch.no_grad(), lora_disabled(model.backbone):
             ref = (model(x, tt, text)[0] - u).split(b)
