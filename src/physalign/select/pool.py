@@ -80,22 +80,23 @@ def assign_labels(n: int, mix: dict[str, float], seed: int) -> list[str]:
 
 
 def _candidate(out: Path, i: int, label: str, seed: int, frames: int, resolution: int) -> dict:
+    """Draw, degrade and write candidate ``i``; return its manifest line."""
     item_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
     rng = random.Random(item_seed)
     scene, video, rollout = _draw(rng, item_seed, frames, resolution, corruptible=label == "physics")
-    line = {"video": f"videos/pool_{i:05d}.mp4", "prompt": "", "scene": scene.to_dict(),
-            "phenomena": phenomena(scene, rollout), "seed": item_seed, "degradation": label}
+    facts, extra = phenomena(scene, rollout), {}
     if label == "physics":
-        kind = rng.choice(corruptions.applicable(scene, rollout))
-        video, line["corruption"] = corruptions.corrupt(video, scene, rollout, kind, rng), kind
-    elif label == "wrong_caption":
+        extra["corruption"] = rng.choice(corruptions.applicable(scene, rollout))
+        video = corruptions.corrupt(video, scene, rollout, extra["corruption"], rng)
+    elif label == "wrong_caption":  # the clean video under another scene's prompt and facts
         scene = wrong_caption(scene, rng)
-        line.update(scene=scene.to_dict(), phenomena=phenomena(scene, simulate(scene, item_seed, frames)))
+        facts = phenomena(scene, simulate(scene, item_seed, frames))
     elif label != "none":
         video = DEGRADE[label](video, rng)
-    line["prompt"] = grammar.scene_to_prompt(scene)
-    write_mp4(out / line["video"], video, fps=spec.FPS)
-    return line
+    name = f"videos/pool_{i:05d}.mp4"
+    write_mp4(out / name, video, fps=spec.FPS)
+    return {"video": name, "prompt": grammar.scene_to_prompt(scene), "scene": scene.to_dict(), "phenomena": facts,
+            "seed": item_seed, "degradation": label, **extra}
 
 
 def _draw(rng: random.Random, seed: int, frames: int, resolution: int, corruptible: bool, tries: int = 100):
@@ -116,7 +117,8 @@ def noise(video: np.ndarray, rng: random.Random, sigma: float = NOISE_SIGMA) -> 
 
 
 def blur(video: np.ndarray, rng: random.Random | None = None, sigma: float = BLUR_SIGMA) -> np.ndarray:
-    """(T, H, W, 3) uint8 blurred along H and W by a Gaussian of ``sigma`` pixels (edges reflected)."""
+    """(T, H, W, 3) uint8 blurred along H and W by a Gaussian of ``sigma`` pixels (edges reflected); ``rng``
+    is unused (every degradation takes one)."""
     radius = max(1, int(np.ceil(3 * sigma)))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps /= taps.sum()
