@@ -14,7 +14,6 @@ Videos are decoded ``batch_size`` at a time, so memory holds one batch, and the 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
