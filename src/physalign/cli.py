@@ -18,7 +18,7 @@ app = typer.Typer(
 
 def _register() -> None:
     from physalign.commands import bench, demo, evaluate, sample, select, train, world
-    from physalign.commands import teacher
+    from physalign.commands import reason, teacher
 
     app.add_typer(world.app, name="world")
     app.command("train")(train.train_command)
@@ -30,6 +30,7 @@ def _register() -> None:
     app.command("bench")(bench.bench_command)
     app.command("select")(select.select_command)
     app.command("select-pool")(select.pool_command)
+    app.command("reason")(reason.reason_command)
 
 
 _register()
