@@ -12,7 +12,7 @@ from physalign.bench.runner import DEFAULT_BASE, METHOD_CONFIGS
 
 
 def bench_command(
-    profile: str = typer.Option("quick", X),
+    profile: str = typer.Option("quick", help="quick (~15 min on 2 cores, a smoke comparison), full (the README's figures) or ablation (PhysHPO's levels, each left out)."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: the profile's), e.g. sft,tsa,direct."),
     out: Path = typer.Option(Path("runs/bench"), help="Output folder; re-running it resumes and reuses finished stages."),
     base: Path = typer.Option(DEFAULT_BASE, help="The base model every method starts from."),
