@@ -48,6 +48,7 @@ class WorldReasoner(Reasoner):
         return Reasoning(scene_attributes(scene), enhance(prompt, facts), facts)
 
     def expected_phenomena(self, scene: grammar.Scene) -> list[str]:
+        """The rollout's facts with ``seed``; else those common to all ``PROBES``, in the centre probe's order."""
         if self.seed is not None:
             return phenomena(scene, simulate(scene, self.seed, self.frames))
         runs = [phenomena(scene, simulate(scene, 0, self.frames, draws=d)) for d in PROBES]
