@@ -18,12 +18,13 @@ app = typer.Typer(
 
 def _register() -> None:
     from physalign.commands import bench, demo, evaluate, sample, select, train, world
-    from physalign.commands import reason, teacher
+    from physalign.commands import judge, reason, teacher
 
     app.add_typer(world.app, name="world")
     app.command("train")(train.train_command)
     app.command("train-autoencoder")(train.train_autoencoder_command)
     app.command("train-teacher")(teacher.train_teacher_command)
+    app.command("train-judge")(judge.train_judge_command)
     app.command("sample")(sample.sample_command)
     app.command("eval")(evaluate.eval_command)
     app.command("demo")(demo.demo_command)

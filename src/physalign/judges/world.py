@@ -5,14 +5,16 @@ Architecture (:class:`WorldJudgeNet`), all differentiable in the video:
 - video encoder: the frames and their differences to the previous frame (motion is what physics questions are
   about), 6 channels, through ``Conv3d`` stages (kernel 3, GroupNorm, SiLU); the last stage's grid becomes
   tokens ``(B, N, D)`` with a learned position per cell. The grid is derived from the strides (:func:`conv_grid`).
-- question encoder: a word-level vocabulary of the world's grammar, the phenomena wording and the question
-  templates (``tokenizers`` WordLevel in a ``PreTrainedTokenizerFast``), a ``<cls>`` token first, learned
-  positions, ``text_layers`` transformer layers.
-- fusion: ``fusion_layers`` transformer decoder layers, the question's tokens attending to the video tokens;
-  the ``<cls>`` state feeds a yes/no head ``(B, 2)`` and a rating head ``(B, 5)``.
+- question: a word-level vocabulary of the world's grammar, the phenomena wording and the question templates
+  (``tokenizers`` WordLevel in a ``PreTrainedTokenizerFast``), a ``<cls>`` token first, learned positions.
+- fusion: ``layers`` transformer layers over the question's tokens whose attention reads [the video's tokens;
+  the question's tokens] (:class:`FusionLayer`), so each word can look for what it names in the clip; the
+  ``<cls>`` state feeds a yes/no head ``(B, 2)`` and a rating head ``(B, 5)``.
 
 The video is encoded once and its tokens can be shared by several questions (:meth:`WorldJudgeNet.answer`
-takes an index from questions to videos), which is what makes training on many questions per clip cheap.
+takes an index from questions to videos); the fusion layers project each video's keys and values once too,
+then gather them per question. That is what makes training on many questions per clip cheap: a
+decoder whose every question token cross-attends would project the video per question.
 
 Folder layout (:func:`save_world_judge`): ``config.json`` (:class:`JudgeSizes`), ``model.safetensors``,
 ``tokenizer/``; :func:`load_world_judge` refuses anything but safetensors weights.
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -48,8 +52,7 @@ class JudgeSizes:
     strides: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (1, 2, 2), (2, 2, 2))  # (T, H, W) per stage
     width: int = 96  # token width D of video, question and fusion
     heads: int = 4
-    text_layers: int = 1
-    fusion_layers: int = 2
+    layers: int = 3  # fusion layers
     mlp_ratio: int = 4
     dropout: float = 0.1
     max_words: int = 48  # question length limit, <cls> included
@@ -117,6 +120,34 @@ def _stage(c_in: int, c_out: int, stride: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(nn.Conv3d(c_in, c_out, 3, stride=tuple(stride), padding=1), nn.GroupNorm(8, c_out), nn.SiLU())
 
 
+class FusionLayer(nn.Module):
+    """A pre-norm transformer layer over the question's tokens whose attention also reads the video's tokens:
+    keys and values are [video tokens; question tokens], queries the question tokens. The video's keys and
+    values are projected once per video and gathered per question; the video tokens are not updated."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm_x, self.norm_video, self.norm_mlp = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.video_kv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, 2 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(mlp_ratio * width, width))
+
+    def forward(self, x: torch.Tensor, video: torch.Tensor, video_index: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """x (Q, L, D), video (V, N, D), video_index (Q,), padding (Q, L) True = padding -> (Q, L, D)."""
+        q, k, v = self.qkv(self.norm_x(x)).chunk(3, -1)  # (Q, L, D) each
+        video_k, video_v = self.video_kv(self.norm_video(video))[video_index].chunk(2, -1)  # (Q, N, D) each
+        keep = torch.cat([padding.new_ones(len(x), video.shape[1]), ~padding], 1)  # (Q, N+L)
+        q, k, v = self._heads(q), self._heads(torch.cat([video_k, k], 1)), self._heads(torch.cat([video_v, v], 1))
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :],
+                                                  dropout_p=self.dropout if self.training else 0.0)  # (Q, h, L, D/h)
+        x = x + F.dropout(self.out(attended.transpose(1, 2).flatten(2)), self.dropout, self.training)
+        return x + self.mlp(self.norm_mlp(x))  # (Q, L, D)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (Q, *, D) -> (Q, h, *, D/h)
+
+
 class WorldJudgeNet(nn.Module):
     """Videos (B, 3, T, H, W) in [-1, 1] and question tokens -> answer logits (Q, 2) and rating logits (Q, 5)."""
 
@@ -129,18 +160,13 @@ class WorldJudgeNet(nn.Module):
         self.video = nn.Sequential(*[_stage(a, b, st) for a, b, st in zip(chans, chans[1:], s.strides)])
         self.to_tokens = nn.Linear(s.channels[-1], s.width)
         self.grid = conv_grid((s.frames, s.resolution, s.resolution), s.strides)
-        self.video_pos = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] * self.grid[2], s.width))
+        self.video_pos = nn.Parameter(torch.randn(1, math.prod(self.grid), s.width) * 0.02)
         self.words = nn.Embedding(s.vocab_size, s.width)
-        self.word_pos = nn.Parameter(torch.zeros(1, s.max_words, s.width))
-        layer = dict(d_model=s.width, nhead=s.heads, dim_feedforward=s.mlp_ratio * s.width, dropout=s.dropout,
-                     activation="gelu", batch_first=True, norm_first=True)
-        self.text = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), s.text_layers, enable_nested_tensor=False)
-        self.fusion = nn.TransformerDecoder(nn.TransformerDecoderLayer(**layer), s.fusion_layers)
+        self.word_pos = nn.Parameter(torch.randn(1, s.max_words, s.width) * 0.02)
+        self.fusion = nn.ModuleList(FusionLayer(s.width, s.heads, s.mlp_ratio, s.dropout) for _ in range(s.layers))
         self.norm = nn.LayerNorm(s.width)
         self.answer_head = nn.Linear(s.width, 2)
         self.rating_head = nn.Linear(s.width, 5)
-        nn.init.normal_(self.video_pos, std=0.02)
-        nn.init.normal_(self.word_pos, std=0.02)
 
     def encode_video(self, videos: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) in [-1, 1] -> video tokens (B, N, D), N = product of :attr:`grid`."""
@@ -154,14 +180,15 @@ class WorldJudgeNet(nn.Module):
 
     def answer(self, video_tokens: torch.Tensor, ids: torch.Tensor, padding: torch.Tensor,
                video_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Question q reads the tokens of video ``video_index[q]`` (default: q). ids, padding: (Q, L).
+        """Question q reads the tokens (V, N, D) of video ``video_index[q]`` (default: q). ids, padding: (Q, L).
         Returns answer logits (Q, 2) (yes, no) and rating logits (Q, 5) (1..5)."""
-        memory = video_tokens if video_index is None else video_tokens[video_index]  # (Q, N, D)
-        if len(memory) != len(ids):
-            raise ValueError(f"one video per question: got {len(memory)} videos for {len(ids)} questions.")
+        if video_index is None:
+            video_index = torch.arange(len(video_tokens), device=video_tokens.device)
+        if len(video_index) != len(ids):
+            raise ValueError(f"one video per question: got {len(video_index)} videos for {len(ids)} questions.")
         x = self.words(ids) + self.word_pos[:, : ids.shape[1]]  # (Q, L, D)
-        x = self.text(x, src_key_padding_mask=padding)  # (Q, L, D)
-        x = self.fusion(x, memory, tgt_key_padding_mask=padding)  # (Q, L, D)
+        for layer in self.fusion:
+            x = layer(x, video_tokens, video_index, padding)  # (Q, L, D)
         cls = self.norm(x[:, 0])  # (Q, D)
         return self.answer_head(cls), self.rating_head(cls)
 
