@@ -1,0 +1,158 @@
+"""The on-disk layout of precomputed clips, and the reader that serves them to training.
+
+``OUT/shard-00000.safetensors``, ``OUT/shard-00001.safetensors``, ... each hold up to ``shard_size`` clips:
+
+- ``latents`` (n, C, t, h, w): ``model.encode`` of the sampled frames;
+- ``text_hidden`` (n, L, D) and ``text_mask`` (n, L) bool: ``model.encode_text`` of the captions;
+- ``frame_indices`` (n, T) int64: the decoded frame numbers that were sampled;
+- with a teacher, ``teacher`` (n, F, H', W', D') float16: its tokens of the same frames;
+- when the manifest has preference pairs, ``loser_latents`` (n, C, t, h, w) and
+  ``loser_frame_indices`` (n, T) (zeros where a row has no loser) and ``has_loser`` (n,) bool.
+
+A shard's metadata (one key, ``physalign``, a JSON string, so the file's bytes do not depend on a
+dictionary's order) holds the cache key, the shard number, the manifest positions of its clips, their
+rows (caption, paths, phenomena, perturbed prompts) and the clips skipped while filling it.
+``OUT/index.json`` lists the shards, the settings, the fingerprints and every skipped clip; it is written
+last, so its presence with a matching key means the cache is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+INDEX = "index.json"
+FORMAT = 1  # bumped when the layout changes, so old caches are never misread
+
+
+def shard_path(out: Path, number: int) -> Path:
+    return out / f"shard-{number:05d}.safetensors"
+
+
+def write_shard(out: Path, number: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write shard ``number`` atomically (a temporary file in ``out``, then ``os.replace``)."""
+    atomic_write(shard_path(out, number), lambda tmp: save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"physalign": json.dumps(meta, sort_keys=True)}))
+
+
+def shard_meta(path: Path) -> dict | None:
+    """The metadata of the shard at ``path``; None if it is missing or unreadable (truncated, foreign)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {})["physalign"])
+    except (OSError, SafetensorError, KeyError, ValueError):
+        return None
+
+
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file next to ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users of a shared folder
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+class PrecomputedClips:
+    """Clips cached by ``physalign precompute``, served as training batches.
+
+    Shards are memory-mapped on demand (``safe_open``; at most ``max_open`` at a time) and only the
+    requested clips are read, so a data set larger than memory trains as well as a small one. The
+    interface matches ``physalign.train.data.LatentData``: ``len(data)``, ``data.batch(index)``.
+
+    ``fingerprint``: if given, the model's ``latent_fingerprint()``; a cache built with another
+    autoencoder is refused.
+    """
+
+    def __init__(self, folder: str | Path, fingerprint: str | None = None, max_open: int = 8):
+        self.folder = Path(folder)
+        index_file = self.folder / INDEX
+        if not index_file.is_file():
+            raise FileNotFoundError(f"{index_file}: no precomputed index (run `physalign precompute --out {self.folder}`)")
+        self.index = json.loads(index_file.read_text())
+        if self.index.get("format") != FORMAT:
+            raise ValueError(f"{index_file}: format {self.index.get('format')!r}, this reader reads {FORMAT}; re-run precompute")
+        if fingerprint is not None and fingerprint != self.index["fingerprints"]["latents"]:
+            raise ValueError(f"{index_file}: latents were encoded by another autoencoder than the model's; re-run precompute")
+        counts = [s["clips"] for s in self.index["shards"]]
+        self._starts = torch.tensor([0] + counts).cumsum(0)  # clip i is in shard s iff starts[s] <= i < starts[s+1]
+        self._open: OrderedDict[int, tuple] = OrderedDict()
+        self.max_open = max_open
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    @property
+    def skipped(self) -> list[dict]:
+        """[{"line", "video", "reason"}] of the clips precompute could not use."""
+        return self.index["skipped"]
+
+    def row(self, i: int) -> dict:
+        """The manifest row of clip ``i`` (``line``, ``video``, ``caption``, ``perturbed``, ``phenomena``, ``loser``)."""
+        shard, offset = self._locate(i)
+        return self._shard(shard)[1]["rows"][offset]
+
+    def batch(self, index: torch.Tensor) -> dict:
+        """Clips ``index`` (B,): ``latents`` (B, C, t, h, w) float, ``text_hidden`` (B, L, D) float,
+        ``text_mask`` (B, L) bool, ``frame_indices`` (B, T), ``prompts`` [str], ``rows`` [dict], ``index``,
+        and ``teacher`` / ``loser_latents``, ``loser_frame_indices``, ``has_loser`` when cached. Text is
+        zero-padded (mask False) to the batch's longest L if shards differ."""
+        items = [self._item(int(i)) for i in index.reshape(-1)]
+        out = {name: _stack([item[name] for item in items], pad=name.startswith("text_"))
+               for name in items[0] if name != "row"}
+        for name in ("latents", "text_hidden", "loser_latents", "teacher"):
+            if name in out:
+                out[name] = out[name].float()
+        rows = [item["row"] for item in items]
+        return {**out, "prompts": [r["caption"] for r in rows], "rows": rows, "index": index}
+
+    def _item(self, i: int) -> dict:
+        shard, offset = self._locate(i)
+        handle, meta = self._shard(shard)
+        item = {name: handle.get_slice(name)[offset : offset + 1] for name in handle.keys()}  # (1, ...) each
+        return {**item, "row": meta["rows"][offset]}
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"clip {i} out of range: {self.folder} holds {len(self)} clips")
+        shard = int(torch.searchsorted(self._starts, torch.tensor(i), right=True)) - 1
+        return shard, i - int(self._starts[shard])
+
+    def _shard(self, number: int) -> tuple:
+        """(safe_open handle, metadata) of shard ``number``, opening it (and closing the oldest) if needed."""
+        if number in self._open:
+            self._open.move_to_end(number)
+            return self._open[number]
+        path = self.folder / self.index["shards"][number]["file"]
+        handle = safe_open(str(path), framework="pt")
+        meta = json.loads(handle.metadata()["physalign"])
+        if meta["key"] != self.index["key"]:
+            raise ValueError(f"{path}: belongs to another precompute run (key mismatch); re-run precompute")
+        self._open[number] = (handle, meta)
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+        return self._open[number]
+
+
+def _stack(parts: list[torch.Tensor], pad: bool) -> torch.Tensor:
+    """Concatenate (1, ...) slices; with ``pad``, (1, L, ...) slices of different L are zero-padded to the longest."""
+    longest = max(p.shape[1] for p in parts)
+    if pad and any(p.shape[1] != longest for p in parts):
+        parts = [torch.cat([p, p.new_zeros(1, longest - p.shape[1], *p.shape[2:])], 1) for p in parts]
+    return torch.cat(parts)
