@@ -18,7 +18,7 @@ app = typer.Typer(
 
 def _register() -> None:
     from physalign.commands import bench, demo, evaluate, sample, select, train, world
-    from physalign.commands import judge, reason, teacher
+    from physalign.commands import judge, precompute, reason, suite, teacher
 
     app.add_typer(world.app, name="world")
     app.command("train")(train.train_command)
@@ -32,6 +32,10 @@ def _register() -> None:
     app.command("select")(select.select_command)
     app.command("select-pool")(select.pool_command)
     app.command("reason")(reason.reason_command)
+    app.command("generate-suite")(suite.generate_suite_command)
+    app.command("score-suite")(suite.score_suite_command)
+    app.command("light-metrics")(suite.light_metrics_command)
+    app.command("precompute")(precompute.precompute_command)
 
 
 _register()
