@@ -1,0 +1,275 @@
+"""Score a suite's videos with a :class:`Judge` as each benchmark scores them.
+
+- **VideoPhy**: SA = ``yes_prob`` of "does the video entail the caption", PC = ``yes_prob`` of "does the
+  video follow the laws of physics" (``P(yes) / (P(yes) + P(no))``, VideoCon-Physics' score); each passes at
+  >= 0.5, Joint = both. Tables by ``states_of_matter`` (solid-solid, solid-fluid, fluid-fluid).
+- **VideoPhy-2**: the same two questions rated 1-5 (:meth:`Judge.rating`); the rating is the **argmax** of the
+  five probabilities (what a greedy decoder answers when its reply is one of "1".."5", as VideoPhy-2's
+  auto-rater's is; ties go to the lower rating); it passes at >= 4; Joint = both. The expected rating
+  ``sum_k k p_k`` is recorded per video too. SA is judged against the caption even when the videos were
+  sampled from the upsampled one. Tables by ``category`` and for the hard subset (``is_hard``) when the file
+  has them.
+- **PhyGenBench** [a simplification, ours]: the paper scores each video 0-3 with a three-stage pipeline
+  (key-phenomenon detection on retrieved key frames with a VQA score, the order of the phenomena across
+  frames with a multi-image VLM, the whole video's naturalness with a video VLM; the three stage scores are
+  averaged and rounded). We ask one judge three yes/no questions and give one point each:
+  *phenomenon*: ``p = yes_prob(video, law question) >= 0.5``; *order*: ``p >= yes_prob(time-reversed video,
+  same question)`` (the law reads at least as well forwards as backwards; a phenomenon with no direction,
+  a shadow, ties and scores); *natural*: ``yes_prob(video, physics question) >= 0.5``. The score (0-3) is
+  reported /3, overall and by ``main_category`` and ``sub_category``.
+
+Every video (prompt x seed) is one sample; rates carry percentile-bootstrap 95% intervals
+(:func:`physalign.eval.stats.bootstrap_ci` for pass rates, :func:`bootstrap_mean_ci` for the 0-3 score).
+Questions are worded for the judge kind (:data:`WORDINGS`): a VLM gets the benchmark's wording, the world
+judge the wording it was trained on (:mod:`physalign.judges.base`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from physalign.benchmarks.generate import MANIFEST, video_name
+from physalign.benchmarks.suites import SuitePrompt
+from physalign.eval.report import finite, fmt
+from physalign.eval.stats import LEVEL, bootstrap_ci
+from physalign.judges.base import PLAUSIBILITY_QUESTION, Judge, fact_question, prompt_question
+from physalign.video import VideoError, read_video
+
+PASS_PROB, PASS_RATING = 0.5, 4
+
+
+# --------------------------------------------------------------------------------------------- wording
+
+
+def entail_question(caption: str) -> str:
+    return f'does the video entail the caption "{caption.strip()}"?'
+
+
+def law_question(law: str) -> str:
+    return f"does the video show the following: {law.strip().rstrip('.')}?"
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a judge is asked about a caption, about physics in general and about a physical law."""
+
+    caption: Callable[[str], str]
+    physics: str
+    law: Callable[[str], str]
+
+
+WORDINGS = {
+    "vlm": Wording(entail_question, PLAUSIBILITY_QUESTION, law_question),
+    "world": Wording(prompt_question, PLAUSIBILITY_QUESTION, fact_question),
+}
+
+
+# -------------------------------------------------------------------------------------- per video
+
+
+def videophy_scores(judge: Judge, videos: torch.Tensor, prompts: Sequence[SuitePrompt], wording: Wording) -> list[dict]:
+    """(B, 3, T, H, W) in [-1, 1] -> per video {sa_prob, pc_prob, sa, pc, joint}."""
+    sa = judge.yes_prob(videos, [wording.caption(p.prompt) for p in prompts]).tolist()
+    pc = judge.yes_prob(videos, [wording.physics] * len(prompts)).tolist()
+    return [{"sa_prob": s, "pc_prob": c, "sa": s >= PASS_PROB, "pc": c >= PASS_PROB,
+             "joint": s >= PASS_PROB and c >= PASS_PROB} for s, c in zip(sa, pc)]
+
+
+def videophy2_scores(judge: Judge, videos: torch.Tensor, prompts: Sequence[SuitePrompt], wording: Wording) -> list[dict]:
+    """Per video {sa_rating, pc_rating (argmax, 1..5), sa_expected, pc_expected, sa_probs, pc_probs, sa, pc, joint}."""
+    out = [{} for _ in prompts]
+    for name, questions in (("sa", [wording.caption(p.prompt) for p in prompts]), ("pc", [wording.physics] * len(prompts))):
+        probs = judge.rating(videos, questions)  # (B, 5)
+        ratings = (probs.argmax(-1) + 1).tolist()
+        expected = (probs @ torch.arange(1, 6, dtype=probs.dtype, device=probs.device)).tolist()
+        for row, r, e, p in zip(out, ratings, expected, probs.tolist()):
+            row.update({f"{name}_rating": r, f"{name}_expected": e, f"{name}_probs": p, name: r >= PASS_RATING})
+    for row in out:
+        row["joint"] = row["sa"] and row["pc"]
+    return out
+
+
+def phygenbench_scores(judge: Judge, videos: torch.Tensor, prompts: Sequence[SuitePrompt], wording: Wording) -> list[dict]:
+    """Per video {law_prob, reversed_prob, natural_prob, phenomenon, order, natural, score (0..3)}."""
+    questions = [wording.law(p.physical_law or p.prompt) for p in prompts]
+    forward = judge.yes_prob(videos, questions).tolist()
+    backward = judge.yes_prob(videos.flip(2), questions).tolist()  # time reversed
+    natural = judge.yes_prob(videos, [wording.physics] * len(prompts)).tolist()
+    out = []
+    for f, b, n in zip(forward, backward, natural):
+        points = {"phenomenon": f >= PASS_PROB, "order": f >= b, "natural": n >= PASS_PROB}
+        out.append({"law_prob": f, "reversed_prob": b, "natural_prob": n, **points, "score": sum(points.values())})
+    return out
+
+
+SCORERS = {"videophy": videophy_scores, "videophy2": videophy2_scores, "phygenbench": phygenbench_scores}
+METRICS = {"videophy": ("sa", "pc", "joint"), "videophy2": ("sa", "pc", "joint"),
+           "phygenbench": ("score", "phenomenon", "order", "natural")}
+HEADERS = {"sa": "SA", "pc": "PC", "joint": "Joint", "score": "score /3", "phenomenon": "phenomenon", "order": "order",
+           "natural": "natural"}
+
+
+def group_keys(suite: str, prompt: SuitePrompt) -> list[tuple[str, str]]:
+    """(table, value) pairs a video of ``prompt`` is counted under."""
+    if suite == "videophy":
+        return [("states_of_matter", prompt.categories["states_of_matter"])]
+    if suite == "videophy2":
+        keys = [("category", prompt.categories["category"])] if "category" in prompt.categories else []
+        return keys + ([("subset", "hard" if prompt.is_hard else "not hard")] if prompt.is_hard is not None else [])
+    return [("main_category", prompt.categories["main_category"]), ("sub_category", prompt.categories["sub_category"])]
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+
+def bootstrap_mean_ci(values, resamples: int = 2000, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
+    """Mean of (n,) values on a finite support and its percentile-bootstrap interval: (mean, low, high).
+
+    A resample's value counts are Multinomial(n, observed frequencies), so its mean is drawn directly,
+    ``counts @ support / n``: exact, and O(resamples x distinct values). NaNs if n = 0."""
+    values = np.asarray(values, dtype=np.float64)
+    if resamples < 1000:
+        raise ValueError(f"resamples must be >= 1000 for a stable 95% interval. Got {resamples}.")
+    if values.size == 0:
+        return (float("nan"),) * 3
+    support, counts = np.unique(values, return_counts=True)
+    draws = np.random.default_rng(seed).multinomial(values.size, counts / values.size, size=resamples)  # (R, K)
+    lo, hi = np.percentile(draws @ support / values.size, [50 * (1 - level), 50 * (1 + level)])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def rates(suite: str, rows: list[dict], resamples: int, seed: int) -> dict:
+    """{"n", metric: {"mean", "lo", "hi"}}; the PhyGenBench score as mean(score) / 3."""
+    out: dict = {"n": len(rows)}
+    for m in METRICS[suite]:
+        if m == "score":
+            mean, lo, hi = bootstrap_mean_ci([r["score"] / 3 for r in rows], resamples, seed)
+        else:
+            mean, lo, hi = bootstrap_ci([r[m] for r in rows], resamples, seed)
+        out[m] = {"mean": mean, "lo": lo, "hi": hi}
+    return out
+
+
+def summarize(suite: str, results: list[dict], prompts: dict[str, SuitePrompt], resamples: int = 2000,
+              seed: int = 0) -> dict:
+    """Overall and per-group rates over the scored videos; unscored ones (missing, unreadable) listed."""
+    scored = [r for r in results if "error" not in r]
+    tables: dict[str, dict[str, list]] = {}
+    for r in scored:
+        for table, value in group_keys(suite, prompts[r["id"]]):
+            tables.setdefault(table, {}).setdefault(value, []).append(r)
+    return {
+        "suite": suite,
+        "n": len(scored),
+        "prompts": len({r["id"] for r in scored}),
+        "errors": [{"video": r["video"], "error": r["error"]} for r in results if "error" in r],
+        "overall": rates(suite, scored, resamples, seed),
+        "groups": {t: {v: rates(suite, rs, resamples, seed) for v, rs in sorted(groups.items())} for t, groups in tables.items()},
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": LEVEL},
+    }
+
+
+# --------------------------------------------------------------------------------------- the folder
+
+
+def find_clips(videos: str | Path, prompts: Sequence[SuitePrompt], seeds: Sequence[int] | None = None) -> list[dict]:
+    """{"video", "id", "seed"} of every video of ``prompts``: ``<id>_s<seed>.mp4`` in ``videos/videos`` or
+    ``videos`` (all seeds found, or only ``seeds``). A prompt with none is returned with an "error"."""
+    root = Path(videos)
+    clips = []
+    for p in prompts:
+        found = sorted({f for d in (root / "videos", root) for f in d.glob(f"{p.id}_s*.mp4")})
+        found = [f for f in found if f.stem.rsplit("_s", 1)[1].isdigit()]
+        if seeds is not None:
+            found = [f for f in found if int(f.stem.rsplit("_s", 1)[1]) in seeds]
+        if not found:
+            clips.append({"video": video_name(p.id, 0), "id": p.id, "seed": None, "error": f"no video of prompt {p.id}"})
+        clips += [{"video": str(f.relative_to(root)), "id": p.id, "seed": int(f.stem.rsplit("_s", 1)[1])} for f in found]
+    return clips
+
+
+def manifest_prompts(videos: str | Path) -> tuple[str, list[SuitePrompt]]:
+    """The suite name and prompts a ``generate-suite`` folder was made from (its ``manifest.json``)."""
+    path = Path(videos) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; give the suite file with --file to score videos named <id>_s<seed>.mp4")
+    manifest = json.loads(path.read_text())
+    fields = set(SuitePrompt.__dataclass_fields__)
+    return manifest["settings"]["suite"], [SuitePrompt.from_dict({k: v for k, v in r.items() if k in fields})
+                                           for r in manifest["prompts"]]
+
+
+def to_judge_range(video: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(video).permute(3, 0, 1, 2).float().div(127.5).sub(1)
+
+
+def score_clips(suite: str, judge: Judge, root: str | Path, clips: list[dict], prompts: dict[str, SuitePrompt],
+                wording: Wording, batch_size: int = 8, progress: bool = True) -> list[dict]:
+    """Decode and judge ``clips`` ``batch_size`` at a time (one judge call per video shape in a batch)."""
+    root, results = Path(root), []
+    todo = [c for c in clips if "error" not in c]
+    results += [c for c in clips if "error" in c]
+    for start in tqdm(range(0, len(todo), batch_size), desc=f"score {suite}", unit="batch", disable=not progress):
+        by_shape: dict[tuple, list] = {}
+        for clip in todo[start : start + batch_size]:
+            try:
+                video = read_video(root / clip["video"])
+            except VideoError as err:
+                results.append({**clip, "error": str(err)})
+                continue
+            by_shape.setdefault(video.shape, []).append((clip, to_judge_range(video)))
+        for group in by_shape.values():
+            batch = [prompts[c["id"]] for c, _ in group]
+            with torch.no_grad():
+                scores = SCORERS[suite](judge, torch.stack([v for _, v in group]), batch, wording)
+            results += [{**c, "prompt": p.prompt, **p.categories, **s} for (c, _), p, s in zip(group, batch, scores)]
+    order = {(c["id"], c["video"]): i for i, c in enumerate(clips)}
+    return sorted(results, key=lambda r: order[(r["id"], r["video"])])
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def markdown(summary: dict, judge: str) -> str:
+    suite, b = summary["suite"], summary["bootstrap"]
+    metrics = METRICS[suite]
+    lines = [f"# {suite} scores", "", f"{summary['n']} videos of {summary['prompts']} prompts scored by `{judge}`; "
+             f"mean [{b['level']:.0%} percentile bootstrap interval, {b['resamples']} resamples, seed {b['seed']}]. "
+             f"{NOTES[suite]}", ""]
+    rows = [("all", summary["overall"])] + [(f"{t}={v}", m) for t, values in summary["groups"].items() for v, m in values.items()]
+    lines += table(("group", "n", *(HEADERS[m] for m in metrics)), [(g, str(m["n"]), *(fmt(m[k]) for k in metrics)) for g, m in rows])
+    if summary["errors"]:
+        lines += ["", f"## {len(summary['errors'])} videos not scored", ""]
+        lines += [f"- `{e['video']}`: {e['error']}" for e in summary["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+NOTES = {
+    "videophy": "SA and PC pass at P(yes) / (P(yes) + P(no)) >= 0.5; Joint = both.",
+    "videophy2": "SA and PC are the argmax ratings 1-5, passing at >= 4; Joint = both.",
+    "phygenbench": "Score 0-3 per video (one point each for phenomenon, order, natural; our simplification of "
+                   "the paper's three-stage pipeline, see physalign.benchmarks.scoring), reported /3.",
+}
+
+
+def table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def write_scores(results: list[dict], summary: dict, out: str | Path, judge: str, name: str = "score") -> Path:
+    """Write OUT/<name>.json (summary and every video) and OUT/<name>.md; return the JSON's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"summary": summary, "judge": judge, "videos": results}
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(finite(payload), indent=1, allow_nan=False))
+    (out / f"{name}.md").write_text(markdown(summary, judge))
+    return path
