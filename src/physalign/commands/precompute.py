@@ -33,7 +33,7 @@ def precompute_command(
     """Decode, sample and encode every clip of MANIFEST into OUT; missing or unreadable clips are skipped and listed."""
     import torch
 
-    from physalign.data import FrameSampling, precompute
+    from physalign.data import FrameSampling, precompute_clips
     from physalign.models.interface import load_model
     from physalign.world.dataset import ManifestError
 
@@ -43,7 +43,7 @@ def precompute_command(
         video_model = load_model(model)
         _, t, h, w = video_model.video_shape
         sampling = FrameSampling(frames or t, height or h, width or w, fps, stride)
-        summary = precompute(manifest, out, video_model, sampling, columns=_columns(column), video_root=video_root,
+        summary = precompute_clips(manifest, out, video_model, sampling, columns=_columns(column), video_root=video_root,
                              teacher=_teacher(teacher), teacher_layer=teacher_layer, shard_size=shard_size,
                              batch_size=batch_size, dtype=getattr(torch, dtype), progress=progress)
     except (ManifestError, ValueError, OSError, IndexError) as err:

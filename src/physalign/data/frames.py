@@ -67,7 +67,7 @@ def decode_clip(path: str | Path, sampling: FrameSampling) -> tuple[np.ndarray, 
             decoded = container.decode(stream)
             picked, seen = (_by_time(decoded, stream, sampling) if sampling.fps is not None
                             else _by_stride(decoded, sampling))
-    except (av.error.FFmpegError, ValueError, IndexError, MemoryError) as err:
+    except (av.error.FFmpegError, ValueError, IndexError) as err:
         raise VideoError(f"{path}: cannot decode video ({err})") from err
     if len(picked) < sampling.frames:
         raise VideoError(f"{path}: too short for {sampling.describe()}: it has {seen} frames")

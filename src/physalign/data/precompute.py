@@ -61,7 +61,7 @@ class Clip:
     loser: tuple[np.ndarray, np.ndarray] | None = None  # the loser's (frames, indices)
 
 
-def precompute(manifest: str | Path, out: str | Path, model: VideoModel, sampling: FrameSampling | None = None, *,
+def precompute_clips(manifest: str | Path, out: str | Path, model: VideoModel, sampling: FrameSampling | None = None, *,
                columns: dict[str, str] | None = None, video_root: str | Path | None = None,
                teacher: nn.Module | None = None, teacher_layer: int = -1, shard_size: int = 64,
                batch_size: int = 8, dtype: torch.dtype = torch.float32, progress: bool = True) -> Summary:
@@ -119,12 +119,17 @@ def text_fingerprint(model: VideoModel) -> str:
     if isinstance(text_encoder, nn.Module):
         for name, tensor in sorted(text_encoder.state_dict().items()):
             h.update(name.encode())
-            h.update(tensor.detach().float().cpu().numpy().tobytes())
+            h.update(_raw_bytes(tensor))
     with torch.no_grad():
         probe = model.encode_text([TEXT_PROBE])
-    h.update(probe.hidden.detach().float().cpu().numpy().tobytes())
-    h.update(probe.mask.cpu().numpy().tobytes())
+    h.update(_raw_bytes(probe.hidden))
+    h.update(_raw_bytes(probe.mask))
     return h.hexdigest()
+
+
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's bytes as stored (any dtype, bfloat16 included, without a conversion)."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def is_complete(out: Path, key: str) -> bool:

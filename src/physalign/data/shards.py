@@ -94,6 +94,7 @@ class PrecomputedClips:
         self._starts = torch.tensor([0] + counts).cumsum(0)  # clip i is in shard s iff starts[s] <= i < starts[s+1]
         self._open: OrderedDict[int, tuple] = OrderedDict()
         self.max_open = max_open
+        self._rows: list[dict] | None = None
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -102,6 +103,13 @@ class PrecomputedClips:
     def skipped(self) -> list[dict]:
         """[{"line", "video", "reason"}] of the clips precompute could not use."""
         return self.index["skipped"]
+
+    @property
+    def rows(self) -> list[dict]:
+        """Every clip's manifest row, in clip order (read from the shards' headers, not their tensors)."""
+        if self._rows is None:
+            self._rows = [row for n in range(len(self.index["shards"])) for row in self._meta(n)["rows"]]
+        return self._rows
 
     def row(self, i: int) -> dict:
         """The manifest row of clip ``i`` (``line``, ``video``, ``caption``, ``perturbed``, ``phenomena``, ``loser``)."""
@@ -128,6 +136,13 @@ class PrecomputedClips:
         item = {name: handle.get_slice(name)[offset : offset + 1] for name in handle.keys()}  # (1, ...) each
         return {**item, "row": meta["rows"][offset]}
 
+    def _meta(self, number: int) -> dict:
+        path = self.folder / self.index["shards"][number]["file"]
+        meta = shard_meta(path)
+        if meta is None or meta["key"] != self.index["key"]:
+            raise ValueError(f"{path}: missing, unreadable or from another precompute run; re-run precompute")
+        return meta
+
     def _locate(self, i: int) -> tuple[int, int]:
         if not 0 <= i < len(self):
             raise IndexError(f"clip {i} out of range: {self.folder} holds {len(self)} clips")
@@ -139,12 +154,8 @@ class PrecomputedClips:
         if number in self._open:
             self._open.move_to_end(number)
             return self._open[number]
-        path = self.folder / self.index["shards"][number]["file"]
-        handle = safe_open(str(path), framework="pt")
-        meta = json.loads(handle.metadata()["physalign"])
-        if meta["key"] != self.index["key"]:
-            raise ValueError(f"{path}: belongs to another precompute run (key mismatch); re-run precompute")
-        self._open[number] = (handle, meta)
+        meta = self._meta(number)
+        self._open[number] = (safe_open(str(self.folder / self.index["shards"][number]["file"]), framework="pt"), meta)
         while len(self._open) > self.max_open:
             self._open.popitem(last=False)
         return self._open[number]
@@ -152,7 +163,7 @@ class PrecomputedClips:
 
 def _stack(parts: list[torch.Tensor], pad: bool) -> torch.Tensor:
     """Concatenate (1, ...) slices; with ``pad``, (1, L, ...) slices of different L are zero-padded to the longest."""
-    longest = max(p.shape[1] for p in parts)
+    longest = max(p.shape[1] for p in parts) if pad else None
     if pad and any(p.shape[1] != longest for p in parts):
         parts = [torch.cat([p, p.new_zeros(1, longest - p.shape[1], *p.shape[2:])], 1) for p in parts]
     return torch.cat(parts)
