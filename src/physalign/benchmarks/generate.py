@@ -3,7 +3,8 @@
 A video that exists is never sampled again (``write_mp4`` is atomic, so an existing file is whole), and
 ``OUT/manifest.json`` is rewritten atomically after every batch. The noise of a video depends only on its
 seed and its caption, ``torch.Generator().manual_seed(video_seed(seed, caption))``, so a resumed run, a
-different batch size or another file holding the same caption all give the same video. A folder is resumed
+different batch size or another file holding the same caption all sample from the same noise (pixels can
+still differ by a level where float rounding differs between batch compositions). A folder is resumed
 only with the settings it was made with (suite file contents, checkpoint, steps, guidance, prompt choice);
 more seeds may be added.
 

@@ -41,20 +41,18 @@ def match_reference(video: Path, root: Path, references: list[Path], ref_root: P
     return named[0] if len(named) == 1 else None
 
 
-def measure(path: Path, reference: Path | None) -> dict:
-    """All light metrics of one video (Physics-IQ's only with a reference)."""
+def measure(path: Path) -> dict:
+    """The VBench-style metrics of one video."""
     video = read_video(path)
     dynamic = light.dynamic_degree(video, video_fps(path))
-    row = {"temporal_flickering": light.temporal_flickering(video), "dynamic_degree": float(dynamic["dynamic"]),
-           "flow_top5": dynamic["pair_magnitudes"], "flow_threshold": dynamic["threshold"],
-           "motion_smoothness": light.motion_smoothness(video) if len(video) >= 3 else None}
-    if reference is not None:
-        row.update(light.physics_iq(video, read_video(reference)))
-    return row
+    return {"temporal_flickering": light.temporal_flickering(video), "dynamic_degree": float(dynamic["dynamic"]),
+            "flow_top5": dynamic["pair_magnitudes"], "flow_threshold": dynamic["threshold"],
+            "motion_smoothness": light.motion_smoothness(video) if len(video) >= 3 else None}
 
 
 def measure_folder(videos: str | Path, reference: str | Path | None = None, progress: bool = True) -> list[dict]:
-    """One row per video: its metrics, or "error" (unreadable, no or mismatched reference)."""
+    """One row per video: its metrics, or "error" when it cannot be read. A video without a reference (or
+    with one of another shape) gets the VBench-style metrics and a "reference_error"."""
     root = Path(videos)
     ref_root = Path(reference) if reference is not None else None
     references = find_videos(ref_root) if ref_root is not None else []
@@ -62,13 +60,19 @@ def measure_folder(videos: str | Path, reference: str | Path | None = None, prog
     for path in tqdm(find_videos(root), desc="light metrics", unit="video", disable=not progress):
         row = {"video": str(path.relative_to(root))}
         ref = match_reference(path, root, references, ref_root) if ref_root is not None else None
-        if ref_root is not None and ref is None:
-            rows.append({**row, "error": f"no reference video for {row['video']} in {ref_root}"})
-            continue
         try:
-            rows.append({**row, **({"reference": str(ref)} if ref else {}), **measure(path, ref)})
+            row.update(measure(path))
         except (VideoError, ValueError) as err:
             rows.append({**row, "error": str(err)})
+            continue
+        if ref_root is not None and ref is None:
+            row["reference_error"] = f"no reference video for {row['video']} in {ref_root}"
+        elif ref is not None:
+            try:
+                row.update({"reference": str(ref), **light.physics_iq(read_video(path), read_video(ref))})
+            except (VideoError, ValueError) as err:
+                row["reference_error"] = f"{ref}: {err}"
+        rows.append(row)
     return rows
 
 
@@ -81,7 +85,9 @@ def summarize_light(rows: list[dict], resamples: int = 2000, seed: int = 0) -> d
         if values:
             mean, lo, hi = bootstrap_mean_ci(values, resamples, seed)
             metrics[name] = {"n": len(values), "mean": mean, "lo": lo, "hi": hi}
-    return {"n": len(scored), "metrics": metrics, "errors": [{"video": r["video"], "error": r["error"]} for r in rows if "error" in r],
+    return {"n": len(scored), "metrics": metrics,
+            "errors": [{"video": r["video"], "error": r["error"]} for r in rows if "error" in r],
+            "unmatched": [{"video": r["video"], "error": r["reference_error"]} for r in rows if "reference_error" in r],
             "bootstrap": {"resamples": resamples, "seed": seed}}
 
 
@@ -95,6 +101,9 @@ def markdown(summary: dict) -> str:
     if summary["errors"]:
         lines += ["", f"## {len(summary['errors'])} videos not measured", ""]
         lines += [f"- `{e['video']}`: {e['error']}" for e in summary["errors"]]
+    if summary["unmatched"]:
+        lines += ["", f"## {len(summary['unmatched'])} videos without Physics-IQ metrics", ""]
+        lines += [f"- `{e['video']}`: {e['error']}" for e in summary["unmatched"]]
     return "\n".join(lines) + "\n"
 
 

@@ -102,7 +102,10 @@ def score_suite_command(
         torch.set_num_threads(threads)
     loaded = _load_judge(judge, judge_kind, frames)
     by_id = {p.id: p for p in prompts}
-    results = score_clips(suite, loaded, videos, find_clips(videos, prompts), by_id, WORDINGS[judge_kind], batch_size)
+    try:
+        results = score_clips(suite, loaded, videos, find_clips(videos, prompts), by_id, WORDINGS[judge_kind], batch_size)
+    except ValueError as err:  # the judge refused a batch (a question too long, videos of a shape it cannot read)
+        _fail(f"--judge {judge}: {err}")
     summary = summarize(suite, results, by_id)
     path = write_scores(results, summary, out or videos, f"{judge} ({judge_kind})")
     typer.echo(path.with_suffix(".md").read_text())
