@@ -44,13 +44,14 @@ def sample_command(
 
 
 def model_folder(path: Path) -> Path:
-    """``path`` if it is a model folder, else ``path/model`` (a run or a checkpoint folder)."""
+    """``path`` if it is a model folder (or a diffusers pipeline folder), else ``path/model`` (a run or a
+    checkpoint folder)."""
     from physalign.models.interface import CONFIG_FILE
 
     for candidate in (path, path / "model"):
-        if (candidate / CONFIG_FILE).is_file():
+        if (candidate / CONFIG_FILE).is_file() or (candidate / "model_index.json").is_file():
             return candidate
-    _fail(f"{path}: no model here (looked for {CONFIG_FILE} in it and in its model/ folder)")
+    _fail(f"{path}: no model here (looked for {CONFIG_FILE} or model_index.json in it and in its model/ folder)")
 
 
 def _fail(message: str):

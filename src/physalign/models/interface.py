@@ -25,7 +25,13 @@ CONFIG_FILE = "physalign_model.json"  # in every model folder: {"class": <name i
 
 # Model classes by the name their folders record; a new backbone is one line here (imported lazily, so
 # loading the world model never imports a large model's code).
-MODELS = {"WorldVideoModel": "physalign.models.world:WorldVideoModel"}
+MODELS = {
+    "WorldVideoModel": "physalign.models.world:WorldVideoModel",
+    "WanVideoModel": "physalign.models.wan:WanVideoModel",
+    "CogVideoXVideoModel": "physalign.models.cogvideox:CogVideoXVideoModel",
+}
+# A diffusers pipeline folder without physalign_model.json (a user's download) loads by its model_index.json.
+PIPELINES = {"WanPipeline": "WanVideoModel", "CogVideoXPipeline": "CogVideoXVideoModel"}
 
 
 @dataclass
@@ -99,6 +105,11 @@ class VideoModel(nn.Module, abc.ABC):
     def backbone_blocks(self) -> nn.ModuleList:
         """The transformer blocks that feature taps hook into."""
 
+    def teacher_frames(self, features: torch.Tensor) -> torch.Tensor:
+        """Tapped features (B, F, H, W, D) as an alignment projector should map them to a teacher's grid: by
+        default unchanged (CogVideoX drops its first latent frame and doubles the rest, as VideoREPA)."""
+        return features
+
     @abc.abstractmethod
     def save_pretrained(self, path: str | Path) -> None:
         """Write every part (each with its library's own ``save_pretrained``, safetensors) and
@@ -157,8 +168,14 @@ def model_class(name: str) -> type[VideoModel]:
 
 
 def load_model(path: str | Path) -> VideoModel:
-    """Load the model folder ``path`` with the class its ``physalign_model.json`` names."""
-    config = Path(path) / CONFIG_FILE
+    """Load the model folder ``path`` with the class its ``physalign_model.json`` names (or, for a diffusers
+    pipeline folder without one, the class of the pipeline its ``model_index.json`` names)."""
+    config, index = Path(path) / CONFIG_FILE, Path(path) / "model_index.json"
+    if not config.is_file() and index.is_file():
+        pipeline = json.loads(index.read_text()).get("_class_name")
+        if pipeline not in PIPELINES:
+            raise ValueError(f"{index}: field '_class_name' must be one of {sorted(PIPELINES)}. Got {pipeline!r}.")
+        return model_class(PIPELINES[pipeline]).from_pretrained(path)
     if not config.is_file():
         raise FileNotFoundError(f"{config}: not a physalign model folder (no {CONFIG_FILE})")
     name = json.loads(config.read_text()).get("class")

@@ -69,6 +69,9 @@ def add_lora(backbone: torch.nn.Module, spec: LoraSpec) -> None:
             p.requires_grad_("lora_" in name)
         return
     backbone.add_adapter(spec.peft_config(), adapter_name=ADAPTER)  # freezes the base weights
+    for p in backbone.parameters():  # float32 adapter on a bfloat16 base: small updates would round away
+        if p.requires_grad:
+            p.data = p.data.float()
 
 
 @contextlib.contextmanager

@@ -45,7 +45,7 @@ class Alignment(Method):
         with torch.no_grad():
             probe = data.batch(torch.arange(1))
             _, _, _, feats = noisy_velocity(model, probe["latents"], probe["prompts"], 0.0, self.t_schedule, taps=(self.block,))
-        student = feats[self.block]  # (1, F, H, W, D)
+        student = model.teacher_frames(feats[self.block])  # (1, F, H, W, D)
         if self.projector is None:
             self.projector = Projector(student.shape[-1], self.features.shape[-1], student.shape[1:4],
                                        self.teacher_grid, hidden_dim=self.projector_dim)
@@ -60,7 +60,7 @@ class Alignment(Method):
     def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
         x0 = batch["latents"]
         v, eps, _, feats = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule, taps=(self.block,))
-        student = self.projector(feats[self.block])  # (B, F_t, H_t, W_t, D_t)
+        student = self.projector(model.teacher_frames(feats[self.block]))  # (B, F_t, H_t, W_t, D_t)
         teacher = self.features[batch["index"]].to(student)
         fm = flow_matching_loss(v, x0, eps)
         aligned = self.align(student, teacher, batch)
