@@ -299,3 +299,19 @@ def test_cli_precompute_end_to_end(clips, model, tmp_path):
     assert "reused the cache, nothing decoded" in again.output
     bad = CliRunner().invoke(app, args + ["--column", "caption=long"])
     assert bad.exit_code == 2 and "column 'long' (given for caption) is not in the manifest" in bad.output
+
+
+def test_a_world_manifest_loads_as_it_is_and_matches_the_world_latent_cache(model, tmp_path):
+    from physalign.train.data import encoded_videos, manifest_rows
+    from physalign.world.dataset import generate
+
+    manifest = generate(tmp_path / "world", n=3, split="train", seed=0, frames=4, resolution=16, counterfactuals=True,
+                        progress=False)
+    world_rows = manifest_rows(manifest)
+    rows = load_clip_manifest(manifest)
+    assert [r.caption for r in rows] == [r["prompt"] for r in world_rows]
+    assert [r.perturbed for r in rows] == [(r["perturbed"]["prompt"],) for r in world_rows]
+    assert [list(r.phenomena) for r in rows] == [r["phenomena"] for r in world_rows]
+    precompute_clips(manifest, tmp_path / "out", model, progress=False)
+    world_latents, _ = encoded_videos(manifest, world_rows, model, tmp_path / "cache")
+    torch.testing.assert_close(PrecomputedClips(tmp_path / "out").batch(torch.arange(3))["latents"], world_latents)
