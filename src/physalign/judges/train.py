@@ -11,8 +11,12 @@ every (kind, answer) stratum it has: a true and a false fact, the plausibility o
 corrupted video, its own prompt and a mismatched one, so yes and no are balanced within every kind. Every
 video of the step is encoded once and shared by its questions. Each video is shown as rendered or as its
 round trip, then degraded (Gaussian blur, noise) with the same probabilities whatever its answer, so that
-blur never tells a corrupted clip from a clean one. Loss: cross-entropy of the yes/no logits plus
-``rating_weight`` x cross-entropy of the rating logits (targets: ``data`` module docstring).
+blur never tells a corrupted clip from a clean one. Loss: cross-entropy of the yes/no logits, plus
+``rating_weight`` x cross-entropy of the rating logits (targets: ``data`` module docstring), plus
+``attribute_weight`` x the :class:`AttributeProbe`'s cross-entropy [ours]: linear heads that read the scene's
+attributes (colour, kind, motion, gravity...) off each clean video's mean token, so that the video tokens
+carry what prompts name (in pilots of 400 steps, prompt match stayed near chance without it). The probe is
+not exported.
 
 Outputs: ``OUT/`` the judge (:func:`physalign.judges.world.save_world_judge`), ``OUT/judge.yaml`` (this config)
 and ``OUT/judge.json`` (data, time, held-out accuracy per question kind and tag, on rendered, blurred and
@@ -35,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from torch import nn
 from tqdm import tqdm
 
 from physalign.judges.base import PLAUSIBILITY_QUESTION, fact_question, prompt_question
@@ -47,7 +52,12 @@ from physalign.teacher.pretrain import lr_factor
 from physalign.train.config import ConfigError, coerce
 from physalign.train.data import batch_indices, to_model_range, to_uint8
 from physalign.train.loop import TrainingError, seed_everything
+from physalign.world import scene as grammar
 from physalign.world.corrupt import CORRUPTIONS
+
+ATTRIBUTES = {"kind": grammar.KINDS, "color": grammar.COLORS, "size": grammar.SIZES, "background": grammar.BACKGROUNDS,
+              "kinematics": grammar.KINEMATICS, "force": grammar.FORCES, "material": grammar.MATERIALS,
+              "interaction": grammar.INTERACTIONS, "magnitude": grammar.MAGNITUDES}
 
 
 @dataclass
@@ -69,7 +79,7 @@ class JudgeTrainConfig:
     noise_max: float = 0.06  # Gaussian noise std ~ U(0, noise_max), on the [-1, 1] scale
     heldout_blur: float = 0.8  # sigma of the blurred held-out condition
     sizes: dict = field(default_factory=dict)  # JudgeSizes fields
-    steps: int = 1500
+    steps: int = 1000
     scenes_per_step: int = 16
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
@@ -77,6 +87,7 @@ class JudgeTrainConfig:
     warmup_steps: int = 100  # then cosine decay to 0
     grad_clip: float = 1.0
     rating_weight: float = 0.5
+    attribute_weight: float = 0.5  # [ours] auxiliary loss: the scene's attributes read off the clean videos' tokens
     threads: int = 1  # torch intra-op threads; 0 = torch's default
     log_every: int = 25
 
@@ -163,6 +174,7 @@ class Batch:
     padding: torch.Tensor  # (Q, L) True = padding
     answer: torch.Tensor  # (Q,) 0 = yes, 1 = no
     rating: torch.Tensor  # (Q,) 0..4 = ratings 1..5
+    attributes: torch.Tensor  # (V, len(ATTRIBUTES)) value index of each scene attribute; -1 for corrupted videos
 
 
 def make_batch(data: JudgeData, strata: list[list[list[int]]], trips: dict[int, np.ndarray], tokenizer,
@@ -178,25 +190,54 @@ def make_batch(data: JudgeData, strata: list[list[list[int]]], trips: dict[int, 
     position = {r: i for i, r in enumerate(rows)}
     ids, padding = encode_questions(tokenizer, [item.question for item in items], max_words)
     return Batch(videos, torch.tensor([position[item.video] for item in items]), ids, padding,
-                 torch.tensor([0 if item.yes else 1 for item in items]), torch.tensor([item.rating - 1 for item in items]))
+                 torch.tensor([0 if item.yes else 1 for item in items]), torch.tensor([item.rating - 1 for item in items]),
+                 attribute_targets(data, rows))
 
 
-def train_step(net: WorldJudgeNet, opt, sched, batch: Batch, cfg: JudgeTrainConfig, step: int) -> dict[str, float]:
-    """One update; returns the step's named loss terms and answer accuracy."""
+def attribute_targets(data: JudgeData, rows: list[int]) -> torch.Tensor:
+    """(len(rows), len(ATTRIBUTES)): each clean video's scene attributes as value indices; -1 elsewhere."""
+    scene_of = {record.clean: record.scene for record in data.scenes}
+    return torch.tensor([[values.index(getattr(scene_of[r], name)) if r in scene_of else -1
+                          for name, values in ATTRIBUTES.items()] for r in rows])
+
+
+class AttributeProbe(nn.Module):
+    """[ours] Linear heads reading each scene attribute off the mean video token. Trained with the judge as an
+    auxiliary loss, so that the video tokens carry what prompts name; not part of the exported judge."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.heads = nn.ModuleDict({name: nn.Linear(width, len(values)) for name, values in ATTRIBUTES.items()})
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """tokens (V, N, D), targets (V, A) -> mean cross-entropy over attributes (rows of -1 ignored)."""
+        pooled = tokens.mean(1)  # (V, D)
+        if (targets[:, 0] < 0).all():
+            return pooled.sum() * 0.0
+        return torch.stack([F.cross_entropy(head(pooled), targets[:, a], ignore_index=-1)
+                            for a, head in enumerate(self.heads.values())]).mean()
+
+
+def train_step(net: WorldJudgeNet, probe: AttributeProbe, opt, sched, batch: Batch, cfg: JudgeTrainConfig,
+               step: int) -> dict[str, float]:
+    """One update of the judge and the probe; returns the step's named loss terms and answer accuracy."""
     net.train()
-    answer, rating = net.answer(net.encode_video(batch.videos), batch.ids, batch.padding, batch.video_index)
+    tokens = net.encode_video(batch.videos)  # (V, N, D)
+    answer, rating = net.answer(tokens, batch.ids, batch.padding, batch.video_index)
     answer_loss = F.cross_entropy(answer, batch.answer)
     rating_loss = F.cross_entropy(rating, batch.rating)
-    loss = answer_loss + cfg.rating_weight * rating_loss
+    attribute_loss = probe(tokens, batch.attributes)
+    loss = answer_loss + cfg.rating_weight * rating_loss + cfg.attribute_weight * attribute_loss
     if not torch.isfinite(loss):
         raise TrainingError(f"step {step}: non-finite judge loss {float(loss)}; lower lr")
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip or math.inf)
+    norm = torch.nn.utils.clip_grad_norm_([*net.parameters(), *probe.parameters()], cfg.grad_clip or math.inf)
     opt.step()
     sched.step()
     accuracy = (answer.argmax(-1) == batch.answer).float().mean()
     return {"loss": float(loss.detach()), "answer": float(answer_loss.detach()), "rating": float(rating_loss.detach()),
+            "attributes": float(attribute_loss.detach()),
             "accuracy": float(accuracy), "grad_norm": float(norm), "questions": len(batch.answer)}
 
 
@@ -351,7 +392,9 @@ def train_judge(cfg: JudgeTrainConfig, out: str | Path, run: str | Path, progres
 def _loop(cfg: JudgeTrainConfig, net: WorldJudgeNet, tokenizer, data: JudgeData, trips: dict, log_path: Path,
           progress: bool) -> float:
     """Steps 0 .. ``cfg.steps``; returns the seconds spent in them."""
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    probe = AttributeProbe(net.sizes.width)
+    params = [*net.parameters(), *probe.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg.warmup_steps, cfg.steps))
     strata, elapsed = data.groups(), 0.0
     bar = tqdm(range(cfg.steps), desc="judge", disable=not progress)
@@ -359,7 +402,7 @@ def _loop(cfg: JudgeTrainConfig, net: WorldJudgeNet, tokenizer, data: JudgeData,
         for step in bar:
             began = time.perf_counter()
             batch = make_batch(data, strata, trips, tokenizer, cfg, step, net.sizes.max_words)
-            terms = train_step(net, opt, sched, batch, cfg, step)
+            terms = train_step(net, probe, opt, sched, batch, cfg, step)
             elapsed += time.perf_counter() - began
             if step % cfg.log_every == 0 or step + 1 == cfg.steps:
                 log.write(json.dumps({"step": step, "lr": sched.get_last_lr()[0], **terms, "elapsed": elapsed}) + "\n")

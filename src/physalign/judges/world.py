@@ -9,7 +9,7 @@ Architecture (:class:`WorldJudgeNet`), all differentiable in the video:
   (``tokenizers`` WordLevel in a ``PreTrainedTokenizerFast``), a ``<cls>`` token first, learned positions.
 - fusion: ``layers`` transformer layers over the question's tokens whose attention reads [the video's tokens;
   the question's tokens] (:class:`FusionLayer`), so each word can look for what it names in the clip; the
-  ``<cls>`` state feeds a yes/no head ``(B, 2)`` and a rating head ``(B, 5)``.
+  ``<cls>`` token starts from a projection of the mean video token, and its last state feeds a yes/no head ``(B, 2)`` and a rating head ``(B, 5)``.
 
 The video is encoded once and its tokens can be shared by several questions (:meth:`WorldJudgeNet.answer`
 takes an index from questions to videos); the fusion layers project each video's keys and values once too,
@@ -164,6 +164,7 @@ class WorldJudgeNet(nn.Module):
         self.words = nn.Embedding(s.vocab_size, s.width)
         self.word_pos = nn.Parameter(torch.randn(1, s.max_words, s.width) * 0.02)
         self.fusion = nn.ModuleList(FusionLayer(s.width, s.heads, s.mlp_ratio, s.dropout) for _ in range(s.layers))
+        self.video_summary = nn.Linear(s.width, s.width)
         self.norm = nn.LayerNorm(s.width)
         self.answer_head = nn.Linear(s.width, 2)
         self.rating_head = nn.Linear(s.width, 5)
@@ -187,6 +188,8 @@ class WorldJudgeNet(nn.Module):
         if len(video_index) != len(ids):
             raise ValueError(f"one video per question: got {len(video_index)} videos for {len(ids)} questions.")
         x = self.words(ids) + self.word_pos[:, : ids.shape[1]]  # (Q, L, D)
+        summary = self.video_summary(video_tokens.mean(1))[video_index]  # (Q, D)
+        x = torch.cat([x[:, :1] + summary[:, None], x[:, 1:]], 1)  # the <cls> token starts from the clip's summary
         for layer in self.fusion:
             x = layer(x, video_tokens, video_index, padding)  # (Q, L, D)
         cls = self.norm(x[:, 0])  # (Q, D)
