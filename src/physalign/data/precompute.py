@@ -15,7 +15,7 @@ into shards of ``shard_size`` (layout in :mod:`physalign.data.shards`), read bac
 - **Resumable:** shards are written atomically (a temporary file, then ``os.replace``) as they fill; a
   killed run keeps its finished shards and redoes the partial one. Shard ``k`` starts at a manifest
   position recorded in shard ``k - 1``, and encoding batches restart at every shard, so a resumed run
-  writes the same bytes as a straight one.
+  (with the same ``batch_size``) writes the same bytes as a straight one.
 
 One run per output folder at a time. The model is put in eval mode.
 """
@@ -61,10 +61,10 @@ class Clip:
     loser: tuple[np.ndarray, np.ndarray] | None = None  # the loser's (frames, indices)
 
 
-def precompute_clips(manifest: str | Path, out: str | Path, model: VideoModel, sampling: FrameSampling | None = None, *,
-               columns: dict[str, str] | None = None, video_root: str | Path | None = None,
-               teacher: nn.Module | None = None, teacher_layer: int = -1, shard_size: int = 64,
-               batch_size: int = 8, dtype: torch.dtype = torch.float32, progress: bool = True) -> Summary:
+def precompute_clips(manifest: str | Path, out: str | Path, model: VideoModel, sampling: FrameSampling | None = None,
+                     *, columns: dict[str, str] | None = None, video_root: str | Path | None = None,
+                     teacher: nn.Module | None = None, teacher_layer: int = -1, shard_size: int = 64,
+                     batch_size: int = 8, dtype: torch.dtype = torch.float32, progress: bool = True) -> Summary:
     """Cache the clips of ``manifest`` in ``out`` (see the module docstring); ``sampling`` defaults to the
     model's video shape, every frame. ``teacher``: a ``VideoMAEModel`` whose input shape matches."""
     if shard_size < 1 or batch_size < 1:
