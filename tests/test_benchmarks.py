@@ -196,6 +196,13 @@ def test_score_suite_runs_on_a_generated_folder(tmp_path, tiny_model):
     assert summary["n"] == 2 and len(summary["errors"]) == 1
     assert set(summary["groups"]["states_of_matter"]) == {"solid_solid", "solid_fluid"}
     assert "| states_of_matter=solid_solid | 1 |" in (out / "score.md").read_text()
+    by_file = runner.invoke(app, ["score-suite", "--videos", str(out / "videos"), "--suite", "videophy", "--file",
+                                  str(tmp_path / "vp.csv"), "--judge", str(tmp_path / "judge"), "--judge-kind", "world",
+                                  "--out", str(tmp_path / "again")])
+    assert by_file.exit_code == 0, by_file.output
+    again = json.loads((tmp_path / "again" / "score.json").read_text())
+    assert again["summary"]["n"] == 2 and "no video of prompt" in again["summary"]["errors"][0]["error"]
+    assert [v.get("sa_prob") for v in again["videos"]] == [v.get("sa_prob") for v in json.loads((out / "score.json").read_text())["videos"]]
 
 
 # ---------------------------------------------------------------------------------------------- scoring

@@ -160,13 +160,13 @@ def manifest_payload(settings: SuiteSettings, file: Path, prompts: Sequence[Suit
 
 @torch.no_grad()
 def sample_batch(model: VideoModel, texts: Sequence[str], captions: Sequence[str], seeds: Sequence[int], steps: int,
-                 guidance: float, bar: tqdm | None = None):
+                 guidance: float):
     """uint8 (B, T, H, W, 3) videos; noise per video from :func:`video_seed`."""
     shape = model.latent_shape(model.video_shape)
     device = next(model.parameters()).device
     noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(video_seed(s, c)))
                          for s, c in zip(seeds, captions)]).to(device)  # (B, C, t, h, w)
-    return to_uint8(model.decode(sample_latents(model, texts, noise, steps, guidance, bar)))
+    return to_uint8(model.decode(sample_latents(model, texts, noise, steps, guidance)))
 
 
 def generate_suite(model: VideoModel, prompts: Sequence[SuitePrompt], file: str | Path, out: str | Path,

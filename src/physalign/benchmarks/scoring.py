@@ -4,8 +4,8 @@
   video follow the laws of physics" (``P(yes) / (P(yes) + P(no))``, VideoCon-Physics' score); each passes at
   >= 0.5, Joint = both. Tables by ``states_of_matter`` (solid-solid, solid-fluid, fluid-fluid).
 - **VideoPhy-2**: the same two questions rated 1-5 (:meth:`Judge.rating`); the rating is the **argmax** of the
-  five probabilities (what a greedy decoder answers when its reply is one of "1".."5", as VideoPhy-2's
-  auto-rater's is; ties go to the lower rating); it passes at >= 4; Joint = both. The expected rating
+  five probabilities (what a greedy decoder answers when its reply is one of "1".."5"; ties go to the
+  lower rating); it passes at >= 4; Joint = both. The expected rating
   ``sum_k k p_k`` is recorded per video too. SA is judged against the caption even when the videos were
   sampled from the upsampled one. Tables by ``category`` and for the hard subset (``is_hard``) when the file
   has them.
@@ -180,30 +180,36 @@ def summarize(suite: str, results: list[dict], prompts: dict[str, SuitePrompt], 
 
 
 def find_clips(videos: str | Path, prompts: Sequence[SuitePrompt], seeds: Sequence[int] | None = None) -> list[dict]:
-    """{"video", "id", "seed"} of every video of ``prompts``: ``<id>_s<seed>.mp4`` in ``videos/videos`` or
-    ``videos`` (all seeds found, or only ``seeds``). A prompt with none is returned with an "error"."""
+    """{"video", "id", "seed"} of the videos of ``prompts``, named ``<id>_s<seed>.mp4``, in ``videos/videos``
+    or ``videos``: the given ``seeds`` (each one missing is returned with an "error"), or every seed found (a
+    prompt with none is returned with an "error")."""
     root = Path(videos)
     clips = []
     for p in prompts:
-        found = sorted({f for d in (root / "videos", root) for f in d.glob(f"{p.id}_s*.mp4")})
-        found = [f for f in found if f.stem.rsplit("_s", 1)[1].isdigit()]
-        if seeds is not None:
-            found = [f for f in found if int(f.stem.rsplit("_s", 1)[1]) in seeds]
-        if not found:
-            clips.append({"video": video_name(p.id, 0), "id": p.id, "seed": None, "error": f"no video of prompt {p.id}"})
-        clips += [{"video": str(f.relative_to(root)), "id": p.id, "seed": int(f.stem.rsplit("_s", 1)[1])} for f in found]
+        found = {}
+        for folder in (root, root / "videos"):
+            for f in folder.glob(f"{p.id}_s*.mp4"):
+                seed = f.stem.rsplit("_s", 1)[1]
+                if seed.isdigit():
+                    found[int(seed)] = str(f.relative_to(root))
+        wanted = sorted(found) if seeds is None else list(seeds)
+        clips += [{"video": found[s], "id": p.id, "seed": s} if s in found else
+                  {"video": video_name(p.id, s), "id": p.id, "seed": s, "error": f"missing (prompt {p.id}, seed {s})"}
+                  for s in wanted]
+        if not wanted:
+            clips.append({"video": f"videos/{p.id}_s*.mp4", "id": p.id, "seed": None, "error": f"no video of prompt {p.id}"})
     return clips
 
 
-def manifest_prompts(videos: str | Path) -> tuple[str, list[SuitePrompt]]:
-    """The suite name and prompts a ``generate-suite`` folder was made from (its ``manifest.json``)."""
+def manifest_prompts(videos: str | Path) -> tuple[str, list[SuitePrompt], list[int]]:
+    """The suite name, prompts and seeds a ``generate-suite`` folder was made with (its ``manifest.json``)."""
     path = Path(videos) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; give the suite file with --file to score videos named <id>_s<seed>.mp4")
     manifest = json.loads(path.read_text())
     fields = set(SuitePrompt.__dataclass_fields__)
-    return manifest["settings"]["suite"], [SuitePrompt.from_dict({k: v for k, v in r.items() if k in fields})
-                                           for r in manifest["prompts"]]
+    prompts = [SuitePrompt.from_dict({k: v for k, v in r.items() if k in fields}) for r in manifest["prompts"]]
+    return manifest["settings"]["suite"], prompts, manifest["seeds"]
 
 
 def to_judge_range(video: np.ndarray) -> torch.Tensor:

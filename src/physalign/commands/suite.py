@@ -86,9 +86,10 @@ def score_suite_command(
 
     if judge_kind not in WORDINGS:
         _fail(f"--judge-kind must be one of {sorted(WORDINGS)}. Got {judge_kind!r}.")
+    seeds = None  # with --file: every <id>_s<seed>.mp4 found
     try:
         if file is None:
-            made_from, prompts = manifest_prompts(videos)
+            made_from, prompts, seeds = manifest_prompts(videos)
             if suite not in (None, made_from):
                 _fail(f"{videos} holds a {made_from} suite, not {suite}")
             suite = made_from
@@ -103,7 +104,7 @@ def score_suite_command(
     loaded = _load_judge(judge, judge_kind, frames)
     by_id = {p.id: p for p in prompts}
     try:
-        results = score_clips(suite, loaded, videos, find_clips(videos, prompts), by_id, WORDINGS[judge_kind], batch_size)
+        results = score_clips(suite, loaded, videos, find_clips(videos, prompts, seeds), by_id, WORDINGS[judge_kind], batch_size)
     except ValueError as err:  # the judge refused a batch (a question too long, videos of a shape it cannot read)
         _fail(f"--judge {judge}: {err}")
     summary = summarize(suite, results, by_id)
