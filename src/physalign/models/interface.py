@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,18 +168,26 @@ def model_class(name: str) -> type[VideoModel]:
     return getattr(importlib.import_module(module), attr)
 
 
-def load_model(path: str | Path) -> VideoModel:
+def load_model(path: str | Path, options: dict | None = None) -> VideoModel:
     """Load the model folder ``path`` with the class its ``physalign_model.json`` names (or, for a diffusers
-    pipeline folder without one, the class of the pipeline its ``model_index.json`` names)."""
+    pipeline folder without one, the class of the pipeline its ``model_index.json`` names). ``options`` (a
+    config's ``model.sizes``) override the folder's options, for classes whose ``from_pretrained`` takes them."""
     config, index = Path(path) / CONFIG_FILE, Path(path) / "model_index.json"
     if not config.is_file() and index.is_file():
         pipeline = json.loads(index.read_text()).get("_class_name")
         if pipeline not in PIPELINES:
             raise ValueError(f"{index}: field '_class_name' must be one of {sorted(PIPELINES)}. Got {pipeline!r}.")
-        return model_class(PIPELINES[pipeline]).from_pretrained(path)
-    if not config.is_file():
+        name = PIPELINES[pipeline]
+    elif not config.is_file():
         raise FileNotFoundError(f"{config}: not a physalign model folder (no {CONFIG_FILE})")
-    name = json.loads(config.read_text()).get("class")
-    if name not in MODELS:
-        raise ValueError(f"{config}: field 'class' must be one of {sorted(MODELS)}. Got {name!r}.")
-    return model_class(name).from_pretrained(path)
+    else:
+        name = json.loads(config.read_text()).get("class")
+        if name not in MODELS:
+            raise ValueError(f"{config}: field 'class' must be one of {sorted(MODELS)}. Got {name!r}.")
+    cls = model_class(name)
+    if not options:
+        return cls.from_pretrained(path)
+    takes = inspect.signature(cls.from_pretrained).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in takes):
+        raise ValueError(f"model sizes {sorted(options)}: {name} takes no options when loaded from a folder")
+    return cls.from_pretrained(path, **options)

@@ -26,7 +26,8 @@ class ModelSection:
     kind: str = "WorldVideoModel"  # class of a new model (physalign.models.interface.MODELS)
     init: str = ""  # model folder to start from (save_pretrained layout); empty = a new model of `kind`
     trainable: list[str] = field(default_factory=lambda: ["transformer", "text_encoder"])
-    sizes: dict = field(default_factory=dict)  # configuration of a new model (e.g. WorldModelConfig fields)
+    sizes: dict = field(default_factory=dict)  # configuration of a new model (e.g. WorldModelConfig fields);
+    # with `init`: options of a diffusers pipeline-folder model (Wan, CogVideoX: physalign_model.json fields)
 
 
 @dataclass

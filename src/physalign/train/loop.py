@@ -46,7 +46,8 @@ def build_model(section: ModelSection, path: str | Path | None = None) -> VideoM
     """The model at ``path`` (a checkpoint's model folder), else ``section.init``, else a new ``section.kind``."""
     source = path or section.init
     try:
-        model = load_model(source) if source else model_class(section.kind).from_config(section.sizes)
+        options = None if path else section.sizes  # a checkpoint's folder records its own options
+        model = load_model(source, options) if source else model_class(section.kind).from_config(section.sizes)
     except (KeyError, ValueError) as err:
         raise TrainingError(f"model section: {err}") from None
     model.set_trainable(section.trainable)

@@ -1,0 +1,403 @@
+"""Wan 2.1 and CogVideoX behind VideoModel, on tiny configurations of the real diffusers/transformers classes.
+
+Each "user folder" is written by the diffusers pipeline's own ``save_pretrained`` (model_index.json,
+transformer/, vae/, text_encoder/, tokenizer/, scheduler/) and loaded back the way a user's download is:
+``load_model(folder)``, as ``physalign train`` (model.init) and ``physalign sample`` do.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (AutoencoderKLCogVideoX, AutoencoderKLWan, CogVideoXDDIMScheduler, CogVideoXPipeline,
+                       CogVideoXTransformer3DModel, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel)
+from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+from typer.testing import CliRunner
+
+from physalign.cli import app
+from physalign.models.cogvideox import (CogVideoXVideoModel, ddpm_timestep, flow_scale, flow_times, velocity_from_v,
+                                        videorepa_frames, videorepa_grid)
+from physalign.models.interface import CONFIG_FILE, MODELS, load_model
+from physalign.models.lora import LoraSpec, add_lora, has_lora, lora_disabled, merge_lora
+from physalign.models.tokenizer import build_world_tokenizer
+from physalign.models.wan import WanVideoModel
+from physalign.objectives import flow_matching_loss, interpolate
+from physalign.sample import sample
+from physalign.teacher.projector import Projector
+from physalign.train.config import load_config
+from physalign.train.methods import build_method
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = [
+    "a small red rubber ball is dropped from high up under normal gravity, on a black background",
+    "a large blue steel block slides fast to the left and hits a wall under low gravity, on a gray background",
+]
+VIDEO = (3, 9, 32, 48)  # T = 1 + 4 * 2; H, W multiples of 8; H != W so a swapped axis shows
+OPTIONS = dict(frames=9, height=32, width=48, dtype="float32", autocast="")
+TEXT = dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def wan_parts(tokenizer) -> dict:
+    return dict(
+        transformer=WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16,
+                                          in_channels=4, out_channels=4, text_dim=32, freq_dim=32, ffn_dim=64,
+                                          num_layers=2, rope_max_seq_len=32),
+        vae=AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                             temperal_downsample=[False, True, True], latents_mean=[0.1, -0.2, 0.3, 0.0],
+                             latents_std=[1.5, 2.0, 0.5, 1.0]),
+        text_encoder=UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TEXT)),
+        scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
+    )
+
+
+def cogvideox_parts(tokenizer, rotary: bool) -> dict:
+    return dict(
+        transformer=CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4,
+                                                out_channels=4, time_embed_dim=16, text_embed_dim=32, num_layers=2,
+                                                sample_width=6, sample_height=4, sample_frames=9, patch_size=2,
+                                                max_text_seq_length=32, use_rotary_positional_embeddings=rotary),
+        vae=AutoencoderKLCogVideoX(block_out_channels=(8, 16, 16, 16), latent_channels=4, layers_per_block=1,
+                                   norm_num_groups=4, sample_height=32, sample_width=48, scaling_factor=0.7),
+        text_encoder=T5EncoderModel(T5Config(vocab_size=len(tokenizer), **TEXT)),
+        scheduler=CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True, snr_shift_scale=3.0,
+                                         timestep_spacing="trailing", clip_sample=False),
+    )
+
+
+def user_folder(root: Path, kind: str) -> Path:
+    """A tiny model in the exact folder layout of a hub download, written by the diffusers pipeline itself."""
+    torch.manual_seed(0)
+    tokenizer = build_world_tokenizer()  # word-level `tokenizers` model in PreTrainedTokenizerFast: no download
+    if kind == "wan":
+        pipe = WanPipeline(tokenizer=tokenizer, **wan_parts(tokenizer))
+    else:
+        pipe = CogVideoXPipeline(tokenizer=tokenizer, **cogvideox_parts(tokenizer, rotary=kind == "cogvideox-rotary"))
+    pipe.save_pretrained(root / kind)
+    return root / kind
+
+
+KINDS = ("wan", "cogvideox", "cogvideox-rotary")  # CogVideoX-2B uses sin-cos positions, 5B rotary ones
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("users")
+    return {kind: user_folder(root, kind) for kind in KINDS}
+
+
+def tiny(folder: Path):
+    """The user's folder loaded with test-sized options (float32, the tiny video shape)."""
+    cls = WanVideoModel if folder.name == "wan" else CogVideoXVideoModel
+    extra = dict(max_text_tokens=32) if cls is WanVideoModel else {}
+    return cls.from_pretrained(folder, **OPTIONS, **extra).eval()
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def model(request, folders):
+    return tiny(folders[request.param])
+
+
+def inputs(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(2, *model.latent_shape(VIDEO), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    return x0, eps, torch.tensor([0.3, 0.8])
+
+
+def velocity(model, seed=0):
+    x0, eps, t = inputs(model, seed)
+    with torch.no_grad():
+        return model(interpolate(x0, eps, t), t, model.encode_text(PROMPTS))[0]
+
+
+# -- loading a user's folder ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, cls, shape", [("wan", "WanVideoModel", (3, 81, 480, 832)),
+                                              ("cogvideox", "CogVideoXVideoModel", (3, 49, 480, 720))])
+def test_a_user_folder_loads_by_its_model_index_with_the_real_defaults(folders, kind, cls, shape):
+    assert not (folders[kind] / CONFIG_FILE).exists()
+    model = load_model(folders[kind])
+    assert type(model).__name__ == cls and cls in MODELS
+    assert model.video_shape == shape
+    assert model.transformer.dtype == torch.bfloat16 and model.text_encoder.dtype == torch.bfloat16
+    assert model.vae.dtype == torch.float32
+    if kind == "wan":  # diffusers keeps WanTransformer3DModel._keep_in_fp32_modules in float32
+        assert model.transformer.scale_shift_table.dtype == torch.float32
+
+
+def test_a_config_sizes_become_the_folder_options(folders, tmp_path):
+    sizes = {**OPTIONS, "max_text_tokens": 32, "gradient_checkpointing": True, "vae_slicing": True}
+    model = load_model(folders["wan"], sizes)
+    assert model.video_shape == (3, 9, 32, 48) and model.transformer.gradient_checkpointing and model.vae.use_slicing
+    from physalign.models.world import WorldVideoModel
+
+    WorldVideoModel.from_config(dict(layers=1, heads=2, head_dim=16, ffn_dim=32, text_dim=32, text_layers=1,
+                                     vae_channels=[16, 32], frames=4, resolution=16)).save_pretrained(tmp_path / "w")
+    with pytest.raises(ValueError, match="WorldVideoModel takes no options"):
+        load_model(tmp_path / "w", {"frames": 9})
+
+
+def test_bad_folders_and_options_are_named(folders, tmp_path):
+    with pytest.raises(ValueError, match="'_class_name' must be 'CogVideoXPipeline'"):
+        CogVideoXVideoModel.from_pretrained(folders["wan"])
+    with pytest.raises(ValueError, match="unknown keys \\['frame'\\]"):
+        WanVideoModel.from_pretrained(folders["wan"], frame=9)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        WanVideoModel.from_pretrained(folders["wan"], dtype="fp8")
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(ValueError, match="must be one of \\['CogVideoXPipeline', 'WanPipeline'\\]"):
+        load_model(tmp_path)
+
+
+# -- shapes: encode/decode, latent shape, token grid, taps -------------------------------------------------
+
+
+def test_encode_decode_and_latent_normalisation(model):
+    video = torch.rand(2, *VIDEO) * 2 - 1
+    with torch.no_grad():
+        z = model.encode(video)
+        mu = model.vae.encode(video).latent_dist.mean
+        assert z.shape == (2, *model.latent_shape(VIDEO)) == (2, 4, 3, 4, 6)  # 1 + (9 - 1)/4 frames, /8 space
+        assert model.decode(z).shape == video.shape
+    c = model.vae.config
+    if isinstance(model, WanVideoModel):  # (mu - latents_mean) / latents_std, per channel, as WanPipeline
+        mean, std = torch.tensor(c.latents_mean).view(1, 4, 1, 1, 1), torch.tensor(c.latents_std).view(1, 4, 1, 1, 1)
+        assert torch.allclose(z, (mu - mean) / std, atol=1e-5)
+    else:
+        assert torch.allclose(z, mu * c.scaling_factor, atol=1e-5)
+    with pytest.raises(ValueError, match="T = 1 \\+ 4k frames of H, W multiples of 8"):
+        model.latent_shape((3, 8, 32, 48))
+
+
+def test_token_grid_and_taps_agree_with_the_real_forward(model):
+    x0, eps, t = inputs(model)
+    grid = model.token_grid(model.latent_shape(VIDEO))
+    assert grid == (3, 2, 3)  # patch 1x2x2 (Wan) or 2 (CogVideoX) over 3 x 4 x 6 latents
+    x_t, text = interpolate(x0, eps, t), model.encode_text(PROMPTS)
+    with torch.no_grad():
+        v, feats = model(x_t, t, text, taps=(0, -1))
+        plain, none = model(x_t, t, text)
+    assert v.shape == x0.shape and v.dtype == torch.float32 and none == {}
+    assert torch.equal(v, plain)  # taps only observe
+    width = model.transformer.config.num_attention_heads * model.transformer.config.attention_head_dim
+    assert set(feats) == {0, -1} and feats[0].shape == (2, *grid, width)
+    assert all(not block._forward_hooks for block in model.backbone_blocks)
+    assert len(model.backbone_blocks) == 2
+
+
+def test_tapped_tokens_are_laid_out_frame_row_column(model):
+    """A change of the input at one token's patch moves that token's block-0 features most."""
+    x0, eps, t = inputs(model)
+    x_t, text = interpolate(x0, eps, t), model.encode_text(PROMPTS)
+    changed = x_t.clone()
+    changed[:, :, 2, 2:4, 4:6] += 5.0  # latent frame 2, rows 2-3, columns 4-5: token (2, 1, 2)
+    with torch.no_grad():
+        a, b = model(x_t, t, text, taps=(0,))[1][0], model(changed, t, text, taps=(0,))[1][0]
+    moved = (a - b).norm(dim=-1)[0]  # (F, H, W)
+    assert np.unravel_index(moved.argmax().item(), moved.shape) == (2, 1, 2)
+
+
+# -- conventions: each forward against the pipeline's own computation ----------------------------------------
+
+
+def test_wan_forward_is_the_transformer_at_1000_t_and_padding_is_zeroed(folders):
+    model = tiny(folders["wan"])
+    x0, eps, t = inputs(model)
+    text = model.encode_text(PROMPTS + [""])[:2]
+    assert text.hidden.shape == (2, 32, 32) and not text.hidden[~text.mask].any()
+    with torch.no_grad():
+        v = model(interpolate(x0, eps, t), t, text)[0]
+        direct = model.transformer(interpolate(x0, eps, t), timestep=t * 1000, encoder_hidden_states=text.hidden).sample
+    assert torch.equal(v, direct)
+
+
+def test_cogvideox_time_and_velocity_mapping_against_the_scheduler():
+    """At each integer timestep k of the real scheduler: x_{t_k} / n is add_noise(x0, eps, k), s(t_k) = k, and
+    the v target (get_velocity) maps to eps - x0."""
+    sched = CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True, snr_shift_scale=3.0)
+    x0, eps = torch.randn(4, 4, 3, 4, 6, dtype=torch.float64), torch.randn(4, 4, 3, 4, 6, dtype=torch.float64)
+    k = torch.tensor([0, 10, 500, 999])
+    t = flow_times(sched.alphas_cumprod)[k]
+    assert torch.all(t[1:] > t[:-1]) and t[-1] == 1.0  # zero terminal SNR: timestep 999 is pure noise
+    assert torch.allclose(ddpm_timestep(t, sched.alphas_cumprod), k.float(), atol=1e-3)
+    x_t = interpolate(x0, eps, t.double())
+    n = flow_scale(t.double()).view(-1, 1, 1, 1, 1)
+    assert torch.allclose(x_t / n, sched.add_noise(x0, eps, k), atol=1e-5)
+    u = velocity_from_v(sched.get_velocity(x0, eps, k), x_t, t.double())
+    assert torch.allclose(u, eps - x0, atol=1e-5)
+    between = ddpm_timestep(torch.tensor([0.0, 0.5 * (t[1] + t[2]).item()]), sched.alphas_cumprod)
+    assert between[0] == 0 and 10 < between[1] < 500  # below the least noise: timestep 0; else interpolated
+
+
+@pytest.mark.parametrize("kind", ["cogvideox", "cogvideox-rotary"])
+def test_cogvideox_forward_matches_the_pipeline_rotary_text_and_timestep(folders, kind):
+    model = tiny(folders[kind])
+    pipe = CogVideoXPipeline(tokenizer=model.tokenizer, text_encoder=model.text_encoder, vae=model.vae,
+                             transformer=model.transformer, scheduler=model.scheduler)
+    with torch.no_grad():
+        text = model.encode_text(PROMPTS)
+        expected = pipe._get_t5_prompt_embeds(PROMPTS, max_sequence_length=32, device=torch.device("cpu"))
+    assert torch.equal(text.hidden, expected)  # 226 (here 32) tokens, no mask, padding kept
+    rope = model.rotary((3, 2, 3), "cpu")
+    if kind == "cogvideox":
+        assert rope is None  # sin-cos positions (2B)
+    else:
+        for ours, theirs in zip(rope, pipe._prepare_rotary_positional_embeddings(32, 48, 3, torch.device("cpu"))):
+            assert torch.equal(ours, theirs)
+    x0, eps, _ = inputs(model)
+    k = torch.tensor([200, 700])
+    t = flow_times(model.scheduler.alphas_cumprod)[k]
+    x_t = interpolate(x0, eps, t)
+    with torch.no_grad():
+        u = model(x_t, t, text)[0]
+        z = model.scheduler.add_noise(x0, eps, k).transpose(1, 2)  # (B, F, C, H, W)
+        v = model.transformer(z, encoder_hidden_states=text.hidden, timestep=k, image_rotary_emb=rope).sample
+    assert torch.allclose(u, velocity_from_v(v.transpose(1, 2), x_t, t), atol=1e-4)
+
+
+# -- training, persistence, LoRA, sampling ----------------------------------------------------------------
+
+
+def test_a_flow_matching_step_trains_the_transformer_only(folders):
+    for kind in ("wan", "cogvideox-rotary"):
+        model = tiny(folders[kind]).train()
+        model.set_trainable(["transformer"])
+        x0, eps, t = inputs(model)
+        v, _ = model(interpolate(x0, eps, t), t, model.encode_text(PROMPTS))
+        loss = flow_matching_loss(v, x0, eps)
+        loss.backward()
+        grads = [p.grad for p in model.transformer.parameters()]
+        assert torch.isfinite(loss) and all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert sum(g.abs().sum() for g in grads) > 0
+        assert all(p.grad is None for p in [*model.vae.parameters(), *model.text_encoder.parameters()])
+
+
+def test_trainable_parts_get_float32_master_weights_under_bfloat16_autocast(folders):
+    model = WanVideoModel.from_pretrained(folders["wan"], frames=9, height=32, width=48, max_text_tokens=32)
+    model.set_trainable(["transformer"])
+    assert model.transformer.dtype == torch.float32 and model.text_encoder.dtype == torch.bfloat16
+    x0, eps, t = inputs(model)
+    v, feats = model(interpolate(x0, eps, t), t, model.encode_text(PROMPTS), taps=(1,))
+    assert v.dtype == feats[1].dtype == torch.float32 and torch.isfinite(v).all()
+
+
+def test_save_pretrained_round_trip_is_exact_and_stays_a_diffusers_folder(model, tmp_path):
+    before, video = velocity(model), torch.rand(1, *VIDEO) * 2 - 1
+    model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / CONFIG_FILE).read_text())
+    assert config["class"] == type(model).__name__ and config["frames"] == 9
+    loaded = load_model(tmp_path / "m")
+    assert type(loaded) is type(model) and loaded.video_shape == model.video_shape
+    assert torch.equal(velocity(loaded), before)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(video), model.encode(video))
+    assert loaded.latent_fingerprint() == model.latent_fingerprint()
+    pipeline = WanPipeline if isinstance(model, WanVideoModel) else CogVideoXPipeline
+    assert type(pipeline.from_pretrained(tmp_path / "m").transformer) is type(model.transformer)
+
+
+def test_lora_add_disable_save_load_merge(folders, tmp_path):
+    for kind in ("wan", "cogvideox"):
+        model = tiny(folders[kind])
+        base = velocity(model)
+        add_lora(model.backbone, LoraSpec(rank=4, alpha=4))
+        assert all("lora_" in n for n, p in model.backbone.named_parameters() if p.requires_grad)
+        with torch.no_grad():  # B starts at zero; move it so the checks can fail
+            for name, p in model.backbone.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.2)
+        adapted = velocity(model)
+        assert not torch.allclose(adapted, base, atol=1e-4)
+        with lora_disabled(model.backbone):
+            assert torch.allclose(velocity(model), base, atol=1e-6)
+        model.save_pretrained(tmp_path / kind)
+        loaded = load_model(tmp_path / kind)
+        assert has_lora(loaded.backbone) and torch.allclose(velocity(loaded), adapted, atol=1e-6)
+        merge_lora(loaded.backbone)
+        assert not has_lora(loaded.backbone) and torch.allclose(velocity(loaded), adapted, atol=1e-5)
+
+
+def test_lora_on_a_bfloat16_backbone_trains_float32_adapters(folders):
+    model = WanVideoModel.from_pretrained(folders["wan"], **{**OPTIONS, "dtype": "bfloat16"}, max_text_tokens=32)
+    add_lora(model.backbone, LoraSpec(rank=4, alpha=4))
+    trainable = [p for p in model.backbone.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert torch.isfinite(velocity(model)).all()
+
+
+def test_the_sampler_gives_videos_of_the_model_shape(model):
+    videos = sample(model, PROMPTS, steps=2, guidance=2.0, seed=0, batch_size=1, progress=False)
+    assert videos.shape == (2, 9, 32, 48, 3) and videos.dtype == np.uint8
+
+
+@pytest.mark.parametrize("kind", ["wan", "cogvideox-rotary"])
+def test_the_sample_command_reads_a_saved_folder(folders, kind, tmp_path):
+    tiny(folders[kind]).save_pretrained(tmp_path / "m")
+    result = CliRunner().invoke(app, ["sample", "--checkpoint", str(tmp_path / "m"), "--prompt", PROMPTS[0],
+                                      "--out", str(tmp_path / "s"), "--steps", "2", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s" / "videos" / "sample_00000_0.mp4").is_file()
+
+
+# -- CogVideoX's first latent frame and a teacher's grid (VideoREPA) ----------------------------------------
+
+
+def test_videorepa_mapping_reaches_the_teacher_grid():
+    assert videorepa_grid((13, 30, 45)) == (24, 30, 45)  # CogVideoX-2B at 49 x 480 x 720
+    feats = torch.randn(1, 13, 30, 45, 8)
+    mapped = videorepa_frames(feats)
+    assert mapped.shape == (1, 24, 30, 45, 8)
+    projector = Projector(8, 6, videorepa_grid((13, 30, 45)), (24, 10, 15), hidden_dim=8)  # VideoMAEv2-B of 48 frames
+    assert projector(mapped).shape == (1, 24, 10, 15, 6)
+    assert projector.conv.stride == (1, 3, 3) and projector.conv.kernel_size == (3, 3, 3)  # VideoREPA's k = s = 3
+    changed = feats.clone()
+    changed[:, 0] = 1e3  # latent frame 0 is dropped
+    assert torch.equal(videorepa_frames(changed), mapped)
+    steady = torch.ones(1, 5, 2, 2, 3) * torch.arange(5.0).view(1, 5, 1, 1, 1)
+    frames = videorepa_frames(steady)[0, :, 0, 0, 0]  # linear in time between latent frames 1..4
+    assert torch.allclose(frames, torch.tensor([1.0, 1.25, 1.75, 2.25, 2.75, 3.25, 3.75, 4.0]))
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        videorepa_grid((1, 30, 45))
+
+
+def test_cogvideox_taps_map_to_teacher_frames(folders):
+    model = tiny(folders["cogvideox"])
+    x0, eps, t = inputs(model)
+    with torch.no_grad():
+        feats = model(interpolate(x0, eps, t), t, model.encode_text(PROMPTS), taps=(1,))[1][1]
+    assert feats.shape[1:4] == (3, 2, 3) and model.teacher_frames(feats).shape[1:4] == videorepa_grid((3, 2, 3))
+    wan = tiny(folders["wan"])
+    assert wan.teacher_frames(feats) is feats  # other models: unchanged
+
+
+# -- the scale configs and their memory estimates --------------------------------------------------------
+
+
+SCALE_CONFIGS = sorted((ROOT / "configs" / "scale").glob("*.yaml"))
+
+
+def test_every_scale_config_loads_and_builds_its_method():
+    assert len(SCALE_CONFIGS) >= 5
+    options = {"WanVideoModel": WanVideoModel.options_class, "CogVideoXVideoModel": CogVideoXVideoModel.options_class}
+    for path in SCALE_CONFIGS:
+        cfg = load_config(path)
+        assert cfg.model.kind in MODELS and cfg.model.init.startswith("/models/"), path
+        options[cfg.model.kind].from_dict(cfg.model.sizes, str(path))
+        build_method(cfg.train.method, cfg.method)
+
+
+def test_memory_estimates_follow_from_the_shapes():
+    spec = importlib.util.spec_from_file_location("estimate_memory", ROOT / "scripts" / "estimate_memory.py")
+    est = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(est)
+    counts = est.parameter_counts("WanVideoModel", est.PRESETS["Wan2.1-T2V-1.3B"])
+    assert 1.3e9 < counts["transformer"] < 1.5e9 and 5.0e9 < counts["text_encoder"] < 6.0e9
+    for path in SCALE_CONFIGS:
+        report = est.estimate(load_config(path))
+        assert report["total_gb"]["checkpointing"] < report["total_gb"]["no checkpointing"], path
