@@ -1,4 +1,5 @@
 import json
+import math
 import random
 import shutil
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_methods_are_plugins_with_checked_parameters():
     assert {"fm", "autoencoder"} <= set(METHODS)
     with pytest.raises(ConfigError, match=r"unknown method 'nope'; available: \[.*'fm'"):
         build_method("nope", {})
-    with pytest.raises(ConfigError, match=r"unknown keys \['cfg_drop'\] for method 'fm'; allowed: \['cfg_dropout', 't_schedule'\]"):
+    with pytest.raises(ConfigError, match=r"unknown keys \['cfg_drop'\] for method 'fm'; allowed: \['cfg_dropout', 't_schedule', 'per_sample_noise'\]"):
         build_method("fm", {"cfg_drop": 0.1})
     with pytest.raises(ConfigError, match="method.cfg_dropout must be float"):
         build_method("fm", {"cfg_dropout": "often"})
@@ -232,14 +233,55 @@ def test_an_interrupted_checkpoint_never_breaks_latest(world, tmp_path, monkeypa
 
 @register("test_nan")
 class NotFinite(Method):
+    """Flow matching whose loss is NaN on the steps in ``bad``."""
+
+    def __init__(self, bad: list[int] = ()):
+        super().__init__()
+        self.bad, self.inner = set(bad), build_method("fm", {})
+
     def forward(self, model, batch):
-        return {"loss": torch.tensor(float("nan"), requires_grad=True), "fm": torch.tensor(1.0)}
+        terms = self.inner(model, batch)
+        if batch["step"] in self.bad:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
 
 
-def test_non_finite_loss_stops_with_step_and_terms(world, tmp_path):
-    cfg = load_config(None, overrides(world, tmp_path, "train.method=test_nan", "train.steps=3"))
-    with pytest.raises(TrainingError, match=r"step 0: non-finite loss terms \{'loss': nan, 'fm': 1.0\}"):
-        train(cfg, tmp_path / "run", progress=False)
+def test_non_finite_steps_are_skipped_then_stop_the_run(world, tmp_path):
+    cfg = load_config(None, overrides(world, tmp_path, "train.method=test_nan", "method.bad=[1]", "train.steps=3",
+                                      "train.log_every=10", "train.save_every=10", "optim.lr=1e-2"))
+    train(cfg, tmp_path / "run", progress=False)
+    log = log_of(tmp_path / "run")
+    assert [r["step"] for r in log] == [0, 1, 2] and log[1]["skipped"] == 1.0 and math.isnan(log[1]["loss"])
+    assert "skipped" not in log[0] and "skipped" not in log[2]
+    cfg = load_config(None, overrides(world, tmp_path, "train.method=test_nan", "method.bad=[0, 1, 2]", "train.steps=5",
+                                      "train.max_bad_steps=3"))
+    with pytest.raises(TrainingError, match=r"step 2: 3 non-finite steps in a row \(train.max_bad_steps = 3\)"):
+        train(cfg, tmp_path / "run2", progress=False)
+    assert [r.get("skipped") for r in log_of(tmp_path / "run2")] == [1.0, 1.0, 1.0]  # each reported with its terms
+
+
+def test_a_skipped_step_changes_no_weight(world, tmp_path):
+    from physalign.train.loop import build_run, train_step
+
+    cfg = load_config(None, overrides(world, tmp_path, "train.method=test_nan", "method.bad=[0]"))
+    state, data = build_run(cfg)
+    before = {k: v.clone() for k, v in state.model.state_dict().items()}
+    batch = data.batch(torch.arange(4)) | {"step": 0, "seed": 0}
+    values = train_step(state, batch, 1.0, 0)
+    assert values["skipped"] == 1.0 and all(torch.equal(before[k], v) for k, v in state.model.state_dict().items())
+    values = train_step(state, batch | {"step": 1}, 1.0, 1)
+    assert "skipped" not in values and not all(torch.equal(before[k], v) for k, v in state.model.state_dict().items())
+
+
+def test_tensorboard_gets_every_logged_term(world, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(load_config(None, overrides(world, tmp_path, "train.steps=2")), tmp_path / "run", progress=False)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"terms/loss", "terms/fm", "terms/grad_norm", "terms/lr"} <= tags
+    assert [e.value for e in events.Scalars("terms/fm")] == pytest.approx([r["fm"] for r in log_of(tmp_path / "run")])
 
 
 def test_autoencoder_method_trains_the_vae_and_measures_the_latent_scale(world, tmp_path):

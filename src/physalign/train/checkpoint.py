@@ -6,7 +6,8 @@ Layout of ``RUN/checkpoints/step_000100/``:
 - ``optimizer.safetensors`` + the ``optimizer`` entry of ``state.json``: optimiser tensors and its scalars;
 - ``method.safetensors``: the method's trainable parameters (empty for ``fm``);
 - ``ema.safetensors``: EMA weights (empty without EMA);
-- ``rng.safetensors`` + ``state.json``: torch, numpy and python random states, step, scheduler;
+- ``rng.safetensors`` + ``state.json``: torch, numpy and python random states, step, scheduler (of every
+  process of a multi-process run: ``rng.safetensors`` is rank 0's, ``rng_rank<k>.safetensors`` rank k's);
 - ``config.yaml``: the run's config.
 
 ``RUN/checkpoints/latest`` names the newest complete step. A checkpoint is written to a temporary folder
@@ -48,7 +49,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     numpy = {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
     return {"torch": torch.get_rng_state()}, {"python": random.getstate(), "numpy": numpy}
@@ -66,8 +67,9 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: p.detach().contiguous() for k, p in module.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2) -> Path:
-    """Write ``state`` (model, method, opt, sched, ema) at ``step``; keep the newest ``keep`` checkpoints."""
+def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2, rng_states: list | None = None) -> Path:
+    """Write ``state`` (model, method, opt, sched, ema) at ``step``; keep the newest ``keep`` checkpoints.
+    ``rng_states``: every rank's :func:`rng_state` in rank order (default: this process's alone)."""
     root = Path(run) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -79,9 +81,11 @@ def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2) -> Pa
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     save_file(trainable_state(state.method), str(tmp / "method.safetensors"))
     save_file({k: v.contiguous() for k, v in state.ema.state_dict().items()}, str(tmp / "ema.safetensors"))
-    rng_tensors, rng_meta = _rng_state()
-    save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    meta = {"step": step, "optimizer": opt_meta, "scheduler": state.sched.state_dict(), "rng": rng_meta}
+    rng_states = rng_states or [rng_state()]
+    for rank, (rng_tensors, _) in enumerate(rng_states):
+        save_file(rng_tensors, str(tmp / _rng_file(rank)))
+    meta = {"step": step, "optimizer": opt_meta, "scheduler": state.sched.state_dict(),
+            "rng": rng_states[0][1], "rng_ranks": [m for _, m in rng_states]}
     (tmp / "state.json").write_text(json.dumps(meta))
     save_config(cfg, tmp / "config.yaml")
     os.replace(tmp, final)
@@ -109,9 +113,13 @@ def latest_checkpoint(run: str | Path) -> Path | None:
     return pointer.parent / pointer.read_text().strip() if pointer.is_file() else None
 
 
-def restore_training_state(ckpt: Path, state) -> int:
-    """Load optimiser, scheduler, EMA, method parameters and random states from ``ckpt`` into ``state``
-    (whose model was already loaded from ``ckpt / "model"``); return the step it was saved at."""
+def _rng_file(rank: int) -> str:
+    return "rng.safetensors" if rank == 0 else f"rng_rank{rank}.safetensors"
+
+
+def restore_training_state(ckpt: Path, state, rank: int = 0) -> int:
+    """Load optimiser, scheduler, EMA, method parameters and process ``rank``'s random states from ``ckpt``
+    into ``state`` (whose model was already loaded from ``ckpt / "model"``); return the step it was saved at."""
     meta = json.loads((ckpt / "state.json").read_text())
     state.opt.load_state_dict(_unflatten_optimizer(load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer"]))
     state.sched.load_state_dict(meta["scheduler"])
@@ -119,5 +127,9 @@ def restore_training_state(ckpt: Path, state) -> int:
     missing, unexpected = state.method.load_state_dict(load_file(str(ckpt / "method.safetensors")), strict=False)
     if unexpected or set(missing) & set(trainable_state(state.method)):
         raise KeyError(f"{ckpt}/method.safetensors does not fit the method: missing {missing}, unexpected {unexpected}")
-    _set_rng_state(load_file(str(ckpt / "rng.safetensors")), meta["rng"])
+    ranks = meta.get("rng_ranks", [meta["rng"]])
+    if rank >= len(ranks):
+        raise ValueError(f"{ckpt} was saved by {len(ranks)} processes; process {rank} has no random state there "
+                         "(resume with the same number of processes)")
+    _set_rng_state(load_file(str(ckpt / _rng_file(rank))), ranks[rank])
     return int(meta["step"])

@@ -59,6 +59,9 @@ class TrainSection:
     save_every: int = 250
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
     threads: int = 0  # torch intra-op threads; 0 = torch's default. Use 1 when other jobs share the CPU.
+    mixed_precision: str = "no"  # "no", "bf16" or "fp16": the forward under accelerate's autocast
+    max_bad_steps: int = 3  # a non-finite step is skipped; this many in a row stop the run
+    tensorboard: bool = True  # also write every logged term to RUN/tensorboard
 
 
 @dataclass

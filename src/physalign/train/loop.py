@@ -20,15 +20,19 @@ import torch
 from tqdm import tqdm
 
 from physalign.models.interface import VideoModel, load_model, model_class
-from physalign.train.checkpoint import latest_checkpoint, restore_training_state, save_checkpoint
+from physalign.train.checkpoint import latest_checkpoint, restore_training_state, rng_state, save_checkpoint
 from physalign.train.config import Config, ModelSection, save_config
 from physalign.train.data import batch_indices, build_data
 from physalign.train.ema import build_ema
+from physalign.train.engine import Engine, LocalEngine
 from physalign.train.methods import Method, build_method
 
 
 class TrainingError(RuntimeError):
     pass
+
+
+RANK_SEED_STRIDE = 7919  # rank k > 0 draws its noise from seed + k * this
 
 
 @dataclass
@@ -91,15 +95,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def build_run(cfg: Config, model_path: str | Path | None = None) -> tuple[TrainState, object]:
-    """Seed, then build the method, the model (from ``model_path`` or the config), the data the method
-    asks for, the method's own state (``setup``) and the optimiser: everything a step needs."""
+def build_run(cfg: Config, model_path: str | Path | None = None, device: torch.device | None = None
+              ) -> tuple[TrainState, object]:
+    """Seed, then build the method, the model (from ``model_path`` or the config, on ``device``), the data the
+    method asks for, the method's own state (``setup``) and the optimiser: everything a step needs."""
     seed_everything(cfg.train.seed)
     method = build_method(cfg.train.method, cfg.method)  # first: a config mistake fails before any loading
-    model = build_model(cfg.model, model_path)
+    model = build_model(cfg.model, model_path).to(device or "cpu")
     data = build_data(method.data, cfg.data, model)
     method.setup(model, data)
+    method.to(device or "cpu")
     return build_state(cfg, model, method), data
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = True, export: str | Path | None = None) -> Path:
@@ -113,58 +123,115 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         raise TrainingError(f"{run} already holds a run (checkpoints/latest = {ckpt.name}): pass --resume or another --out")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    state, data = build_run(cfg, ckpt / "model" if resume else None)
+    engine = Engine(cfg.train.mixed_precision)
+    state, data = build_run(cfg, ckpt / "model" if resume else None, engine.device)
     model, method = state.model, state.method
-    start = restore_training_state(ckpt, state) if resume else 0
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "config.yaml")
-    _trim_log(run / "log.jsonl", start)
-    _loop(cfg, run, state, data, start, progress)
+    if engine.rank:  # every rank built the same model; from here on each draws its own noise
+        seed_everything(cfg.train.seed + RANK_SEED_STRIDE * engine.rank)
+    start = restore_training_state(ckpt, state, engine.rank) if resume else 0
+    if engine.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run / "config.yaml")
+        _trim_log(run / "log.jsonl", start)
+    engine.barrier()
+    _loop(cfg, run, state, data, start, progress and engine.is_main, engine)
     model.eval()
     method.finish(model, data)
     export = Path(export) if export else run / "model"
-    with state.ema.applied():
-        model.save_pretrained(export)
+    if engine.is_main:
+        with state.ema.applied():
+            model.save_pretrained(export)
+    engine.barrier()
     return export
 
 
-def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress: bool) -> None:
+def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress: bool, engine: Engine) -> None:
     t = cfg.train
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=t.method, disable=not progress)
-    with open(run / "log.jsonl", "a") as log:
+    logger = RunLogger(run, start, t.tensorboard and engine.is_main, engine.is_main)
+    bad = 0  # non-finite steps in a row
+    try:
         for step in bar:
             began = time.perf_counter()
-            batch = data.batch(batch_indices(step, t.batch_size, len(data), t.seed))
-            terms = train_step(state, batch, cfg.optim.grad_clip, step)
-            if step % t.log_every == 0 or step + 1 == t.steps:
-                record = {"step": step, "lr": state.sched.get_last_lr()[0], **terms, "seconds": time.perf_counter() - began}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+            batch = to_device(data.batch(engine.shard(batch_indices(step, t.batch_size, len(data), t.seed))), engine.device)
+            batch |= {"step": step, "seed": t.seed}
+            terms = engine.mean(train_step(state, batch, cfg.optim.grad_clip, step, engine))
+            bad = bad + 1 if terms.get("skipped") else 0
+            if step % t.log_every == 0 or step + 1 == t.steps or bad:
+                logger.write({"step": step, "lr": state.sched.get_last_lr()[0], **terms, "seconds": time.perf_counter() - began})
                 bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()})
+            if bad:
+                tqdm.write(f"step {step}: non-finite terms {terms}; step skipped ({bad} in a row)")
+            if bad >= t.max_bad_steps:
+                raise TrainingError(f"step {step}: {bad} non-finite steps in a row (train.max_bad_steps = "
+                                    f"{t.max_bad_steps}); last terms {terms}; lower optim.lr or check the data")
             if (step + 1) % t.save_every == 0 or step + 1 == t.steps:
-                save_checkpoint(run, step + 1, state, cfg, t.keep_checkpoints)
+                rngs = engine.gather(rng_state())
+                if engine.is_main:
+                    save_checkpoint(run, step + 1, state, cfg, t.keep_checkpoints, rngs)
+                engine.barrier()
+    finally:
+        logger.close()
 
 
-def train_step(state: TrainState, batch: dict, grad_clip: float, step: int) -> dict[str, float]:
-    """One optimiser step on the method's "loss"; returns every term as a float, plus "grad_norm".
-    A non-finite term stops the run with the step and all terms, before any weight changes."""
+class RunLogger:
+    """``RUN/log.jsonl`` (always) and TensorBoard scalars in ``RUN/tensorboard`` (``train.tensorboard``), written
+    by the main process only; every term of a record becomes a scalar ``terms/<name>``."""
+
+    def __init__(self, run: Path, start: int, tensorboard: bool, main: bool):
+        self.main = main
+        self.log = open(run / "log.jsonl", "a") if main else None
+        self.board = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(run / "tensorboard"), purge_step=start)
+
+    def write(self, record: dict) -> None:
+        if not self.main:
+            return
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+        if self.board is not None:
+            for k, v in record.items():
+                if k != "step":
+                    self.board.add_scalar(f"terms/{k}", v, record["step"])
+
+    def close(self) -> None:
+        for handle in (self.log, self.board):
+            if handle is not None:
+                handle.close()
+
+
+def train_step(state: TrainState, batch: dict, grad_clip: float, step: int, engine: Engine | None = None) -> dict[str, float]:
+    """One optimiser step on the method's "loss"; returns every term as a float, plus "grad_norm". A step
+    whose terms or gradient norm are not finite on any rank changes no weight and returns ``skipped = 1``
+    with its terms (the loop reports it and stops after ``train.max_bad_steps`` in a row)."""
+    engine = engine or LocalEngine()
     state.model.train()
-    terms = state.method(state.model, batch)
+    with engine.autocast():
+        terms = state.method(state.model, batch)
     if "loss" not in terms:
         raise TrainingError(f"method {type(state.method).__name__} returned no 'loss' term (got {sorted(terms)})")
     values = {k: float(v.detach()) for k, v in terms.items()}
-    if not all(math.isfinite(v) for v in values.values()):
-        raise TrainingError(f"step {step}: non-finite loss terms {values}; lower optim.lr or check the data")
     state.opt.zero_grad(set_to_none=True)
+    if _any_rank(engine, not all(math.isfinite(v) for v in values.values())):
+        return {**values, "skipped": 1.0}
     terms["loss"].backward()
     params = [p for group in state.opt.param_groups for p in group["params"]]
+    engine.sync_gradients(params)
     values["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf))  # 0 = no clipping
-    if not math.isfinite(values["grad_norm"]):
-        raise TrainingError(f"step {step}: non-finite gradient norm; terms {values}")
+    if _any_rank(engine, not math.isfinite(values["grad_norm"])):
+        state.opt.zero_grad(set_to_none=True)
+        return {**values, "skipped": 1.0}
     state.opt.step()
     state.sched.step()
     state.ema.update()
     return values
+
+
+def _any_rank(engine: Engine, flag: bool) -> bool:
+    return engine.mean({"flag": float(flag)})["flag"] > 0
 
 
 def _trim_log(path: Path, start: int) -> None:

@@ -46,6 +46,23 @@ def noisy_velocity(model, x0: torch.Tensor, prompts: list[str], cfg_dropout: flo
     return v, eps, t, features
 
 
+def per_sample_draws(batch: dict, like: torch.Tensor, t_schedule: str, cfg_dropout: float):
+    """eps (like ``like``), t (B,) and prompt-keep flags (B,) drawn per sample from a generator seeded by
+    (``batch["seed"]``, ``batch["step"]``, the row index): the same draws however a global batch is split
+    across processes, so a multi-process run reproduces a single-process one exactly."""
+    eps, t, keep = [], [], []
+    for i in batch["index"].tolist():
+        g = torch.Generator().manual_seed(hash_seed(batch["seed"], batch["step"], i))
+        eps.append(torch.randn(like.shape[1:], generator=g))
+        t.append(sample_t(1, t_schedule, g))
+        keep.append(bool(torch.rand(1, generator=g) >= cfg_dropout))
+    return torch.stack(eps).to(like), torch.cat(t).to(like.device), keep
+
+
+def hash_seed(*parts: int) -> int:
+    return int(torch.tensor(parts, dtype=torch.int64).mul(torch.tensor([1_000_003, 10_007, 1])[: len(parts)]).sum()) % (2**62)
+
+
 def check_schedule(name: str, cfg_dropout: float, t_schedule: str) -> None:
     if t_schedule not in T_SCHEDULES or not 0.0 <= cfg_dropout <= 1.0:
         raise ValueError(f"method {name}: t_schedule must be one of {T_SCHEDULES} and 0 <= cfg_dropout <= 1. "
@@ -56,13 +73,18 @@ def check_schedule(name: str, cfg_dropout: float, t_schedule: str) -> None:
 class FlowMatching(Method):
     """L = L_FM on the batch's latents. Batch: {"latents": (B, C, T, H, W), "prompts": list[str]}."""
 
-    def __init__(self, cfg_dropout: float = 0.1, t_schedule: str = "logit_normal"):
+    def __init__(self, cfg_dropout: float = 0.1, t_schedule: str = "logit_normal", per_sample_noise: bool = False):
         super().__init__()
         check_schedule("fm", cfg_dropout, t_schedule)
-        self.cfg_dropout, self.t_schedule = cfg_dropout, t_schedule
+        self.cfg_dropout, self.t_schedule, self.per_sample_noise = cfg_dropout, t_schedule, per_sample_noise
 
     def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
         x0 = batch["latents"]  # (B, C, T, H, W)
-        v, eps, _, _ = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule)
+        if self.per_sample_noise:  # draws that do not depend on the batch's split over processes
+            eps, t, keep = per_sample_draws(batch, x0, self.t_schedule, self.cfg_dropout)
+            prompts = [p if k else "" for p, k in zip(batch["prompts"], keep)]
+            v, eps, _, _ = noisy_velocity(model, x0, prompts, 0.0, self.t_schedule, eps=eps, t=t)
+        else:
+            v, eps, _, _ = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule)
         loss = flow_matching_loss(v, x0, eps)
         return {"loss": loss, "fm": loss.detach()}
