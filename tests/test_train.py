@@ -371,3 +371,17 @@ def test_cli_train_autoencoder_runs_the_shared_loop(world, tmp_path):
     assert res.exit_code == 0, res.output
     assert load_model(tmp_path / "ae").cfg.scaling_factor != 1.0
     assert [r["step"] for r in log_of(tmp_path / "run")] == [0, 1] and "recon" in log_of(tmp_path / "run")[0]
+
+
+def test_export_of_a_checkpoint_carries_its_ema_weights(world, tmp_path):
+    cfg = overrides(world, tmp_path, "train.save_every=2", "optim.ema_decay=0.5", "train.keep_checkpoints=0", "train.steps=4")
+    final = train(load_config(None, cfg), tmp_path / "run", progress=False)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "exported")])
+    assert result.exit_code == 0, result.output
+    a, b = load_model(final).state_dict(), load_model(tmp_path / "exported").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # latest checkpoint + EMA = the run's own export
+    raw = load_model(tmp_path / "run" / "checkpoints" / "step_000004" / "model").state_dict()
+    assert not all(torch.equal(a[k], raw[k]) for k in a)  # EMA differs from the raw weights
+    train(load_config(None, overrides(world, tmp_path, "train.steps=2", "train.save_every=2")), tmp_path / "plain", progress=False)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "plain"), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "kept no EMA" in result.output

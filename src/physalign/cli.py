@@ -23,6 +23,7 @@ def _register() -> None:
     app.add_typer(world.app, name="world")
     app.command("train")(train.train_command)
     app.command("train-autoencoder")(train.train_autoencoder_command)
+    app.command("export")(train.export_command)
     app.command("train-teacher")(teacher.train_teacher_command)
     app.command("train-judge")(judge.train_judge_command)
     app.command("sample")(sample.sample_command)

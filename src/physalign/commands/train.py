@@ -43,6 +43,22 @@ def train_autoencoder_command(
     typer.echo(f"autoencoder written to {path}")
 
 
+def export_command(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint folder, e.g. RUN/checkpoints/step_001000 (or RUN: its latest)."),
+    out: Path = typer.Option(..., help="Model folder to write."),
+    ema: bool = typer.Option(True, help="The checkpoint's EMA weights (--no-ema: the raw weights)."),
+) -> None:
+    """Export the model of any checkpoint of a run (by default with its EMA weights)."""
+    from physalign.train.checkpoint import export_checkpoint, latest_checkpoint
+
+    folder = latest_checkpoint(checkpoint) or checkpoint
+    try:
+        typer.echo(f"model of {folder} written to {export_checkpoint(folder, out, ema)}")
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _run(config: Path | None, overrides: list[str], out: Path, resume: bool, export: Path | None) -> Path:
     from physalign.train.config import ConfigError, load_config
     from physalign.train.loop import TrainingError, train

@@ -133,3 +133,23 @@ def restore_training_state(ckpt: Path, state, rank: int = 0) -> int:
                          "(resume with the same number of processes)")
     _set_rng_state(load_file(str(ckpt / _rng_file(rank))), ranks[rank])
     return int(meta["step"])
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path, ema: bool = True) -> Path:
+    """Write the model of checkpoint ``ckpt`` to ``out`` (a model folder), with the EMA weights the checkpoint
+    holds when ``ema`` (a run's final export does the same; this reads any step of a run)."""
+    from physalign.models.interface import load_model
+
+    ckpt = Path(ckpt)
+    if not (ckpt / "model").is_dir():
+        raise FileNotFoundError(f"{ckpt}: not a checkpoint (no model/ folder)")
+    model = load_model(ckpt / "model")
+    shadow = load_file(str(ckpt / "ema.safetensors")) if ema and (ckpt / "ema.safetensors").is_file() else {}
+    if ema and not shadow:
+        raise ValueError(f"{ckpt}: the run kept no EMA (optim.ema_decay = 0); export without --ema")
+    with torch.no_grad():
+        for name, tensor in shadow.items():
+            if name.startswith("model."):
+                model.get_parameter(name[len("model."):]).copy_(tensor)
+    model.save_pretrained(out)
+    return Path(out)
