@@ -126,6 +126,11 @@ class VideoModel(nn.Module, abc.ABC):
     def from_config(cls, sizes: dict) -> "VideoModel":
         """A newly initialised model; ``sizes`` overrides the class's default configuration."""
 
+    @property
+    def lora_pipeline(self) -> str:
+        """The diffusers pipeline whose LoRA files this model's adapters export to (``models.lora``)."""
+        return {model: pipe for pipe, model in PIPELINES.items()}[type(self).__name__]
+
     def set_trainable(self, parts: Sequence[str]) -> None:
         """Train only the sub-modules ``parts`` (names from ``self.parts``, or a dotted path inside one, e.g.
         ``vae.decoder``); freeze everything else."""

@@ -135,3 +135,20 @@ def load_adapter(backbone, folder: Path) -> None:
 
 def lora_folder(backbone_folder: Path) -> Path:
     return backbone_folder.with_name(backbone_folder.name + "_lora")
+
+
+def export_pipeline_lora(backbone, pipeline: str, folder: str | Path) -> Path:
+    """Write the backbone's adapter as the diffusers pipeline ``pipeline`` (e.g. "WanPipeline") saves LoRA
+    weights, so ``pipe.load_lora_weights(folder)`` loads it: ``pytorch_lora_weights.safetensors`` with keys
+    ``transformer.<module>.lora_A.weight`` and the adapter's config (rank, alpha, targets) in its metadata."""
+    import diffusers
+
+    if not has_lora(backbone):
+        raise ValueError("the backbone carries no LoRA adapter to export")
+    if not hasattr(diffusers, pipeline) or not hasattr(getattr(diffusers, pipeline), "save_lora_weights"):
+        raise ValueError(f"{pipeline!r} is not a diffusers pipeline that saves LoRA weights")
+    config = backbone.peft_config[ADAPTER].to_dict()
+    config["target_modules"] = sorted(config["target_modules"])
+    getattr(diffusers, pipeline).save_lora_weights(folder, transformer_lora_layers=lora_state(backbone),
+                                                   transformer_lora_adapter_metadata=config, safe_serialization=True)
+    return Path(folder)

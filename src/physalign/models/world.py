@@ -119,6 +119,7 @@ def build_text_encoder(cfg: WorldModelConfig, vocab_size: int) -> T5EncoderModel
 
 class WorldVideoModel(VideoModel):
     parts = ("transformer", "vae", "text_encoder")
+    lora_pipeline = "WanPipeline"  # the backbone is Wan's transformer: its adapters load into any WanPipeline
 
     def __init__(self, cfg: WorldModelConfig, transformer=None, vae=None, text_encoder=None, tokenizer=None):
         super().__init__()

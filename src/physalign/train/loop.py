@@ -3,7 +3,8 @@
 It builds the model, the method and the method's data source from the config, and descends the method's
 ``"loss"``, logging every term the method returns to ``RUN/log.jsonl``. Run folder::
 
-    RUN/config.yaml  RUN/log.jsonl  RUN/checkpoints/{step_XXXXXX/, latest}  RUN/model/ (the final model)
+    RUN/config.yaml  RUN/log.jsonl  RUN/tensorboard/  RUN/checkpoints/{step_XXXXXX/, latest}  RUN/model/ (the final model)
+    RUN/lora/ (a LoRA method's adapter in the diffusers pipeline format: ``pipe.load_lora_weights(RUN/lora)``)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from physalign.models.interface import VideoModel, load_model, model_class
+from physalign.models.lora import export_pipeline_lora, has_lora
 from physalign.train.checkpoint import latest_checkpoint, restore_training_state, rng_state, save_checkpoint
 from physalign.train.config import Config, ModelSection, save_config
 from physalign.train.data import batch_indices, build_data
@@ -136,6 +138,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     engine.barrier()
     _loop(cfg, run, state, data, start, progress and engine.is_main, engine)
     model.eval()
+    if engine.is_main and has_lora(model.backbone):  # before finish, which may merge it
+        export_pipeline_lora(model.backbone, model.lora_pipeline, run / "lora")
     method.finish(model, data)
     export = Path(export) if export else run / "model"
     if engine.is_main:
