@@ -385,3 +385,15 @@ def test_export_of_a_checkpoint_carries_its_ema_weights(world, tmp_path):
     train(load_config(None, overrides(world, tmp_path, "train.steps=2", "train.save_every=2")), tmp_path / "plain", progress=False)
     result = CliRunner().invoke(app, ["export", str(tmp_path / "plain"), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "kept no EMA" in result.output
+
+
+def test_validation_videos_at_intervals_leave_the_run_unchanged(world, tmp_path):
+    cfg = overrides(world, tmp_path, "train.steps=4", "train.save_every=4", "train.validation_steps=2")
+    train(load_config(None, cfg + ["train.validate_every=2"]), tmp_path / "val", progress=False)
+    for step in ("step_000002", "step_000004"):
+        folder = tmp_path / "val" / "validation" / step
+        assert {p.name for p in folder.iterdir()} == {"00.mp4", "01.mp4", "02.mp4", "03.mp4", "all.gif", "prompts.txt"}
+    assert (tmp_path / "val" / "validation" / "step_000002" / "prompts.txt").read_text().splitlines()[0] == load_manifest(world)[0]["prompt"]
+    train(load_config(None, cfg), tmp_path / "plain", progress=False)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(log_of(tmp_path / "val")) == strip(log_of(tmp_path / "plain"))  # validating drew no training noise

@@ -55,7 +55,7 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     return {"torch": torch.get_rng_state()}, {"python": random.getstate(), "numpy": numpy}
 
 
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     torch.set_rng_state(tensors["torch"])
     version, internal, gauss = meta["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -131,7 +131,7 @@ def restore_training_state(ckpt: Path, state, rank: int = 0) -> int:
     if rank >= len(ranks):
         raise ValueError(f"{ckpt} was saved by {len(ranks)} processes; process {rank} has no random state there "
                          "(resume with the same number of processes)")
-    _set_rng_state(load_file(str(ckpt / _rng_file(rank))), ranks[rank])
+    restore_rng_state(load_file(str(ckpt / _rng_file(rank))), ranks[rank])
     return int(meta["step"])
 
 

@@ -62,6 +62,9 @@ class TrainSection:
     mixed_precision: str = "no"  # "no", "bf16" or "fp16": the forward under accelerate's autocast
     max_bad_steps: int = 3  # a non-finite step is skipped; this many in a row stop the run
     tensorboard: bool = True  # also write every logged term to RUN/tensorboard
+    validate_every: int = 0  # every this many steps, sample validation videos into RUN/validation (0 = never)
+    validation_prompts: list[str] = field(default_factory=list)  # empty: the first four prompts of the data
+    validation_steps: int = 20  # Euler steps of the validation samples (guidance 4, seed 0)
 
 
 @dataclass

@@ -22,12 +22,15 @@ from tqdm import tqdm
 
 from physalign.models.interface import VideoModel, load_model, model_class
 from physalign.models.lora import export_pipeline_lora, has_lora
-from physalign.train.checkpoint import latest_checkpoint, restore_training_state, rng_state, save_checkpoint
+from physalign.sample import sample
+from physalign.train.checkpoint import (latest_checkpoint, restore_rng_state, restore_training_state, rng_state,
+                                        save_checkpoint)
 from physalign.train.config import Config, ModelSection, save_config
 from physalign.train.data import batch_indices, build_data
 from physalign.train.ema import build_ema
 from physalign.train.engine import Engine, LocalEngine
 from physalign.train.methods import Method, build_method
+from physalign.video import tile, write_gif, write_mp4
 
 
 class TrainingError(RuntimeError):
@@ -169,6 +172,8 @@ def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress:
             if bad >= t.max_bad_steps:
                 raise TrainingError(f"step {step}: {bad} non-finite steps in a row (train.max_bad_steps = "
                                     f"{t.max_bad_steps}); last terms {terms}; lower optim.lr or check the data")
+            if t.validate_every and (step + 1) % t.validate_every == 0 and engine.is_main:
+                validate(state, data, run / "validation" / f"step_{step + 1:06d}", t)
             if (step + 1) % t.save_every == 0 or step + 1 == t.steps:
                 rngs = engine.gather(rng_state())
                 if engine.is_main:
@@ -176,6 +181,21 @@ def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress:
                 engine.barrier()
     finally:
         logger.close()
+
+
+def validate(state: TrainState, data, folder: Path, t) -> Path:
+    """Sample the validation prompts with the current (EMA) weights: one mp4 each and a GIF of all, side by
+    side, in ``folder``. The random state is restored afterwards, so validating does not change the run."""
+    prompts = t.validation_prompts or [r["prompt"] for r in data.rows[:4]]
+    rng = rng_state()
+    with state.ema.applied():
+        videos = sample(state.model, prompts, steps=t.validation_steps, guidance=4.0, seed=0, progress=False)
+    restore_rng_state(*rng)
+    for i, video in enumerate(videos):
+        write_mp4(folder / f"{i:02d}.mp4", video)
+    write_gif(folder / "all.gif", tile([list(videos)]))
+    (folder / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    return folder
 
 
 class RunLogger:
