@@ -59,13 +59,16 @@ COG_2B = dict(num_attention_heads=30, attention_head_dim=64, num_layers=30, time
 PRESETS = {
     "Wan2.1-T2V-1.3B": dict(kind="WanVideoModel", transformer=WAN_1_3B, text_encoder=UMT5_XXL, video=(81, 480, 832),
                             block_bytes_per_token=140420, decode_bytes_per_pixel=21933),
-    "Wan2.1-T2V-14B": dict(kind="WanVideoModel", transformer=dict(WAN_1_3B, num_attention_heads=40, ffn_dim=13824, num_layers=40),
-                           text_encoder=UMT5_XXL, video=(81, 480, 832), block_bytes_per_token=403812, decode_bytes_per_pixel=21933),
+    "Wan2.1-T2V-14B": dict(kind="WanVideoModel", transformer=dict(WAN_1_3B, num_attention_heads=40, ffn_dim=13824,
+                                                                  num_layers=40),
+                           text_encoder=UMT5_XXL, video=(81, 480, 832), block_bytes_per_token=403812,
+                           decode_bytes_per_pixel=21933),
     "CogVideoX-2b": dict(kind="CogVideoXVideoModel", transformer=COG_2B, text_encoder=T5_XXL, video=(49, 480, 720),
                          block_bytes_per_token=88936, decode_bytes_per_pixel=43059),
     "CogVideoX-5b": dict(kind="CogVideoXVideoModel", transformer=dict(COG_2B, num_attention_heads=48, num_layers=42,
                                                                       use_rotary_positional_embeddings=True),
-                         text_encoder=T5_XXL, video=(49, 480, 720), block_bytes_per_token=142288, decode_bytes_per_pixel=43059),
+                         text_encoder=T5_XXL, video=(49, 480, 720), block_bytes_per_token=142288,
+                         decode_bytes_per_pixel=43059),
 }
 
 
@@ -95,17 +98,19 @@ def folder_configs(init: str, preset: dict) -> dict:
     folder = Path(init)
     if not (folder / "transformer" / "config.json").is_file():
         return {"transformer": preset["transformer"], "vae": {}, "text_encoder": preset["text_encoder"]}
-    read = lambda part: {k: v for k, v in json.loads((folder / part / "config.json").read_text()).items() if not k.startswith("_")}
-    return {"transformer": read("transformer"), "vae": read("vae"), "text_encoder": read("text_encoder")}
+    parts = ("transformer", "vae", "text_encoder")
+    configs = {part: json.loads((folder / part / "config.json").read_text()) for part in parts}
+    return {part: {k: v for k, v in c.items() if not k.startswith("_")} for part, c in configs.items()}
 
 
 def build_meta(kind: str, configs: dict) -> dict:
     """The three parts on the meta device (no memory, exact shapes)."""
     transformer, vae, text_encoder, text_config = classes(kind)
     allowed = set(text_config().to_dict())
+    text = text_config(**{k: v for k, v in configs["text_encoder"].items() if k in allowed})
     with torch.device("meta"):
         return {"transformer": transformer(**configs["transformer"]), "vae": vae(**configs["vae"]),
-                "text_encoder": text_encoder(text_config(**{k: v for k, v in configs["text_encoder"].items() if k in allowed}))}
+                "text_encoder": text_encoder(text)}
 
 
 def parameter_counts(kind: str, preset: dict, init: str = "") -> dict[str, int]:
@@ -254,8 +259,10 @@ def report(cfg, est: dict) -> str:
     lines = [
         f"preset {est['preset']}: transformer {p['transformer'] / 1e9:.2f}B, text encoder {p['text_encoder'] / 1e9:.2f}B, "
         f"VAE {p['vae'] / 1e6:.0f}M parameters; trained {est['trained'] / 1e6:,.1f}M",
-        f"video {est['video']}: token grid {est['grid']} -> {est['tokens']:,} tokens per block; A = {est['block_bytes_per_token'] / 1e3:.1f} kB per token and block",
-        f"weights {est['weights']:.1f} GB + gradients {est['gradients']:.1f} GB + AdamW {est['adamw']:.1f} GB + extras {est['extras']:.1f} GB"
+        f"video {est['video']}: token grid {est['grid']} -> {est['tokens']:,} tokens per block; "
+        f"A = {est['block_bytes_per_token'] / 1e3:.1f} kB per token and block",
+        f"weights {est['weights']:.1f} GB + gradients {est['gradients']:.1f} GB + AdamW {est['adamw']:.1f} GB "
+        f"+ extras {est['extras']:.1f} GB"
         + (f" + judged decode {est['judged decode']:.1f} GB" if est["judged decode"] else ""),
         "activations per sample: " + ", ".join(f"{k} {v:.1f} GB" for k, v in est["activations per sample"].items()),
         f"total at batch {est['batch']}: " + ", ".join(f"{k} {v:.1f} GB" for k, v in est["total_gb"].items()),

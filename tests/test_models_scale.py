@@ -142,6 +142,19 @@ def test_a_config_sizes_become_the_folder_options(folders, tmp_path):
         load_model(tmp_path / "w", {"frames": 9})
 
 
+def test_from_config_builds_a_new_model_of_the_same_classes(folders, tmp_path):
+    reference = tiny(folders["wan"])
+    sizes = {"transformer": dict(reference.transformer.config), "vae": dict(reference.vae.config), "text_encoder": TEXT,
+             "tokenizer": "world", **OPTIONS, "dtype": "bfloat16"}
+    model = WanVideoModel.from_config(sizes)
+    assert model.transformer.dtype == torch.bfloat16 and model.transformer.scale_shift_table.dtype == torch.float32
+    assert model.latent_shape(VIDEO) == reference.latent_shape(VIDEO) and torch.isfinite(velocity(model)).all()
+    model.save_pretrained(tmp_path / "new")
+    assert type(load_model(tmp_path / "new")) is WanVideoModel
+    with pytest.raises(ValueError, match="'tokenizer' .* is required"):
+        CogVideoXVideoModel.from_config({})
+
+
 def test_bad_folders_and_options_are_named(folders, tmp_path):
     with pytest.raises(ValueError, match="'_class_name' must be 'CogVideoXPipeline'"):
         CogVideoXVideoModel.from_pretrained(folders["wan"])
@@ -280,7 +293,7 @@ def test_a_flow_matching_step_trains_the_transformer_only_with_or_without_checkp
     assert torch.isfinite(loss) and all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(g.abs().sum() for g in grads) > 0
     assert all(p.grad is None for p in [*model.vae.parameters(), *model.text_encoder.parameters()])
-    loss_ckpt, grads_ckpt = fm_step(tiny(folders[kind], gradient_checkpointing=True))  # blocks recomputed in backward: the same gradients
+    loss_ckpt, grads_ckpt = fm_step(tiny(folders[kind], gradient_checkpointing=True))  # blocks recomputed in backward
     assert torch.allclose(loss_ckpt, loss) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, grads_ckpt))
 
 
@@ -407,3 +420,8 @@ def test_memory_estimates_follow_from_the_shapes():
     for path in SCALE_CONFIGS:
         report = est.estimate(load_config(path))
         assert report["total_gb"]["checkpointing"] < report["total_gb"]["no checkpointing"], path
+    small = dict(patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+                 text_dim=32, freq_dim=32, ffn_dim=64, num_layers=1)
+    a = est.measure_block_bytes("WanVideoModel", small)
+    wider = est.measure_block_bytes("WanVideoModel", {**small, "num_attention_heads": 4, "ffn_dim": 128})
+    assert 32 * 2 * 10 < a < wider  # at least ten bf16 vectors of width D per token, more for a wider block

@@ -113,7 +113,8 @@ class CogVideoXVideoModel(PipelineVideoModel):
     def __init__(self, options, transformer, vae, text_encoder, tokenizer, scheduler):
         super().__init__(options, transformer, vae, text_encoder, tokenizer, scheduler)
         if transformer.config.patch_size_t is not None:
-            raise ValueError("transformer config patch_size_t is set (CogVideoX 1.5): only CogVideoX 1.0 (2B, 5B) is supported")
+            raise ValueError("transformer config patch_size_t is set (CogVideoX 1.5): "
+                             "only CogVideoX 1.0 (2B, 5B) is supported")
         if scheduler.config.prediction_type != "v_prediction":
             raise ValueError(f"scheduler config prediction_type must be 'v_prediction' (CogVideoX's). "
                              f"Got {scheduler.config.prediction_type!r}.")

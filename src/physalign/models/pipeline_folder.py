@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,7 +57,8 @@ class FolderOptions:
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"model option {name} must be one of {sorted(DTYPES)}. Got {getattr(self, name)!r}.")
         if min(self.frames, self.height, self.width) < 1:
-            raise ValueError(f"model options frames, height, width must be >= 1. Got {self.frames}, {self.height}, {self.width}.")
+            raise ValueError(f"model options frames, height, width must be >= 1. "
+                             f"Got {self.frames}, {self.height}, {self.width}.")
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "model options") -> "FolderOptions":
@@ -105,6 +107,16 @@ def load_tokenizer(source: str | Path):
 
         return build_world_tokenizer()
     return AutoTokenizer.from_pretrained(source)
+
+
+def cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``module.to(dtype)``, keeping the sub-modules its class lists in ``_keep_in_fp32_modules`` in float32, as
+    ``from_pretrained(torch_dtype=...)`` does."""
+    keep = set(getattr(module, "_keep_in_fp32_modules", None) or ())
+    for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(torch.float32 if keep & set(name.split(".")) else dtype)
+    return module
 
 
 def module_fingerprint(module: torch.nn.Module, extra: str = "") -> str:
@@ -165,7 +177,8 @@ class PipelineVideoModel(VideoModel):
     @staticmethod
     def check_time(x_t: torch.Tensor, t: torch.Tensor) -> None:
         if x_t.ndim != 5 or t.shape != x_t.shape[:1]:
-            raise ValueError(f"x_t must be (B, C, t, h, w) and t of shape [batch]. Got {list(x_t.shape)} and {list(t.shape)}.")
+            raise ValueError(f"x_t must be (B, C, t, h, w) and t of shape [batch]. "
+                             f"Got {list(x_t.shape)} and {list(t.shape)}.")
 
     def tokens(self, prompts: Sequence[str], length: int):
         """Token ids and attention mask (B, length), padded and truncated to ``length`` as the pipelines do."""
@@ -177,8 +190,8 @@ class PipelineVideoModel(VideoModel):
         return out.input_ids.to(device), out.attention_mask.to(device).bool()
 
     def latent_fingerprint(self) -> str:
-        config = {k: v for k, v in self.vae.config.items() if not k.startswith("_")}  # not _name_or_path
-        return module_fingerprint(self.vae, json.dumps({"class": type(self).__name__, **config}, sort_keys=True, default=str))
+        config = {"class": type(self).__name__, **{k: v for k, v in self.vae.config.items() if not k.startswith("_")}}
+        return module_fingerprint(self.vae, json.dumps(config, sort_keys=True, default=str))  # not _name_or_path
 
     # -- persistence ---------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
@@ -228,9 +241,9 @@ class PipelineVideoModel(VideoModel):
         text_config = cls.config_class(**{"vocab_size": len(tokenizer), **parts["text_encoder"]})
         return cls(
             options,
-            transformer=cls.transformer_class(**parts["transformer"]).to(DTYPES[options.dtype]),
-            vae=cls.vae_class(**parts["vae"]).to(DTYPES[options.vae_dtype]),
-            text_encoder=cls.text_encoder_class(text_config).to(DTYPES[options.dtype]),
+            transformer=cast(cls.transformer_class(**parts["transformer"]), DTYPES[options.dtype]),
+            vae=cast(cls.vae_class(**parts["vae"]), DTYPES[options.vae_dtype]),
+            text_encoder=cast(cls.text_encoder_class(text_config), DTYPES[options.dtype]),
             tokenizer=tokenizer,
             scheduler=cls.default_scheduler(**parts["scheduler"]),
         )
