@@ -5,20 +5,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
-                          PreTrainedTokenizerFast)
 
 from physalign.judges.base import PLAUSIBILITY_QUESTION, Judge, fact_question, prompt_question
 from physalign.judges.data import (PLAUSIBILITY_RATING, build_split, mismatches, prompt_rating, rename,
                                    visibly_different)
 from physalign.judges.train import (answer_items, gaussian_blur, load_judge_config, question_words, train_judge)
-from physalign.judges.vlm import ANSWER_TEMPLATE, RATING_TEMPLATE, VLMJudge
+from physalign.judges.vlm import ANSWER_TEMPLATE, VLMJudge
 from physalign.judges.world import (JudgeSizes, WorldJudge, WorldJudgeNet, build_question_tokenizer,
                                     encode_questions, load_world_judge, save_world_judge)
 from physalign.train.config import ConfigError
 from physalign.train.data import to_model_range
 from physalign.world import scene as grammar
+
+from _tiny_models import CLIP_MEAN, CLIP_STD
+from _tiny_models import vlm_folder as tiny_vlm_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=(8, 16), strides=((1, 2, 2), (2, 2, 2)), width=16, heads=2, layers=1, mlp_ratio=2)
@@ -219,43 +219,9 @@ def test_shipped_judge_beats_chance_on_fresh_videos():
 
 # ------------------------------------------------------------------------------------------------ VLM
 
-CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
-PROCESSOR = {"do_resize": True, "size": {"shortest_edge": 28}, "do_center_crop": True,
-             "crop_size": {"height": 28, "width": 28}, "do_rescale": True, "rescale_factor": 1 / 255,
-             "do_normalize": True, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
-             "video_processor_type": "LlavaNextVideoVideoProcessor", "processor_class": "LlavaNextVideoProcessor"}
-
-
-def tiny_vlm_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level: the special tokens LLaVA-NeXT-Video needs, the answers and the words of the templates."""
-    specials = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "<video>"]
-    text = " ".join([ANSWER_TEMPLATE, RATING_TEMPLATE, PLAUSIBILITY_QUESTION, fact_question("the red ball bounces"),
-                     "Yes No 1 2 3 4 5"])
-    words = sorted({w for w, _ in pre_tokenizers.Whitespace().pre_tokenize_str(text)} - set(specials))
-    core = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(specials + words)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
-                                   eos_token="</s>", additional_special_tokens=["<image>", "<video>"])
-
-
 @pytest.fixture(scope="module")
 def vlm_folder(tmp_path_factory) -> Path:
-    """A random tiny LlavaNextVideoForConditionalGeneration saved as a user's download would be."""
-    torch.manual_seed(0)
-    tokenizer = tiny_vlm_tokenizer()
-    vocab = tokenizer.get_vocab()
-    config = LlavaNextVideoConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                       image_size=28, patch_size=7, projection_dim=16),
-        text_config=LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                pad_token_id=vocab["<pad>"]),
-        video_token_index=vocab["<video>"], image_token_index=vocab["<image>"], image_grid_pinpoints=[[28, 28]])
-    folder = tmp_path_factory.mktemp("vlm")
-    LlavaNextVideoForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    (folder / "video_preprocessor_config.json").write_text(json.dumps(PROCESSOR))
-    return folder
+    return tiny_vlm_folder(tmp_path_factory.mktemp("vlm"))
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +273,15 @@ def test_vlm_pixels_follow_the_processor_settings(vlm):
 def test_vlm_folder_without_config_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         VLMJudge.from_pretrained(tmp_path)
+
+
+def test_load_judge_picks_the_kind_by_the_folder(vlm_folder, tmp_path):
+    from physalign.judges import load_judge
+
+    assert isinstance(load_judge(ROOT / "checkpoints/judge"), WorldJudge)
+    assert isinstance(load_judge(vlm_folder), VLMJudge)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="model_type 'llama' is not a judge physalign reads"):
+        load_judge(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_judge(tmp_path / "nowhere")

@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import (AutoencoderKLCogVideoX, AutoencoderKLWan, CogVideoXDDIMScheduler, CogVideoXPipeline,
-                       CogVideoXTransformer3DModel, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel)
-from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, WanPipeline
 from typer.testing import CliRunner
 
 from physalign.cli import app
@@ -22,7 +20,6 @@ from physalign.models.cogvideox import (CogVideoXVideoModel, ddpm_timestep, flow
                                         videorepa_frames, videorepa_grid)
 from physalign.models.interface import CONFIG_FILE, MODELS, load_model
 from physalign.models.lora import LoraSpec, add_lora, has_lora, lora_disabled, merge_lora
-from physalign.models.tokenizer import build_world_tokenizer
 from physalign.models.wan import WanVideoModel
 from physalign.objectives import flow_matching_loss, interpolate
 from physalign.sample import sample
@@ -30,71 +27,21 @@ from physalign.teacher.projector import Projector
 from physalign.train.config import load_config
 from physalign.train.methods import build_method
 
+from _tiny_models import KINDS, OPTIONS, TEXT, VIDEO, tiny, user_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [
     "a small red rubber ball is dropped from high up under normal gravity, on a black background",
     "a large blue steel block slides fast to the left and hits a wall under low gravity, on a gray background",
 ]
-VIDEO = (3, 9, 32, 48)  # T = 1 + 4 * 2; H, W multiples of 8; H != W so a swapped axis shows
-OPTIONS = dict(frames=9, height=32, width=48, dtype="float32", autocast="")
-TEXT = dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def wan_parts(tokenizer) -> dict:
-    return dict(
-        transformer=WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16,
-                                          in_channels=4, out_channels=4, text_dim=32, freq_dim=32, ffn_dim=64,
-                                          num_layers=2, rope_max_seq_len=32),
-        vae=AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                             temperal_downsample=[False, True, True], latents_mean=[0.1, -0.2, 0.3, 0.0],
-                             latents_std=[1.5, 2.0, 0.5, 1.0]),
-        text_encoder=UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TEXT)),
-        scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
-    )
-
-
-def cogvideox_parts(tokenizer, rotary: bool) -> dict:
-    return dict(
-        transformer=CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4,
-                                                out_channels=4, time_embed_dim=16, text_embed_dim=32, num_layers=2,
-                                                sample_width=6, sample_height=4, sample_frames=9, patch_size=2,
-                                                max_text_seq_length=32, use_rotary_positional_embeddings=rotary),
-        vae=AutoencoderKLCogVideoX(block_out_channels=(8, 16, 16, 16), latent_channels=4, layers_per_block=1,
-                                   norm_num_groups=4, sample_height=32, sample_width=48, scaling_factor=0.7),
-        text_encoder=T5EncoderModel(T5Config(vocab_size=len(tokenizer), **TEXT)),
-        scheduler=CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True, snr_shift_scale=3.0,
-                                         timestep_spacing="trailing", clip_sample=False),
-    )
-
-
-def user_folder(root: Path, kind: str) -> Path:
-    """A tiny model in the exact folder layout of a hub download, written by the diffusers pipeline itself."""
-    torch.manual_seed(0)
-    tokenizer = build_world_tokenizer()  # word-level `tokenizers` model in PreTrainedTokenizerFast: no download
-    if kind == "wan":
-        pipe = WanPipeline(tokenizer=tokenizer, **wan_parts(tokenizer))
-    else:
-        pipe = CogVideoXPipeline(tokenizer=tokenizer, **cogvideox_parts(tokenizer, rotary=kind == "cogvideox-rotary"))
-    pipe.save_pretrained(root / kind)
-    return root / kind
-
-
-KINDS = ("wan", "cogvideox", "cogvideox-rotary")  # CogVideoX-2B uses sin-cos positions, 5B rotary ones
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("users")
     return {kind: user_folder(root, kind) for kind in KINDS}
-
-
-def tiny(folder: Path, **changes):
-    """The user's folder loaded with test-sized options (float32, the tiny video shape) and ``changes``."""
-    cls = WanVideoModel if folder.name == "wan" else CogVideoXVideoModel
-    extra = dict(max_text_tokens=32) if cls is WanVideoModel else {}
-    return cls.from_pretrained(folder, **{**OPTIONS, **extra, **changes}).eval()
 
 
 @pytest.fixture(scope="module", params=KINDS)

@@ -17,6 +17,7 @@ from physalign.data import FrameSampling, PrecomputedClips, decode_clip, load_cl
 from physalign.data import precompute as precompute_mod
 from physalign.data import shards as shards_mod
 from physalign.models.world import WorldVideoModel
+from physalign.objectives import tubelet_motion
 from physalign.teacher.model import teacher_config, teacher_features
 from physalign.train.data import to_model_range
 from physalign.video import VideoError, read_video, write_mp4
@@ -252,6 +253,9 @@ def test_teacher_features_are_cached_with_the_latents(clips, model):
     expected = teacher_features(teacher, video, 0).half().float()  # (B, 2, 4, 4, 32)
     assert batch["teacher"].shape == (2, 2, 4, 4, 32)
     torch.testing.assert_close(batch["teacher"], expected, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(batch["motion"], tubelet_motion(video, (2, 4, 4)))  # M-TSA's, on the teacher's grid
+    column = PrecomputedClips(clips / "teacher").column("teacher")  # read on lookup, as training does
+    assert column.shape == (5, 2, 4, 4, 32) and torch.equal(column[torch.tensor([4, 0])].float(), batch["teacher"])
     assert summary.key != run(clips, "teacher", model, teacher=teacher, teacher_layer=1).key
     with pytest.raises(ValueError, match="the teacher reads videos of shape"):
         run(clips, "teacher_bad", model, teacher=teacher, sampling=FrameSampling(2, 16, 16))

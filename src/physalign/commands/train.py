@@ -61,6 +61,7 @@ def export_command(
 
 def _run(config: Path | None, overrides: list[str], out: Path, resume: bool, export: Path | None) -> Path:
     from physalign.train.config import ConfigError, load_config
+    from physalign.train.data import DataError
     from physalign.train.loop import TrainingError, train
 
     try:
@@ -69,6 +70,6 @@ def _run(config: Path | None, overrides: list[str], out: Path, resume: bool, exp
     except ConfigError as err:  # the command line or config is wrong: usage error
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    except TrainingError as err:
+    except (TrainingError, DataError) as err:  # DataError: the data lacks what the method needs
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None

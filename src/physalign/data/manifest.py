@@ -12,7 +12,7 @@ video         ``video``, ``video_path``, ``path``, ``file_name``      path; rela
 caption       ``caption``, ``prompt``, ``text``                       non-empty string
 perturbed     ``perturbed_prompts``, ``perturbed_prompt``,            list of strings (optional)
               ``perturbed``
-phenomena     ``phenomena``                                           list of strings (optional)
+phenomena     ``phenomena``, ``expected_phenomena``                   list of strings (optional)
 winner        ``winner``, ``chosen``, ``preferred``                   path: the row's video, when there is no
                                                                       video column
 loser         ``loser``, ``rejected``                                 path (optional): the dispreferred clip
@@ -20,9 +20,9 @@ loser         ``loser``, ``rejected``                                 path (opti
 
 A list cell is a JSON list of strings (``["falls", "bounces"]``); any other non-empty string is one item.
 In JSONL a list may also be a JSON array, and ``perturbed`` an object with a ``prompt`` (the world's
-manifests load as they are). Empty cells of optional columns mean "none". A preference row names its
-winner as its video (in the video column or in ``winner``/``chosen``, not both) and its loser in
-``loser``/``rejected``.
+manifests load as they are) or an object of strings (``physalign reason``'s ``{axis: prompt}``, taken in
+order). Empty cells of optional columns mean "none". A preference row names its winner as its video
+(in the video column or in ``winner``/``chosen``, not both) and its loser in ``loser``/``rejected``.
 
 Every problem raises :class:`ManifestError` naming the file, the line and the column (CSV: its number and
 name; JSONL: its key) and what was expected.
@@ -42,7 +42,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "video": ("video", "video_path", "path", "file_name"),
     "caption": ("caption", "prompt", "text"),
     "perturbed": ("perturbed_prompts", "perturbed_prompt", "perturbed"),
-    "phenomena": ("phenomena",),
+    "phenomena": ("phenomena", "expected_phenomena"),  # the second: `physalign reason` output
     "winner": ("winner", "chosen", "preferred"),
     "loser": ("loser", "rejected"),
 }
@@ -203,6 +203,8 @@ def _items(value: Any, where: str) -> tuple[str, ...]:
         return ()
     if isinstance(value, dict) and isinstance(value.get("prompt"), str):  # the world's `perturbed` object
         return (value["prompt"],)
+    if isinstance(value, dict):  # `physalign reason`'s perturbed_prompts: {axis: prompt}
+        value = list(value.values())
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
             value = json.loads(value)

@@ -180,7 +180,7 @@ class Encoder:
         out = {"latents": self._encode(video), "frame_indices": torch.from_numpy(np.stack([c.indices for c in clips])),
                "text_hidden": text.hidden.to("cpu", self.dtype), "text_mask": text.mask.cpu().bool()}
         if self.teacher is not None:
-            out["teacher"] = self._teacher(video)
+            out["teacher"], out["motion"] = self._teacher(video)
         if self.pairs:
             out.update(self._losers(clips, out["latents"]))
         return out
@@ -188,14 +188,17 @@ class Encoder:
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
         return self.model.encode(video.to(self.device)).to("cpu", self.dtype)  # (B, C, t, h, w)
 
-    def _teacher(self, video: torch.Tensor) -> torch.Tensor:
-        from physalign.teacher.model import teacher_features
+    def _teacher(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's tokens (B, F, H, W, D) float16 and M-TSA's tubelet motion (B, F, H, W) on its grid.
+        The motion is kept rather than a mask so the mask's ratio stays a training option."""
+        from physalign.objectives.motion import tubelet_motion
+        from physalign.teacher.model import teacher_features, teacher_grid
 
         device = next(self.teacher.parameters()).device
         features = teacher_features(self.teacher, video.to(device), self.layer).half().cpu()  # (B, F, H, W, D)
         if not torch.isfinite(features).all():
             raise ValueError(f"teacher features at layer {self.layer} overflow float16 (non-finite values)")
-        return features
+        return features, tubelet_motion(video, teacher_grid(self.teacher.config)).float()
 
     def _losers(self, clips: list[Clip], latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """``loser_latents`` (B, C, t, h, w), ``loser_frame_indices`` (B, T), zeros where a row has no

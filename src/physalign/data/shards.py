@@ -5,7 +5,9 @@
 - ``latents`` (n, C, t, h, w): ``model.encode`` of the sampled frames;
 - ``text_hidden`` (n, L, D) and ``text_mask`` (n, L) bool: ``model.encode_text`` of the captions;
 - ``frame_indices`` (n, T) int64: the decoded frame numbers that were sampled;
-- with a teacher, ``teacher`` (n, F, H', W', D') float16: its tokens of the same frames;
+- with a teacher, ``teacher`` (n, F, H', W', D') float16: its tokens of the same frames, and ``motion``
+  (n, F, H', W') float32: M-TSA's per-tubelet L1 change on the teacher's token grid
+  (:func:`physalign.objectives.motion.tubelet_motion` of the sampled frames);
 - when the manifest has preference pairs, ``loser_latents`` (n, C, t, h, w) and
   ``loser_frame_indices`` (n, T) (zeros where a row has no loser) and ``has_loser`` (n,) bool.
 
@@ -23,13 +25,14 @@ import os
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 INDEX = "index.json"
-FORMAT = 1  # bumped when the layout changes, so old caches are never misread
+FORMAT = 2  # bumped when the layout changes, so old caches are never misread (2: `motion`)
 
 
 def shard_path(out: Path, number: int) -> Path:
@@ -116,12 +119,18 @@ class PrecomputedClips:
         shard, offset = self._locate(i)
         return self._shard(shard)[1]["rows"][offset]
 
-    def batch(self, index: torch.Tensor) -> dict:
+    @property
+    def names(self) -> list[str]:
+        """The tensors the shards hold for every clip (``latents``, ``text_hidden``, ...)."""
+        return sorted(self._shard(0)[0].keys()) if len(self) else []
+
+    def batch(self, index: torch.Tensor, names: Sequence[str] | None = None) -> dict:
         """Clips ``index`` (B,): ``latents`` (B, C, t, h, w) float, ``text_hidden`` (B, L, D) float,
         ``text_mask`` (B, L) bool, ``frame_indices`` (B, T), ``prompts`` [str], ``rows`` [dict], ``index``,
-        and ``teacher`` / ``loser_latents``, ``loser_frame_indices``, ``has_loser`` when cached. Text is
-        zero-padded (mask False) to the batch's longest L if shards differ."""
-        items = [self._item(int(i)) for i in index.reshape(-1)]
+        and ``teacher`` / ``motion`` / ``loser_latents``, ``loser_frame_indices``, ``has_loser`` when cached;
+        only the tensors ``names`` if given. Text is zero-padded (mask False) to the batch's longest L if
+        shards differ."""
+        items = [self._item(int(i), names) for i in index.reshape(-1)]
         out = {name: _stack([item[name] for item in items], pad=name.startswith("text_"))
                for name in items[0] if name != "row"}
         for name in ("latents", "text_hidden", "loser_latents", "teacher"):
@@ -130,10 +139,17 @@ class PrecomputedClips:
         rows = [item["row"] for item in items]
         return {**out, "prompts": [r["caption"] for r in rows], "rows": rows, "index": index}
 
-    def _item(self, i: int) -> dict:
+    def column(self, name: str) -> "ShardColumn":
+        """Tensor ``name`` of every clip, read on demand (:class:`ShardColumn`)."""
+        if name not in self.names:
+            raise KeyError(f"{self.folder}: the shards hold no {name!r} (they hold {self.names})")
+        return ShardColumn(self, name)
+
+    def _item(self, i: int, names: Sequence[str] | None = None) -> dict:
         shard, offset = self._locate(i)
         handle, meta = self._shard(shard)
-        item = {name: handle.get_slice(name)[offset : offset + 1] for name in handle.keys()}  # (1, ...) each
+        names = handle.keys() if names is None else names
+        item = {name: handle.get_slice(name)[offset : offset + 1] for name in names}  # (1, ...) each
         return {**item, "row": meta["rows"][offset]}
 
     def _meta(self, number: int) -> dict:
@@ -159,6 +175,23 @@ class PrecomputedClips:
         while len(self._open) > self.max_open:
             self._open.popitem(last=False)
         return self._open[number]
+
+
+class ShardColumn:
+    """One tensor of every clip of a :class:`PrecomputedClips`, read from the shards when indexed:
+    ``column[index]`` is (B, ...) in the stored dtype for clip numbers ``index`` (B,); ``column.shape`` is
+    (N, ...). Lets a method look up per-clip data by ``batch["index"]`` as it would in a tensor."""
+
+    def __init__(self, clips: PrecomputedClips, name: str):
+        self.clips, self.name = clips, name
+        self.shape = (len(clips), *clips._shard(0)[0].get_slice(name).get_shape()[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        clips = torch.as_tensor(index).reshape(-1).tolist()
+        return torch.cat([self.clips._item(i, (self.name,))[self.name] for i in clips])
 
 
 def _stack(parts: list[torch.Tensor], pad: bool) -> torch.Tensor:

@@ -30,11 +30,19 @@ def motion_mask(video: torch.Tensor, grid: tuple[int, int, int], ratio: float = 
 
     video (B, C, T, H, W) pixels; grid (F, H', W') the teacher's token grid; 0 < ratio <= 1.
     """
+    return salient_tokens(tubelet_motion(video, grid), ratio)
+
+
+def salient_tokens(motion: torch.Tensor, ratio: float) -> torch.Tensor:
+    """M (B, F, H', W') bool from Δ = :func:`tubelet_motion` (B, F, H', W'): per token frame f >= 1 the
+    k = max(1, round(ratio * H' * W')) tokens of largest Δ_f; frame 0 copies frame 1."""
     if not 0 < ratio <= 1:
         raise ValueError(f"ratio must be in (0, 1]. Got {ratio}.")
-    delta = tubelet_motion(video, grid)[:, 1:]  # (B, F-1, H', W')
-    k = max(1, round(ratio * grid[1] * grid[2]))
-    top = delta.flatten(2).topk(k, dim=-1).indices  # (B, F-1, k)
-    mask = torch.zeros(delta.flatten(2).shape, dtype=torch.bool, device=video.device).scatter_(-1, top, True)
-    mask = mask.unflatten(-1, tuple(grid[1:]))
+    if motion.dim() != 4 or motion.shape[1] < 2:
+        raise ValueError(f"motion must be (B, F, H', W') with F >= 2. Got {list(motion.shape)}.")
+    delta = motion[:, 1:].flatten(2)  # (B, F-1, H'W')
+    k = max(1, round(ratio * delta.shape[-1]))
+    top = delta.topk(k, dim=-1).indices  # (B, F-1, k)
+    mask = torch.zeros(delta.shape, dtype=torch.bool, device=motion.device).scatter_(-1, top, True)
+    mask = mask.unflatten(-1, tuple(motion.shape[2:]))
     return torch.cat([mask[:, :1], mask], 1)

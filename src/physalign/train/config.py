@@ -32,9 +32,11 @@ class ModelSection:
 
 @dataclass
 class DataSection:
+    source: str = "world"  # "world": the videos of `manifest` (below); "precomputed": the shards in `precomputed`
     manifest: str = "data/world/manifest.jsonl"
     split: str = "train"  # manifest lines of this split; "" = every line
     cache_dir: str = "data/cache"
+    precomputed: str = ""  # source "precomputed": the folder `physalign precompute --out` wrote
 
 
 @dataclass

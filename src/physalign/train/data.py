@@ -1,17 +1,25 @@
-"""Training data: the videos of a manifest, as the batches a method asks for.
+"""Training data: the batches a method asks for, from the physics world or from precomputed real clips.
 
-A manifest (``DIR/manifest.jsonl``, written by ``physalign world generate``) holds one line per video:
-``{"video": path relative to DIR, "prompt", "scene", "phenomena", "split", ...}``. Data sources, by name
-(a method's ``data`` attribute):
+A data source is picked by the config's ``data.source`` and the method's ``data`` attribute (the kind of
+batch), in :data:`SOURCES`:
 
-- ``latents``: each video encoded once by the model's frozen autoencoder and cached in a safetensors file
-  whose name hashes the manifest lines and the autoencoder's weights, so re-runs skip decoding and
-  encoding and a changed data set or autoencoder never reuses stale latents. Batch:
-  ``{"latents": (B, C, T, h, w), "prompts": [str], "rows": [manifest line], "index": (B,) row numbers}``;
-  methods that need more per video (teacher features, counterfactual latents, motion masks) build it once
-  in ``setup`` from ``data.rows`` and look it up by ``index``.
-- ``frames``: single frames for training the per-frame autoencoder. Batch: ``{"pixels": (B, 3, H, W) in
-  [-1, 1], "object_mask": (B, H, W) bool}``, True where a pixel is neither background nor structure.
+- ``world`` (this module): a manifest (``DIR/manifest.jsonl``, written by ``physalign world generate``) with
+  one line per video, ``{"video": path relative to DIR, "prompt", "scene", "phenomena", "split", ...}``.
+
+  - ``latents``: each video encoded once by the model's frozen autoencoder and cached in a safetensors file
+    whose name hashes the manifest lines and the autoencoder's weights, so re-runs skip decoding and
+    encoding and a changed data set or autoencoder never reuses stale latents. Batch:
+    ``{"latents": (B, C, T, h, w), "prompts": [str], "rows": [manifest line], "index": (B,) row numbers}``.
+  - ``frames``: single frames for training the per-frame autoencoder. Batch: ``{"pixels": (B, 3, H, W) in
+    [-1, 1], "object_mask": (B, H, W) bool}``, True where a pixel is neither background nor structure.
+
+- ``precomputed`` (:mod:`physalign.train.clips`): ``latents`` batches from the shards of ``physalign
+  precompute``.
+
+Every ``latents`` source offers the same per-clip extras, which methods ask for once in ``setup`` and look
+up by ``batch["index"]`` (each source builds them its own way, or raises :class:`DataError` naming what is
+missing and the command that provides it): ``prompts``, ``perturbed_prompts``, ``partition_ids``,
+``teacher_features``, ``motion_masks``, ``counterfactual_latents``, ``loser_latents``, ``expected_facts``.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from physalign.objectives.motion import motion_mask
+from physalign.train.config import ConfigError
 from physalign.video import VideoError, read_video
 from physalign.world import corrupt as corruptions
 from physalign.world import spec
@@ -36,6 +46,10 @@ from physalign.world.dataset import load_manifest, make_example
 from physalign.world.scene import Scene
 
 BACKGROUND_TOLERANCE = 40.0  # RGB distance under which a pixel counts as background or structure colour
+
+
+class DataError(ValueError):
+    """The data lacks what a method needs; the message names the missing column or feature and its source."""
 
 
 def manifest_rows(manifest: str | Path, split: str = "") -> list[dict]:
@@ -100,6 +114,9 @@ def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
 
 @dataclass
 class LatentData:
+    """The world's ``latents`` source; its extras are built once from the manifest's videos and scenes (and
+    cached in ``section.cache_dir``)."""
+
     latents: torch.Tensor  # (N, C, T, h, w)
     rows: list[dict]
     section: object = None  # the config's data section it came from (manifest, split, cache_dir)
@@ -110,6 +127,46 @@ class LatentData:
     def batch(self, idx: torch.Tensor) -> dict:
         rows = [self.rows[i] for i in idx.tolist()]
         return {"latents": self.latents[idx].float(), "prompts": [r["prompt"] for r in rows], "rows": rows, "index": idx}
+
+    @property
+    def prompts(self) -> list[str]:
+        return [r["prompt"] for r in self.rows]
+
+    def perturbed_prompts(self, required_by: str = "") -> list[str | None]:
+        """Per row, its counterfactual's prompt (one physics axis changed), None without one; rows without
+        one are an error if ``required_by`` names what needs them."""
+        missing = [line for line, r in enumerate(self.rows, 1) if "perturbed" not in r]
+        if required_by and missing:
+            raise DataError(f"{self.section.manifest}: {required_by} needs each line's 'perturbed' prompt; rows "
+                            f"{missing[:10]} of split {self.section.split!r} have none (`physalign world generate "
+                            "--counterfactuals`)")
+        return [r["perturbed"]["prompt"] if "perturbed" in r else None for r in self.rows]
+
+    def partition_ids(self, keys: list[str]) -> torch.Tensor:
+        return partition_ids(self.rows, keys)
+
+    def teacher_features(self, teacher, layer: int) -> torch.Tensor:
+        """float16 (N, F, H, W, D): the teacher's tokens of every row's video (cached per teacher and layer)."""
+        from physalign.teacher.cache import cache_teacher_features
+
+        s = self.section
+        return cache_teacher_features(teacher, s.manifest, s.cache_dir, layer, rows=self.rows).features
+
+    def motion_masks(self, grid: tuple[int, int, int], ratio: float, chunk: int = 256) -> torch.Tensor:
+        """bool (N, F, H, W): M-TSA's motion-salient tokens of every row's video on the teacher's ``grid``."""
+        videos = pixel_videos(self.section, self.rows)  # (N, 3, T, H, W)
+        return torch.cat([motion_mask(videos[i : i + chunk], grid, ratio) for i in range(0, len(videos), chunk)])
+
+    def counterfactual_latents(self, model) -> torch.Tensor:
+        return counterfactual_latents(self.section, model, self.rows)
+
+    def loser_latents(self, model, seed: int, group: str) -> tuple[torch.Tensor, list[str]]:
+        """PhysHPO's losers: physically corrupted re-simulations (:func:`corrupted_latents`) and their kinds."""
+        return corrupted_latents(self.section, model, self.rows, seed, group)
+
+    def expected_facts(self, reasoner: str) -> tuple[list[list[str]], list[str]]:
+        """DiffPhy's facts and enhanced prompts per row (:func:`reasoned_facts`)."""
+        return reasoned_facts(self.rows, reasoner)
 
 
 def cache_key(rows: list[dict], model) -> str:
@@ -187,13 +244,27 @@ def frame_data(section, model) -> FrameData:
     return FrameData(torch.from_numpy(frames), torch.from_numpy(mask))  # chunks: float copies of 64k frames are 0.8 GB
 
 
-SOURCES = {"latents": latent_data, "frames": frame_data}
+def clip_data(section, model):
+    from physalign.train.clips import clip_data  # on use: it imports physalign.data, which imports this module
+
+    return clip_data(section, model)
 
 
-def build_data(name: str, section, model):
-    if name not in SOURCES:
-        raise KeyError(f"unknown data source {name!r}; available: {sorted(SOURCES)}")
-    return SOURCES[name](section, model)
+SOURCES = {("world", "latents"): latent_data, ("world", "frames"): frame_data, ("precomputed", "latents"): clip_data}
+
+
+def data_source(kind: str, section):
+    """The builder ``(section, model) -> data`` of ``section.source`` for batches of ``kind`` (a method's
+    ``data`` attribute); ConfigError if that source does not serve them."""
+    if (section.source, kind) not in SOURCES:
+        served = sorted(f"{source}: {k}" for source, k in SOURCES)
+        raise ConfigError(f"data.source {section.source!r} does not serve {kind!r} batches; sources and the "
+                          f"batches they serve: {served}")
+    return SOURCES[section.source, kind]
+
+
+def build_data(kind: str, section, model):
+    return data_source(kind, section)(section, model)
 
 
 # -- per-video extras for post-training methods (built once in a method's ``setup``) ---------------------
@@ -233,6 +304,24 @@ def partition_ids(rows: list[dict], keys: tuple[str, ...] | list[str]) -> torch.
             raise ValueError(f"partition keys {missing} are not scene fields; scene fields: {sorted(row['scene'])}")
         out.append(ids.setdefault(tuple(row["scene"][k] for k in keys), len(ids)))
     return torch.tensor(out)
+
+
+def reasoned_facts(rows: list[dict], backend: str) -> tuple[list[list[str]], list[str]]:
+    """Per row: the expected phenomena and the enhanced prompt. Rows that ``physalign reason`` already
+    annotated (``expected_phenomena``, ``enhanced_prompt``) are read; the others are reasoned about now."""
+    from physalign.reasoning import build_reasoner
+
+    reasoner, facts, enhanced = None, [], []
+    for row in rows:
+        if "expected_phenomena" in row and "enhanced_prompt" in row:
+            facts.append(list(row["expected_phenomena"]))
+            enhanced.append(row["enhanced_prompt"])
+            continue
+        reasoner = reasoner or build_reasoner(backend)
+        answer = reasoner.reason(row["prompt"])
+        facts.append(list(answer.phenomena))
+        enhanced.append(answer.enhanced_prompt)
+    return facts, enhanced
 
 
 def corrupted_latents(section, model, rows: list[dict], seed: int = 0, group: str = "physical",

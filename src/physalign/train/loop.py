@@ -26,7 +26,7 @@ from physalign.sample import sample
 from physalign.train.checkpoint import (latest_checkpoint, restore_rng_state, restore_training_state, rng_state,
                                         save_checkpoint)
 from physalign.train.config import Config, ModelSection, save_config
-from physalign.train.data import batch_indices, build_data
+from physalign.train.data import batch_indices, data_source
 from physalign.train.ema import build_ema
 from physalign.train.engine import Engine, LocalEngine
 from physalign.train.methods import Method, build_method
@@ -106,8 +106,9 @@ def build_run(cfg: Config, model_path: str | Path | None = None, device: torch.d
     method asks for, the method's own state (``setup``) and the optimiser: everything a step needs."""
     seed_everything(cfg.train.seed)
     method = build_method(cfg.train.method, cfg.method)  # first: a config mistake fails before any loading
+    load_data = data_source(method.data, cfg.data)
     model = build_model(cfg.model, model_path).to(device or "cpu")
-    data = build_data(method.data, cfg.data, model)
+    data = load_data(cfg.data, model)
     method.setup(model, data)
     method.to(device or "cpu")
     return build_state(cfg, model, method), data
@@ -186,7 +187,7 @@ def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress:
 def validate(state: TrainState, data, folder: Path, t) -> Path:
     """Sample the validation prompts with the current (EMA) weights: one mp4 each and a GIF of all, side by
     side, in ``folder``. The random state is restored afterwards, so validating does not change the run."""
-    prompts = t.validation_prompts or [r["prompt"] for r in data.rows[:4]]
+    prompts = t.validation_prompts or data.prompts[:4]
     rng = rng_state()
     with state.ema.applied():
         videos = sample(state.model, prompts, steps=t.validation_steps, guidance=4.0, seed=0, progress=False)

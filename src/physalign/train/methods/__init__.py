@@ -35,10 +35,11 @@ class Method(nn.Module):
     REPA projector): its parameters that require grad are optimised with the model's and checkpointed.
     Do not store the model being trained as an attribute (its weights would be counted twice)."""
 
-    data: str = "latents"  # the data source of its batches (physalign.train.data.SOURCES)
+    data: str = "latents"  # the kind of its batches; the config's data.source serves them (physalign.train.data.SOURCES)
 
     def setup(self, model, data) -> None:
-        """Once before the first step (also on resume), e.g. to keep a frozen reference copy of the model."""
+        """Once before the first step (also on resume), e.g. to keep a frozen reference copy of the model, or
+        to ask the data for per-clip extras (``data.teacher_features(...)``; see :mod:`physalign.train.data`)."""
 
     def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement forward(model, batch)")

@@ -2,10 +2,11 @@
 
     L = L_FM + λ L_align(h_φ(student features at block ``block``), teacher features of the clean video)
 
-The teacher (a ``VideoMAEModel`` from a local folder) runs once per data set: its features are cached
-(:func:`physalign.teacher.cache.cache_teacher_features`) and looked up per batch by row index, so a step
-pays only the projector and the loss. The projector ``h_φ`` (3-layer MLP + grid-mapping 3D convolution) is
-the method's own trainable part, checkpointed with it. Student dimension and token grid are read off one
+The teacher (a ``VideoMAEModel`` from a local folder) runs once per data set: the data source gives its
+features (``data.teacher_features``: the world caches them, ``physalign precompute --teacher`` stores them in
+the shards), looked up per batch by row index, so a step pays only the projector and the loss. The
+projector ``h_φ`` (3-layer MLP + grid-mapping 3D convolution) is the method's own trainable part,
+checkpointed with it. Student dimension and token grid are read off one
 forward pass of the model, never hard-coded.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from physalign.objectives import flow_matching_loss
-from physalign.teacher.cache import cache_teacher_features
 from physalign.teacher.model import load_teacher, teacher_grid
 from physalign.teacher.projector import Projector
 from physalign.train.methods import Method
@@ -40,8 +40,7 @@ class Alignment(Method):
     def setup(self, model, data) -> None:
         teacher = load_teacher(self.teacher_path)
         self.teacher_grid = teacher_grid(teacher.config)
-        self.features = cache_teacher_features(teacher, data.section.manifest, data.section.cache_dir,
-                                               self.teacher_layer, rows=data.rows).features  # fp16 (N, F, H, W, D)
+        self.features = data.teacher_features(teacher, self.teacher_layer)  # fp16 (N, F, H, W, D)
         with torch.no_grad():
             probe = data.batch(torch.arange(1))
             _, _, _, feats = noisy_velocity(model, probe["latents"], probe["prompts"], 0.0, self.t_schedule, taps=(self.block,))
@@ -59,7 +58,8 @@ class Alignment(Method):
 
     def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
         x0 = batch["latents"]
-        v, eps, _, feats = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule, taps=(self.block,))
+        v, eps, _, feats = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule,
+                                          taps=(self.block,), batch=batch)
         student = self.projector(model.teacher_frames(feats[self.block]))  # (B, F_t, H_t, W_t, D_t)
         teacher = self.features[batch["index"]].to(student)
         fm = flow_matching_loss(v, x0, eps)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 
 from physalign.objectives import contrastive_fm_loss, exclusive_negatives
-from physalign.train.data import partition_ids
 from physalign.train.methods import Method, register
 from physalign.train.methods.fm import check_schedule, noisy_velocity
 
@@ -32,11 +31,11 @@ class ContrastiveFlowMatching(Method):
         self.groups = None
 
     def setup(self, model, data) -> None:
-        self.groups = partition_ids(data.rows, self.partition_keys) if self.partition_keys else None
+        self.groups = data.partition_ids(self.partition_keys) if self.partition_keys else None
 
     def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
         x0 = batch["latents"]
-        v, eps, _, _ = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule)
+        v, eps, _, _ = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule, batch=batch)
         groups = self.groups[batch["index"]] if self.groups is not None else torch.arange(len(x0))  # any other sample
         j = exclusive_negatives(groups)
         valid, k = j >= 0, j.clamp_min(0)  # a sample with no partner of another partition gets no negative term

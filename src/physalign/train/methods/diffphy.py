@@ -3,13 +3,15 @@ public, our choices marked [ours] and configurable):
 
     L = L_FM + β (L_phen + L_com + L_sem)
 
-1. A reasoner (``physalign.reasoning``; the world's grammar by default) gives each prompt its expected
-   phenomena facts (and an enhanced prompt, used for conditioning when ``enhanced_prompts``).
+1. The data gives each prompt its expected phenomena facts (``data.expected_facts``): in the world a reasoner
+   (``physalign.reasoning``; the world's grammar by default; with an enhanced prompt, used for conditioning
+   when ``enhanced_prompts``), for precomputed clips the manifest's ``phenomena``.
 2. For ``judge_fraction`` of the batch [ours] the time is drawn below ``t_max`` [ours: decodes of high-noise
    predictions are noise]; their clean-clip prediction x0_hat = x_t - t v is decoded and shown to the judge
-   (``physalign.judges``), which scores up to ``max_facts`` facts (L_phen), physical commonsense (L_com) and
-   prompt consistency (L_sem) (``physalign.objectives.judged``); gradients flow through the frozen judge and
-   the frozen decoder into the backbone.
+   (``physalign.judges.load_judge``: the world judge or a video-language model, picked by its folder), which
+   scores up to ``max_facts`` facts (L_phen), physical commonsense (L_com) and prompt consistency (L_sem)
+   (``physalign.objectives.judged``); gradients flow through the frozen judge and the frozen decoder into the
+   backbone.
 3. The base is frozen; the backbone trains a LoRA adapter, merged at export.
 4. Facts the judge marked unmatched (P(yes) < 0.5) the last time it saw a clip are injected the next time
    through a trainable cross-attention branch (:class:`FactBranch`, zero-initialised output) added to the
@@ -29,18 +31,18 @@ import random
 import torch
 from torch import nn
 
+from physalign.judges import load_judge as load_any_judge
 from physalign.judges.base import PLAUSIBILITY_QUESTION, fact_question, prompt_question
 from physalign.models.lora import LoraSpec, add_lora, merge_lora
 from physalign.objectives import flow_matching_loss, interpolate, phenomena_loss, predicted_x0, rating_loss
+from physalign.train.data import DataError
 from physalign.train.methods import Method, register
-from physalign.train.methods.fm import check_schedule, drop_prompts, noisy_velocity, sample_t
+from physalign.train.methods.fm import check_schedule, drop_prompts, encode_prompts, noisy_velocity, sample_t
 
 
 def load_judge(path: str):
-    """The frozen judge at ``path`` (the world judge's folder)."""
-    from physalign.judges.world import load_world_judge
-
-    return load_world_judge(path)
+    """The frozen judge in folder ``path``, the kind picked by its contents (:func:`physalign.judges.load_judge`)."""
+    return load_any_judge(path)
 
 
 @torch.no_grad()
@@ -49,24 +51,6 @@ def token_width(model, data) -> int:
     probe = data.batch(torch.arange(1))
     _, _, _, feats = noisy_velocity(model, probe["latents"], probe["prompts"], 0.0, "uniform", taps=(0,))
     return feats[0].shape[-1]
-
-
-def reasoned_facts(rows: list[dict], backend: str) -> tuple[list[list[str]], list[str]]:
-    """Per row: the expected phenomena and the enhanced prompt. Rows that ``physalign reason`` already
-    annotated (``expected_phenomena``, ``enhanced_prompt``) are read; the others are reasoned about now."""
-    from physalign.reasoning import build_reasoner
-
-    reasoner, facts, enhanced = None, [], []
-    for row in rows:
-        if "expected_phenomena" in row and "enhanced_prompt" in row:
-            facts.append(list(row["expected_phenomena"]))
-            enhanced.append(row["enhanced_prompt"])
-            continue
-        reasoner = reasoner or build_reasoner(backend)
-        answer = reasoner.reason(row["prompt"])
-        facts.append(list(answer.phenomena))
-        enhanced.append(answer.enhanced_prompt)
-    return facts, enhanced
 
 
 class FactBranch(nn.Module):
@@ -136,8 +120,12 @@ class DiffPhy(Method):
             raise ValueError(f"method diffphy: inject_blocks {self.inject_blocks} out of range for {blocks} backbone blocks")
         if not hasattr(self, "branch"):  # built once, so a resumed run's checkpoint fits it
             self.branch = FactBranch(token_width(model, data), self.branch_rank)
-        self.facts, enhanced = reasoned_facts(data.rows, self.reasoner)
-        self.prompts = enhanced if self.enhanced_prompts else [r["prompt"] for r in data.rows]
+        self.facts, enhanced = data.expected_facts(self.reasoner)
+        if self.enhanced_prompts and enhanced is None:
+            raise DataError("method diffphy: enhanced_prompts needs an enhanced prompt per clip; precomputed clips "
+                            "have their caption only: precompute a `physalign reason` output with --column "
+                            "caption=enhanced_prompt and set method.enhanced_prompts=false")
+        self.prompts = enhanced if self.enhanced_prompts else data.prompts
         self._judge = [load_judge(self.judge_path)]
 
     def finish(self, model, data) -> None:
@@ -154,24 +142,25 @@ class DiffPhy(Method):
         t[:k] = self.t_max * torch.rand(k, device=x0.device)  # the judged samples: low noise
         prompts = drop_prompts([self.prompts[i] for i in idx], self.cfg_dropout)
         x_t = interpolate(x0, eps, t)
-        v, injected = self._velocity(model, x_t, t, prompts, idx)
+        v, injected = self._velocity(model, x_t, t, encode_prompts(model, prompts, batch), idx)
         fm = flow_matching_loss(v, x0, eps)
         videos = model.decode(predicted_x0(x_t[:k], v[:k], t[:k]))  # (k, 3, T, H, W), differentiable
         judged = self._judge_terms(videos, [batch["prompts"][j] for j in range(k)], idx[:k])
         loss = fm + self.beta * (judged["phen"] + judged["com"] + judged["sem"])
         return {"loss": loss, "fm": fm.detach(), "branch_frac": injected, **{n: x.detach() for n, x in judged.items()}}
 
-    def _velocity(self, model, x_t, t, prompts, idx):
+    def _velocity(self, model, x_t, t, text, idx):
         """The model's velocity, with the fact branch on for samples whose failed facts are known (each kept
         with probability 1 - branch_off). Returns (v, fraction of samples that got the branch)."""
         on = [bool(self.failed.get(i)) and self.rng.random() >= self.branch_off for i in idx]
-        text = model.encode_text(prompts)
         if not any(on):
             return model(x_t, t, text)[0], torch.tensor(0.0)
         facts, mask = self.branch.encode([self.failed[i] if o else [] for i, o in zip(idx, on)])
         gate = torch.tensor(on, dtype=x_t.dtype, device=x_t.device)[:, None, None]
 
         def add_branch(module, args, output):
+            if isinstance(output, tuple):  # CogVideoX's blocks return (video tokens, text tokens)
+                return (add_branch(module, args, output[0]), *output[1:])
             return output + gate * self.branch(output, facts, mask)
 
         handles = [model.backbone_blocks[i].register_forward_hook(add_branch) for i in self.inject_blocks]

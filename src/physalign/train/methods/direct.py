@@ -3,11 +3,12 @@ paper's equations are not public, so this is our formulation, every weight confi
 
     L = L_FM - λ_macro C(v, u_macro) - λ_micro C(v, u_micro) + λ_vel D(v, v_ref),   C(v, w) = mean ||v - w||^2
 
-- macro negatives: another sample's target, only from a different semantic partition (``partition_keys``,
-  scene fields; in the world the semantic attributes are known);
+- macro negatives: another sample's target, only from a different semantic partition (``partition_keys``:
+  scene fields in the world, where the semantic attributes are known; ``[caption]`` for real clips);
 - micro hard negatives along one physics axis: ``micro: counterfactual`` (the world's simulated
   counterfactual video under the same noise, ``u_micro = eps - x0^-``) or ``micro: reference`` (the frozen
-  starting model's velocity under the perturbed prompt, for data without a simulator);
+  starting model's velocity under the perturbed prompt, for data without a simulator: real clips with a
+  ``perturbed_prompts`` manifest column);
 - D: the velocity-space regulariser against the frozen starting model on the same inputs (MMD by default),
   estimated on ``reg_fraction`` of the batch [ours]: it is distributional, so a subset estimates it, and
   the frozen forward then costs a fraction of a step (the paper claims no extra training time).
@@ -24,9 +25,8 @@ import torch
 
 from physalign.objectives import direct_loss, interpolate, velocity_regularizer
 from physalign.objectives.direct import REGULARIZERS
-from physalign.train.data import counterfactual_latents, partition_ids
 from physalign.train.methods import Method, register
-from physalign.train.methods.fm import check_schedule, drop_prompts, sample_t
+from physalign.train.methods.fm import check_schedule, drop_prompts, encode_prompts, sample_t
 
 MICRO = ("counterfactual", "reference", "none")
 
@@ -54,11 +54,10 @@ class DiReCT(Method):
         self._frozen: list = []  # in a list: the frozen copy is not a sub-module (not trained, not checkpointed)
 
     def setup(self, model, data) -> None:
-        self.groups = partition_ids(data.rows, self.partition_keys)
-        self.micro_x0 = counterfactual_latents(data.section, model, data.rows) if self.micro == "counterfactual" else None
-        if self.micro == "reference" and any("perturbed" not in r for r in data.rows):
-            raise ValueError("method direct, micro: reference needs each manifest line's 'perturbed' prompt "
-                             "(`physalign world generate --counterfactuals`, or a perturber for real prompts)")
+        self.groups = data.partition_ids(self.partition_keys)
+        self.micro_x0 = data.counterfactual_latents(model) if self.micro == "counterfactual" else None
+        if self.micro == "reference":
+            self.perturbed = data.perturbed_prompts(required_by="method direct, micro: reference")
         if self.reg_weight > 0 or self.micro == "reference":
             self._frozen = [copy.deepcopy(model).eval().requires_grad_(False)]
 
@@ -72,7 +71,7 @@ class DiReCT(Method):
         eps, t = torch.randn_like(x0), sample_t(b, self.t_schedule).to(x0.device)
         prompts = drop_prompts(batch["prompts"], self.cfg_dropout)
         x_t = interpolate(x0, eps, t)
-        v, _ = model(x_t, t, model.encode_text(prompts))
+        v, _ = model(x_t, t, encode_prompts(model, prompts, batch))
         micro_x0 = self.micro_x0[idx].to(x0) if self.micro_x0 is not None else None
         micro_v = self._reference_micro(batch, x_t, t) if self.micro == "reference" else None
         kept = torch.tensor([p != "" for p in prompts], device=x0.device)  # no hard negative for a dropped prompt
@@ -81,7 +80,7 @@ class DiReCT(Method):
         if self.reg_weight > 0:
             k = max(2, round(self.reg_fraction * b))  # a distribution needs two samples
             with torch.no_grad():
-                v_ref = self.frozen(x_t[:k], t[:k], self.frozen.encode_text(prompts[:k]))[0]
+                v_ref = self.frozen(x_t[:k], t[:k], encode_prompts(self.frozen, prompts[:k], batch))[0]
             reg = velocity_regularizer(v[:k], v_ref, self.reg)
             terms["loss"] = terms["loss"] + self.reg_weight * reg
             terms["reg"] = reg.detach()
@@ -90,5 +89,5 @@ class DiReCT(Method):
     @torch.no_grad()
     def _reference_micro(self, batch: dict, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The frozen model's velocity under each sample's perturbed prompt (one physics axis changed)."""
-        perturbed = [r["perturbed"]["prompt"] for r in batch["rows"]]
-        return self.frozen(x_t, t, self.frozen.encode_text(perturbed))[0]
+        perturbed = [self.perturbed[i] for i in batch["index"].tolist()]
+        return self.frozen(x_t, t, encode_prompts(self.frozen, perturbed, batch))[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from physalign.models.interface import TextEmbedding
 from physalign.objectives import flow_matching_loss, interpolate
 from physalign.train.methods import Method, register
 
@@ -32,16 +33,34 @@ def drop_prompts(prompts: list[str], p: float, generator: torch.Generator | None
     return [q if k else "" for q, k in zip(prompts, keep.tolist())]
 
 
+def encode_prompts(model, prompts: list[str], batch: dict | None = None) -> TextEmbedding:
+    """``model.encode_text(prompts)`` (B, L, D), with the embeddings a batch carries taken from it: a
+    precomputed source serves ``text_hidden`` / ``text_mask`` (B, L, D) / (B, L) of ``batch["prompts"]`` and
+    ``empty_text_hidden`` / ``empty_text_mask`` (1, L, D) / (1, L) of "" (the embeddings are per prompt: every
+    model pads text to a fixed length). Other prompts, and every prompt of a world batch, are encoded now."""
+    if batch is None or "text_hidden" not in batch:
+        return model.encode_text(prompts)
+    known = {p: TextEmbedding(batch["text_hidden"][i : i + 1], batch["text_mask"][i : i + 1])
+             for i, p in enumerate(batch["prompts"])}
+    known[""] = TextEmbedding(batch["empty_text_hidden"], batch["empty_text_mask"])
+    fresh = list(dict.fromkeys(p for p in prompts if p not in known))  # e.g. perturbed prompts
+    if fresh:
+        encoded = model.encode_text(fresh)
+        known |= {p: encoded[i : i + 1] for i, p in enumerate(fresh)}
+    return TextEmbedding.cat([known[p] for p in prompts])
+
+
 def noisy_velocity(model, x0: torch.Tensor, prompts: list[str], cfg_dropout: float, t_schedule: str,
-                   taps=(), eps: torch.Tensor | None = None, t: torch.Tensor | None = None):
+                   taps=(), eps: torch.Tensor | None = None, t: torch.Tensor | None = None, batch: dict | None = None):
     """The model's velocity on the rectified-flow path at random times (shared by every method).
 
-    x0: (B, C, T, H, W); prompts dropped to "" with probability ``cfg_dropout``.
+    x0: (B, C, T, H, W); prompts dropped to "" with probability ``cfg_dropout``, encoded by
+    :func:`encode_prompts` (with ``batch``'s precomputed embeddings, if any).
     Returns (v, eps, t, features): v and eps like x0, t (B,), features {block: (B, F, H, W, D)} for ``taps``.
     """
     eps = torch.randn_like(x0) if eps is None else eps
     t = sample_t(x0.shape[0], t_schedule).to(x0.device) if t is None else t
-    text = model.encode_text(drop_prompts(prompts, cfg_dropout))
+    text = encode_prompts(model, drop_prompts(prompts, cfg_dropout), batch)
     v, features = model(interpolate(x0, eps, t), t, text, taps=taps)
     return v, eps, t, features
 
@@ -83,8 +102,8 @@ class FlowMatching(Method):
         if self.per_sample_noise:  # draws that do not depend on the batch's split over processes
             eps, t, keep = per_sample_draws(batch, x0, self.t_schedule, self.cfg_dropout)
             prompts = [p if k else "" for p, k in zip(batch["prompts"], keep)]
-            v, eps, _, _ = noisy_velocity(model, x0, prompts, 0.0, self.t_schedule, eps=eps, t=t)
+            v, eps, _, _ = noisy_velocity(model, x0, prompts, 0.0, self.t_schedule, eps=eps, t=t, batch=batch)
         else:
-            v, eps, _, _ = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule)
+            v, eps, _, _ = noisy_velocity(model, x0, batch["prompts"], self.cfg_dropout, self.t_schedule, batch=batch)
         loss = flow_matching_loss(v, x0, eps)
         return {"loss": loss, "fm": loss.detach()}

@@ -3,12 +3,13 @@ losses are not public, so the levels are our formulation, each weight configurab
 
     L = Σ_level w_level · FlowDPO_level + fm_weight · L_FM(winner)
 
-- instance, state, motion: winner = the real (simulator) clip, loser = a physically corrupted clip of the same
-  prompt (``physalign.world.corrupt``: teleport, freeze in mid-air, wrong gravity, ... built once per data
-  set), both noised with the same eps and t; the levels differ in which part of the velocity error they
-  compare (``physalign.objectives.preference``);
-- semantic: the winner clip under its own prompt vs under the row's physics-perturbed prompt (``perturbed``,
-  from ``world generate --counterfactuals``; else another row's prompt).
+- instance, state, motion: winner = the real clip, loser = a clip of the same prompt that breaks physics
+  (``data.loser_latents``: in the world a corrupted re-simulation, ``physalign.world.corrupt``: teleport,
+  freeze in mid-air, wrong gravity, ... built once per data set; for precomputed clips the manifest's
+  ``loser``/``rejected`` of each pair), both noised with the same eps and t; the levels differ in which part
+  of the velocity error they compare (``physalign.objectives.preference``);
+- semantic: the winner clip under its own prompt vs under the row's physics-perturbed prompt (the world's
+  ``world generate --counterfactuals``, or a manifest's ``perturbed_prompts``; else another row's prompt).
 
 The trained weights are a LoRA adapter on the backbone; the reference is the same backbone with the adapter
 disabled (no second model in memory). At the end the adapter is merged, so the exported model is plain.
@@ -24,9 +25,8 @@ import torch
 
 from physalign.models.lora import LoraSpec, add_lora, lora_disabled, merge_lora
 from physalign.objectives import flow_dpo_loss, interpolate
-from physalign.train.data import corrupted_latents
 from physalign.train.methods import Method, register
-from physalign.train.methods.fm import check_schedule, sample_t
+from physalign.train.methods.fm import check_schedule, encode_prompts, sample_t
 
 LEVELS = ("instance", "state", "motion", "semantic")
 
@@ -51,8 +51,8 @@ class PhysHPO(Method):
 
     def setup(self, model, data) -> None:
         add_lora(model.backbone, self.lora)
-        self.losers, self.loser_kinds = corrupted_latents(data.section, model, data.rows, self.loser_seed, self.loser_group)
-        self.wrong_prompts = semantic_losers(data.rows, self.loser_seed)
+        self.losers, self.loser_kinds = data.loser_latents(model, self.loser_seed, self.loser_group)
+        self.wrong_prompts = semantic_losers(data.prompts, data.perturbed_prompts(), self.loser_seed)
 
     def finish(self, model, data) -> None:
         merge_lora(model.backbone)
@@ -68,7 +68,7 @@ class PhysHPO(Method):
             prompts = prompts + [self.wrong_prompts[i] for i in idx.tolist()]
         x0 = torch.cat(clips)  # (kB, C, T, H, W): one forward pass for every member of every pair
         noise, tt = eps.repeat(len(clips), 1, 1, 1, 1), t.repeat(len(clips))
-        x, u, text = interpolate(x0, noise, tt), noise - x0, model.encode_text(prompts)
+        x, u, text = interpolate(x0, noise, tt), noise - x0, encode_prompts(model, prompts, batch)
         err = (model(x, tt, text)[0] - u).split(b)  # (w, l[, w under the wrong prompt]), each (B, C, T, H, W)
         with torch.no_grad(), lora_disabled(model.backbone):
             ref = (model(x, tt, text)[0] - u).split(b)
@@ -83,20 +83,19 @@ class PhysHPO(Method):
         return {"loss": loss, "fm": fm.detach(), **{k: v.detach() for k, v in terms.items()}}
 
 
-def semantic_losers(rows: list[dict], seed: int) -> list[str]:
-    """Per row, the prompt its video does not match: its physics-perturbed prompt (``perturbed.prompt``), or
-    else the prompt of another row with a different prompt, drawn from ``seed``."""
+def semantic_losers(prompts: list[str], perturbed: list[str | None], seed: int) -> list[str]:
+    """Per row, the prompt its video does not match: its physics-perturbed prompt, or else the prompt of
+    another row with a different prompt, drawn from ``seed``."""
     rng = random.Random(seed)
-    prompts = [r["prompt"] for r in rows]
-    if any("perturbed" not in r for r in rows) and len(set(prompts)) < 2:
-        raise ValueError("method physhpo, semantic level: rows without 'perturbed' prompts need at least two distinct prompts")
+    if None in perturbed and len(set(prompts)) < 2:
+        raise ValueError("method physhpo, semantic level: rows without perturbed prompts need at least two distinct prompts")
     out = []
-    for r in rows:
-        if "perturbed" in r:
-            out.append(r["perturbed"]["prompt"])
+    for prompt, wrong in zip(prompts, perturbed):
+        if wrong is not None:
+            out.append(wrong)
             continue
         other = rng.choice(prompts)
-        while other == r["prompt"]:
+        while other == prompt:
             other = rng.choice(prompts)
         out.append(other)
     return out

@@ -4,16 +4,13 @@
 
 over each frame's spatial keys (``tsa_loss``, computed in query chunks). M-TSA sums only over the
 motion-salient queries: per teacher token frame, the top ``ratio`` of tubelets by L1 change since the
-previous frame (``motion_mask`` on the clean pixel video, computed once per data set). λ 0.5, τ 0.1,
-k 20% (the paper's).
+previous frame (``motion_mask`` on the clean pixel video, given by the data source: ``data.motion_masks``).
+λ 0.5, τ 0.1, k 20% (the paper's).
 """
 
 from __future__ import annotations
 
-import torch
-
-from physalign.objectives import motion_mask, tsa_loss
-from physalign.train.data import pixel_videos
+from physalign.objectives import tsa_loss
 from physalign.train.methods import register
 from physalign.train.methods.align import Alignment
 
@@ -43,9 +40,7 @@ class MTSA(TSA):
         self.ratio = ratio
 
     def prepare(self, model, data) -> None:
-        videos = pixel_videos(data.section, data.rows)  # (N, 3, T, H, W)
-        self.masks = torch.cat([motion_mask(videos[i : i + 256], self.teacher_grid, self.ratio)
-                                for i in range(0, len(videos), 256)])  # (N, F, H, W) bool
+        self.masks = data.motion_masks(self.teacher_grid, self.ratio)  # (N, F, H, W) bool
 
     def align(self, student, teacher, batch):
         return tsa_loss(student, teacher, tau=self.tau, query_mask=self.masks[batch["index"]])
