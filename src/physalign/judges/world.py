@@ -9,7 +9,8 @@ Architecture (:class:`WorldJudgeNet`), all differentiable in the video:
   (``tokenizers`` WordLevel in a ``PreTrainedTokenizerFast``), a ``<cls>`` token first, learned positions.
 - fusion: ``layers`` transformer layers over the question's tokens whose attention reads [the video's tokens;
   the question's tokens] (:class:`FusionLayer`), so each word can look for what it names in the clip; the
-  ``<cls>`` token starts from a projection of the mean video token, and its last state feeds a yes/no head ``(B, 2)`` and a rating head ``(B, 5)``.
+  ``<cls>`` token starts from a projection of the mean video token, and its last state feeds a yes/no head
+  ``(B, 2)`` and a rating head ``(B, 5)``.
 
 The video is encoded once and its tokens can be shared by several questions (:meth:`WorldJudgeNet.answer`
 takes an index from questions to videos); the fusion layers project each video's keys and values once too,
