@@ -160,6 +160,19 @@ def test_every_method_trains_on_precomputed_clips(user, kind, method, tmp_path):
     assert max(float((after[k].float() - before[k].float()).abs().max()) for k in before) > 0  # the weights moved
 
 
+def test_a_resumed_run_on_precomputed_clips_equals_a_straight_one(user, tmp_path):
+    run = ["train", "--config", CONFIGS / "methods" / "mtsa.yaml", "--set", f"model.init={user.folders['wan']}",
+           "--set", "data.source=precomputed", "--set", f"data.precomputed={user.caches['wan']}",
+           "--set", "train.batch_size=2", "--set", "train.log_every=1", "--set", "train.save_every=2",
+           "--set", "train.tensorboard=false", *method_args("mtsa", user)]
+    cli(*run, "--out", tmp_path / "straight", "--set", "train.steps=4")
+    cli(*run, "--out", tmp_path / "resumed", "--set", "train.steps=2")
+    cli(*run, "--out", tmp_path / "resumed", "--set", "train.steps=4", "--resume")
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+              for name in ("straight", "resumed")]
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
+
+
 # -- what the source serves -----------------------------------------------------------------------------------
 
 

@@ -23,7 +23,8 @@ def precompute_command(
     column: str = typer.Option("", help="Column names for roles, e.g. 'video=clip_path,caption=long_caption' "
                                "(roles: video, caption, perturbed, phenomena, winner, loser)."),
     video_root: Optional[Path] = typer.Option(None, help="Resolve relative video paths here (default: the manifest's folder)."),
-    teacher: Optional[Path] = typer.Option(None, help="Teacher folder (e.g. checkpoints/teacher): also cache its features."),
+    teacher: Optional[Path] = typer.Option(None, help="Teacher folder (e.g. checkpoints/teacher): also cache its features "
+                                             "and M-TSA's motion on its token grid."),
     teacher_layer: int = typer.Option(-1, help="Teacher block whose tokens are cached."),
     shard_size: int = typer.Option(64, help="Clips per shard."),
     batch_size: int = typer.Option(8, help="Clips encoded at a time."),

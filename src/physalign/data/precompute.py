@@ -2,9 +2,10 @@
 
 For each row of a CSV/JSONL manifest (:mod:`physalign.data.manifest`) the clip is decoded and sampled
 (:mod:`physalign.data.frames`), then encoded in batches: VAE latents (``model.encode``), caption
-embeddings (``model.encode_text``), optionally a teacher's tokens, and a preference pair's loser. Clips go
-into shards of ``shard_size`` (layout in :mod:`physalign.data.shards`), read back by
-:class:`~physalign.data.shards.PrecomputedClips`.
+embeddings (``model.encode_text``), optionally a teacher's tokens (and M-TSA's motion on its grid), and a
+preference pair's loser. Clips go into shards of ``shard_size`` (layout in :mod:`physalign.data.shards`),
+read back by :class:`~physalign.data.shards.PrecomputedClips` (and trained on through
+:mod:`physalign.train.clips`).
 
 - **Skipped, never fatal:** a clip that is missing, cannot be decoded or is too short (or whose loser is)
   is skipped; each is listed with its manifest line and reason in the index and the summary.
