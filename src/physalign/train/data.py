@@ -263,10 +263,6 @@ def data_source(kind: str, section):
     return SOURCES[section.source, kind]
 
 
-def build_data(kind: str, section, model):
-    return data_source(kind, section)(section, model)
-
-
 # -- per-video extras for post-training methods (built once in a method's ``setup``) ---------------------
 
 
