@@ -31,7 +31,6 @@ import json
 import math
 import random
 import time
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +48,7 @@ from physalign.judges.world import (JudgeSizes, WorldJudgeNet, build_question_to
                                     save_world_judge)
 from physalign.models.tokenizer import world_vocabulary
 from physalign.teacher.pretrain import lr_factor
-from physalign.train.config import ConfigError, coerce
+from physalign.train.config import ConfigError, load_flat_config
 from physalign.train.data import batch_indices, to_model_range, to_uint8
 from physalign.train.loop import TrainingError, seed_everything
 from physalign.world import scene as grammar
@@ -105,26 +104,7 @@ class JudgeTrainConfig:
 
 def load_judge_config(path: str | Path | None = None, overrides: list[str] = ()) -> JudgeTrainConfig:
     """Read YAML ``path`` (or the defaults when None), then apply ``key=value`` overrides (values as YAML)."""
-    values = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"{path}: no such config file")
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys, got {type(values).__name__}")
-    merged = {key: (value, str(path)) for key, value in values.items()}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. steps=100")
-        key, text = item.split("=", 1)
-        merged[key.strip()] = (yaml.safe_load(text), f"override {item!r}")
-    hints = typing.get_type_hints(JudgeTrainConfig)
-    typed = {}
-    for key, (value, where) in merged.items():
-        if key not in hints:
-            raise ConfigError(f"{where}: unknown key {key!r}; keys: {sorted(hints)}")
-        typed[key] = coerce(value, hints[key], key, where)
-    return JudgeTrainConfig(**typed)
+    return load_flat_config(JudgeTrainConfig, path, overrides)
 
 
 # ------------------------------------------------------------------------------------------- videos

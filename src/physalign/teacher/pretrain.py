@@ -24,7 +24,6 @@ import hashlib
 import json
 import math
 import time
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from transformers import VideoMAEForPreTraining
 
 from physalign.teacher.model import save_teacher, teacher_config, teacher_grid, to_teacher_input, video_shape
 from physalign.train.checkpoint import latest_checkpoint, restore_training_state, save_checkpoint
-from physalign.train.config import ConfigError, coerce
+from physalign.train.config import ConfigError, load_flat_config
 from physalign.train.data import batch_indices, manifest_rows, read_videos, to_model_range
 from physalign.train.ema import NoEMA
 from physalign.train.loop import TrainingError, TrainState, seed_everything
@@ -79,26 +78,7 @@ class TeacherConfig:
 
 def load_teacher_config(path: str | Path | None = None, overrides: list[str] = ()) -> TeacherConfig:
     """Read YAML ``path`` (or the defaults when None), then apply ``key=value`` overrides (values as YAML)."""
-    values = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"{path}: no such config file")
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys, got {type(values).__name__}")
-    merged = {key: (value, str(path)) for key, value in values.items()}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. steps=100")
-        key, text = item.split("=", 1)
-        merged[key.strip()] = (yaml.safe_load(text), f"override {item!r}")
-    hints = typing.get_type_hints(TeacherConfig)
-    typed = {}
-    for key, (value, where) in merged.items():
-        if key not in hints:
-            raise ConfigError(f"{where}: unknown key {key!r}; keys: {sorted(hints)}")
-        typed[key] = coerce(value, hints[key], key, where)
-    return TeacherConfig(**typed)
+    return load_flat_config(TeacherConfig, path, overrides)
 
 
 def mask_tokens(grid: tuple[int, int, int], batch: int, ratio: float, kind: str, generator: torch.Generator) -> torch.Tensor:

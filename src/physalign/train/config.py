@@ -165,5 +165,31 @@ def coerce(value: Any, kind: Any, key: str, where: str) -> Any:
     return float(value) if origin is float else value
 
 
+def load_flat_config(cls: type, path: str | Path | None = None, overrides: list[str] = ()):
+    """A flat dataclass ``cls`` (no sections) from YAML ``path`` (or its defaults when None), then ``key=value``
+    overrides (values read as YAML), each value checked against the field's type; errors name the key and
+    where it came from. The teacher's and the judge's training configs are of this kind."""
+    values = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such config file")
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys, got {type(values).__name__}")
+    merged = {key: (value, str(path)) for key, value in values.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. steps=100")
+        key, text = item.split("=", 1)
+        merged[key.strip()] = (yaml.safe_load(text), f"override {item!r}")
+    hints = typing.get_type_hints(cls)
+    typed = {}
+    for key, (value, where) in merged.items():
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown key {key!r}; keys: {sorted(hints)}")
+        typed[key] = coerce(value, hints[key], key, where)
+    return cls(**typed)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
