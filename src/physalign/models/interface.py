@@ -12,6 +12,7 @@ Conventions (rectified flow, as in docs/methods.md): ``x_t = (1 - t) x0 + t eps`
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
 import inspect
 import json
@@ -163,6 +164,15 @@ def capture_blocks(blocks: nn.ModuleList, indices: Sequence[int]):
             store[i] = output[0] if isinstance(output, tuple) else output
         handles.append(blocks[i].register_forward_hook(hook))
     return store, handles
+
+
+def from_fields(cls: type, values: dict, where: str):
+    """The dataclass ``cls`` from ``values``, or ValueError naming (at ``where``) the keys it does not have."""
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {allowed}")
+    return cls(**values)
 
 
 def model_class(name: str) -> type[VideoModel]:

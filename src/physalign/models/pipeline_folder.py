@@ -17,7 +17,6 @@ update smaller than 1/256 of the weight, as at lr 2e-6, would be lost); the tran
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -29,7 +28,7 @@ import diffusers
 import torch
 from transformers import AutoTokenizer
 
-from physalign.models.interface import CONFIG_FILE, VideoModel
+from physalign.models.interface import CONFIG_FILE, VideoModel, from_fields
 from physalign.models.lora import load_adapter, lora_folder, save_backbone
 
 INDEX_FILE = "model_index.json"
@@ -62,11 +61,7 @@ class FolderOptions:
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "model options") -> "FolderOptions":
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(allowed))
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {unknown}; allowed: {allowed}")
-        return cls(**values)
+        return from_fields(cls, values, where)
 
 
 def read_options(cls: type[VideoModel], options: type[FolderOptions], path: Path, overrides: dict) -> FolderOptions:

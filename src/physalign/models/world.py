@@ -21,7 +21,6 @@ its library's own format (safetensors weights), plus ``physalign_model.json``.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -33,7 +32,7 @@ import torch
 from diffusers import AutoencoderKL, WanTransformer3DModel
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from physalign.models.interface import CONFIG_FILE, TextEmbedding, VideoModel, capture_blocks
+from physalign.models.interface import CONFIG_FILE, TextEmbedding, VideoModel, capture_blocks, from_fields
 from physalign.models.lora import load_adapter, lora_folder, save_backbone
 from physalign.models.tokenizer import build_world_tokenizer
 
@@ -65,11 +64,7 @@ class WorldModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "model sizes") -> "WorldModelConfig":
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(allowed))
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {unknown}; allowed: {allowed}")
-        return cls(**values)
+        return from_fields(cls, values, where)
 
 
 def build_transformer(cfg: WorldModelConfig) -> WanTransformer3DModel:
