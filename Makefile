@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest -q
 
 # The base model recipe (README, "The base model"): v1 (stages one to three, rebuilt at the commit that made
-# it), then v2's three fine-tuning stages on the current world. See scripts/make_base.sh.
+# it), then v2's three fine-tuning stages on the current world and v3's stage seven. See scripts/make_base.sh.
 base: setup
 	scripts/make_base.sh
 
