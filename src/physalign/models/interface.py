@@ -166,6 +166,20 @@ def capture_blocks(blocks: nn.ModuleList, indices: Sequence[int]):
     return store, handles
 
 
+def wan_token_grid(transformer, latent_shape: Sequence[int]) -> tuple[int, int, int]:
+    """(C, t, h, w) -> (F, H, W) tokens of a ``WanTransformer3DModel``: the latent divided by its patch size,
+    within its rotary embedding's ``rope_max_seq_len``."""
+    _, t, h, w = latent_shape
+    patch = tuple(transformer.config.patch_size)
+    if t % patch[0] or h % patch[1] or w % patch[2]:
+        raise ValueError(f"latent (t, h, w) = {(t, h, w)} must be divisible by the patch size {patch}")
+    grid = (t // patch[0], h // patch[1], w // patch[2])
+    longest = transformer.config.rope_max_seq_len
+    if max(grid) > longest:
+        raise ValueError(f"token grid {grid} exceeds the rotary embedding's rope_max_seq_len={longest}")
+    return grid
+
+
 def from_fields(cls: type, values: dict, where: str):
     """The dataclass ``cls`` from ``values``, or ValueError naming (at ``where``) the keys it does not have."""
     allowed = [f.name for f in dataclasses.fields(cls)]

@@ -24,7 +24,7 @@ import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
 from transformers import UMT5Config, UMT5EncoderModel
 
-from physalign.models.interface import TextEmbedding, capture_blocks
+from physalign.models.interface import TextEmbedding, capture_blocks, wan_token_grid
 from physalign.models.pipeline_folder import FolderOptions, PipelineVideoModel
 
 
@@ -96,14 +96,7 @@ class WanVideoModel(PipelineVideoModel):
         return self.transformer.blocks
 
     def token_grid(self, latent_shape: Sequence[int]) -> tuple[int, int, int]:
-        _, t, h, w = latent_shape
-        patch = tuple(self.transformer.config.patch_size)
-        if t % patch[0] or h % patch[1] or w % patch[2]:
-            raise ValueError(f"latent (t, h, w) = {(t, h, w)} must be divisible by the patch size {patch}")
-        grid = (t // patch[0], h // patch[1], w // patch[2])
-        if max(grid) > self.transformer.config.rope_max_seq_len:
-            raise ValueError(f"token grid {grid} exceeds rope_max_seq_len={self.transformer.config.rope_max_seq_len}")
-        return grid
+        return wan_token_grid(self.transformer, latent_shape)
 
     def forward(self, x_t, t, text: TextEmbedding, taps: Sequence[int] = ()):
         """v = transformer(x_t, 1000 t, text) (B, C, t, h, w) in float32, and the taps' (B, F, H, W, D)."""

@@ -32,7 +32,7 @@ import torch
 from diffusers import AutoencoderKL, WanTransformer3DModel
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from physalign.models.interface import CONFIG_FILE, TextEmbedding, VideoModel, capture_blocks, from_fields
+from physalign.models.interface import CONFIG_FILE, TextEmbedding, VideoModel, capture_blocks, from_fields, wan_token_grid
 from physalign.models.lora import load_adapter, lora_folder, save_backbone
 from physalign.models.tokenizer import build_world_tokenizer
 
@@ -188,15 +188,7 @@ class WorldVideoModel(VideoModel):
         return self.transformer.blocks
 
     def token_grid(self, latent_shape: Sequence[int]) -> tuple[int, int, int]:
-        _, t, h, w = latent_shape
-        patch = tuple(self.transformer.config.patch_size)
-        if t % patch[0] or h % patch[1] or w % patch[2]:
-            raise ValueError(f"latent (t, h, w) = {(t, h, w)} must be divisible by the patch size {patch}")
-        grid = (t // patch[0], h // patch[1], w // patch[2])
-        longest = self.transformer.config.rope_max_seq_len
-        if max(grid) > longest:
-            raise ValueError(f"token grid {grid} exceeds the rotary embedding's rope_max_seq_len={longest}")
-        return grid
+        return wan_token_grid(self.transformer, latent_shape)
 
     def forward(self, x_t, t, text: TextEmbedding, taps: Sequence[int] = ()):
         if t.shape != x_t.shape[:1]:
