@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from physalign.commands import training_errors
+
 
 def train_judge_command(
     out: Path = typer.Option(Path("checkpoints/judge"), help="Judge folder to write (weights, config, tokenizer, "
@@ -21,18 +23,10 @@ def train_judge_command(
 ) -> None:
     """Train the world judge: yes/no and 1-5 answers about phenomena facts, plausibility and prompt match."""
     from physalign.judges.train import load_judge_config, train_judge
-    from physalign.train.config import ConfigError
-    from physalign.train.loop import TrainingError
 
     given = {"steps": steps, "seed": seed}
     overrides = [f"{k}={v}" for k, v in given.items() if v is not None] + list(set_)
-    try:
+    with training_errors():
         cfg = load_judge_config(config, overrides)
         path = train_judge(cfg, out, run, command=shlex.join(["physalign", *sys.argv[1:]]))
-    except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    except TrainingError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"judge written to {path} (held-out accuracy in {path / 'judge.json'})")

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from physalign.commands import training_errors
+
 
 def train_teacher_command(
     manifest: Optional[Path] = typer.Option(None, help="World manifest.jsonl (default: the config's manifest)."),
@@ -30,8 +32,6 @@ def train_teacher_command(
     """Pre-train the teacher of REPA/TRD/TSA/M-TSA: a tiny VideoMAE, masked autoencoding on world videos."""
     from physalign.teacher.evaluate import evaluate_teacher
     from physalign.teacher.pretrain import load_teacher_config, pretrain_teacher
-    from physalign.train.config import ConfigError
-    from physalign.train.loop import TrainingError
 
     given = {"manifest": manifest, "steps": steps, "seed": seed}
     overrides = [f"{k}={v}" for k, v in given.items() if v is not None] + list(set_)
@@ -41,15 +41,9 @@ def train_teacher_command(
         typer.echo("error: --evaluate-only needs --probe-manifest", err=True)
         raise typer.Exit(2)
     command = shlex.join(["physalign", *sys.argv[1:]])
-    try:
+    with training_errors():
         cfg = load_teacher_config(config, overrides)
         path = out if evaluate_only else pretrain_teacher(cfg, run, out, resume=resume, command=command)
-    except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    except TrainingError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     if not evaluate_only:
         typer.echo(f"teacher written to {path}")
     if probe_manifest is not None:

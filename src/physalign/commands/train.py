@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from physalign.commands import training_errors
+
 
 def train_command(
     config: Optional[Path] = typer.Option(None, help="YAML config (sections model, data, optim, train, method). "
@@ -60,16 +62,10 @@ def export_command(
 
 
 def _run(config: Path | None, overrides: list[str], out: Path, resume: bool, export: Path | None) -> Path:
-    from physalign.train.config import ConfigError, load_config
+    from physalign.train.config import load_config
     from physalign.train.data import DataError
-    from physalign.train.loop import TrainingError, train
+    from physalign.train.loop import train
 
-    try:
+    with training_errors(DataError):  # DataError: the data lacks what the method needs
         cfg = load_config(config, overrides)
         return train(cfg, out, resume=resume, export=export)
-    except ConfigError as err:  # the command line or config is wrong: usage error
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    except (TrainingError, DataError) as err:  # DataError: the data lacks what the method needs
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None

@@ -166,6 +166,20 @@ def capture_blocks(blocks: nn.ModuleList, indices: Sequence[int]):
     return store, handles
 
 
+def save_parts(model: "VideoModel", path: str | Path) -> Path:
+    """Write ``model``'s transformer (with a LoRA adapter in ``transformer_lora/``), vae, text_encoder and
+    tokenizer to ``path``, each in its library's own format (safetensors weights); returns the folder."""
+    from physalign.models.lora import save_backbone
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_backbone(model.transformer, path / "transformer")
+    model.vae.save_pretrained(path / "vae", safe_serialization=True)
+    model.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
+    model.tokenizer.save_pretrained(path / "tokenizer")
+    return path
+
+
 def wan_token_grid(transformer, latent_shape: Sequence[int]) -> tuple[int, int, int]:
     """(C, t, h, w) -> (F, H, W) tokens of a ``WanTransformer3DModel``: the latent divided by its patch size,
     within its rotary embedding's ``rope_max_seq_len``."""

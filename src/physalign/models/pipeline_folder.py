@@ -28,8 +28,8 @@ import diffusers
 import torch
 from transformers import AutoTokenizer
 
-from physalign.models.interface import CONFIG_FILE, VideoModel, from_fields
-from physalign.models.lora import load_adapter, lora_folder, save_backbone
+from physalign.models.interface import CONFIG_FILE, VideoModel, from_fields, save_parts
+from physalign.models.lora import load_adapter, lora_folder
 
 INDEX_FILE = "model_index.json"
 FOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -190,12 +190,7 @@ class PipelineVideoModel(VideoModel):
 
     # -- persistence ---------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_backbone(self.transformer, path / "transformer")  # a LoRA adapter goes to transformer_lora/
-        self.vae.save_pretrained(path / "vae", safe_serialization=True)
-        self.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
-        self.tokenizer.save_pretrained(path / "tokenizer")
+        path = save_parts(self, path)
         self.scheduler.save_pretrained(path / "scheduler")
         index = {"_class_name": self.pipeline, "_diffusers_version": diffusers.__version__}
         for name in sorted(FOLDERS):

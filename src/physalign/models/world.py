@@ -32,8 +32,9 @@ import torch
 from diffusers import AutoencoderKL, WanTransformer3DModel
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from physalign.models.interface import CONFIG_FILE, TextEmbedding, VideoModel, capture_blocks, from_fields, wan_token_grid
-from physalign.models.lora import load_adapter, lora_folder, save_backbone
+from physalign.models.interface import (CONFIG_FILE, TextEmbedding, VideoModel, capture_blocks, from_fields, save_parts,
+                                       wan_token_grid)
+from physalign.models.lora import load_adapter, lora_folder
 from physalign.models.tokenizer import build_world_tokenizer
 
 
@@ -205,12 +206,7 @@ class WorldVideoModel(VideoModel):
 
     # -- persistence -------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_backbone(self.transformer, path / "transformer")  # a LoRA adapter goes to transformer_lora/
-        self.vae.save_pretrained(path / "vae", safe_serialization=True)
-        self.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
-        self.tokenizer.save_pretrained(path / "tokenizer")
+        path = save_parts(self, path)
         (path / CONFIG_FILE).write_text(json.dumps({"class": type(self).__name__, **asdict(self.cfg)}, indent=2))
 
     @classmethod
