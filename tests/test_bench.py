@@ -8,7 +8,7 @@ import torch
 
 from physalign.bench import BenchError, Profile, get_profile, run_bench
 from physalign.bench.compare import paired_difference
-from physalign.bench.runner import Arm, arm_config
+from physalign.bench.runner import Arm, arm_config, longest_first
 from physalign.models.world import WorldVideoModel
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -48,6 +48,15 @@ def test_profiles_and_method_configs():
         assert cfg.train.method == "physhpo" and weights == {lv: 0 if lv == level else 1.0 for lv in weights}
     with pytest.raises(BenchError, match="method 'nope': no config"):
         arm_config(Arm("nope", 0), quick, Path("m.jsonl"), Path("base"), Path("cache"), CONFIGS / "methods")
+
+
+def test_training_runs_start_slowest_first():
+    timing = {"sft": {"ratio": 1.0}, "dfm": {"ratio": 0.9}, "physhpo": {"ratio": 4.0}, "physhpo-no-state": {"ratio": 3.0}}
+    arms = [Arm("sft", 0), Arm("dfm", 0), Arm("physhpo-no-state", 0), Arm("physhpo", 1), Arm("physhpo-no-motion", 0),
+            Arm("new", 0)]
+    order = [a.name for a in longest_first(arms, timing)]
+    # a variant without its own timing takes its method's; a method never timed goes last
+    assert order == ["physhpo-s1", "physhpo-no-motion-s0", "physhpo-no-state-s0", "sft-s0", "dfm-s0", "new-s0"]
 
 
 def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):

@@ -74,8 +74,8 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path = DEFAULT_BASE
         save_config(cfgs[arm.name], _config_path(out, arm))
     timing = cached_json(out / "timing.json", lambda: step_times(
         {a.method: cfgs[a.name] for a in arms if a.seed == profile.seeds[0]}, profile.timing_rounds))
-    parallel([(f"train {a.name}", train_command(out, a)) for a in arms if not (a.run(out) / "model").is_dir()],
-             jobs, out / "logs")
+    todo = longest_first([a for a in arms if not (a.run(out) / "model").is_dir()], timing)
+    parallel([(f"train {a.name}", train_command(out, a)) for a in todo], jobs, out / "logs")
     models = {"base": base} | {a.name: a.run(out) / "model" for a in arms}
     parallel([(f"sample {name}", sample_command(path, test_manifest, out / "samples" / name, profile))
               for name, path in models.items() if not (out / "samples" / name / "manifest.jsonl").is_file()],
@@ -84,6 +84,13 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path = DEFAULT_BASE
     for name in tqdm(models, desc="eval", unit="model"):
         results[name] = evaluate_manifest(out / "samples" / name / "manifest.jsonl", progress=False)
     return write_bench_report(out, profile, arms, results, timing, {a.name: a.run(out) for a in arms})
+
+
+def longest_first(arms: list[Arm], timing: dict) -> list[Arm]:
+    """``arms`` ordered by measured step time, slowest first, so the slowest run (PhysHPO's four levels)
+    does not start last and run alone while the other job slot idles. Methods without a timing go last."""
+    cost = {name: t["ratio"] for name, t in timing.items()}
+    return sorted(arms, key=lambda a: -cost.get(a.method, cost.get(VARIANTS.get(a.method, ("",))[0], 0.0)))
 
 
 def post_training_data(profile: Profile, root: Path) -> Path:
