@@ -86,3 +86,62 @@ def test_a_two_process_run_resumes_exactly(world, tmp_path):
     launch(cfg, tmp_path, tmp_path / "split", resume=True)
     assert torch.equal(torch.cat([v.flatten() for v in weights(tmp_path / "straight" / "model").values()]),
                        torch.cat([v.flatten() for v in weights(tmp_path / "split" / "model").values()]))
+
+
+def test_sharded_optimizer_state_trains_and_resumes_like_one_process(world, tmp_path):
+    """train.shard_optimizer=true (ZeRO stage 1): the same weights as one process, and a run that stops and
+    resumes from the consolidated optimiser state ends where an uninterrupted one does."""
+    one = train(config(world, tmp_path, "train.steps=4"), tmp_path / "one", progress=False)
+    shard = ("train.shard_optimizer=true",)  # per-sample noise (the default here): the same on any number of ranks
+    launch(config(world, tmp_path, "train.steps=4", *shard), tmp_path, tmp_path / "straight")
+    assert gap(weights(one), weights(tmp_path / "straight" / "model")) < 1e-4
+    launch(config(world, tmp_path, "train.steps=2", *shard), tmp_path, tmp_path / "split")
+    cfg = config(world, tmp_path, "train.steps=4", *shard)
+    save_config(cfg, tmp_path / "split" / "config.yaml")
+    launch(cfg, tmp_path, tmp_path / "split", resume=True)
+    assert gap(weights(tmp_path / "straight" / "model"), weights(tmp_path / "split" / "model")) == 0.0
+
+
+def _shard_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from physalign.train.loop import make_optimizer
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n)) for n in (300, 200, 100, 50)]
+    opt = make_optimizer(params, shard=True, lr=0.1, betas=(0.9, 0.99), weight_decay=0.01)
+    for step in range(3):
+        for i, p in enumerate(params):
+            p.grad = torch.full_like(p, float(step + 1)) * torch.arange(p.numel()) / (i + 1)
+        opt.step()
+    local = sum(v.numel() for s in opt.optim.state.values() for v in s.values() if torch.is_tensor(v) and v.dim())
+    torch.save({"local_state": local, "weights": [p.detach() for p in params]}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_make_optimizer_shards_adamw_state_over_processes(tmp_path):
+    torch.multiprocessing.spawn(_shard_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]  # written by this test's workers
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n)) for n in (300, 200, 100, 50)]
+    opt = torch.optim.AdamW(params, lr=0.1, betas=(0.9, 0.99), weight_decay=0.01)
+    for step in range(3):
+        for i, p in enumerate(params):
+            p.grad = torch.full_like(p, float(step + 1)) * torch.arange(p.numel()) / (i + 1)
+        opt.step()
+    for r in ranks:
+        for got, want in zip(r["weights"], params):
+            torch.testing.assert_close(got, want.detach())
+    total = 2 * sum(p.numel() for p in params)  # exp_avg and exp_avg_sq of every parameter
+    assert sum(r["local_state"] for r in ranks) == total and max(r["local_state"] for r in ranks) <= 0.6 * total
+
+
+@pytest.mark.parametrize("var, name", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_fsdp_and_deepspeed_launches_are_refused_not_ignored(monkeypatch, world, tmp_path, var, name):
+    from physalign.train.config import ConfigError
+
+    monkeypatch.setenv(var, "true")  # what `accelerate launch` sets for such a config file
+    with pytest.raises(ConfigError, match=f"asks for {name}.*ddp.yaml.*shard_optimizer"):
+        train(config(world, tmp_path), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -284,6 +284,43 @@ def test_tensorboard_gets_every_logged_term(world, tmp_path):
     assert [e.value for e in events.Scalars("terms/fm")] == pytest.approx([r["fm"] for r in log_of(tmp_path / "run")])
 
 
+class FakeWandb:
+    """Stands in for the wandb package (not a dependency): records what the logger hands it."""
+
+    def __init__(self):
+        self.inits, self.logged, self.finished = [], [], 0
+        self.util = type("util", (), {"generate_id": staticmethod(lambda: "abc123")})
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        return self
+
+    def log(self, scalars, step):
+        self.logged.append((step, scalars))
+
+    def finish(self):
+        self.finished += 1
+
+
+def test_wandb_gets_every_logged_term_and_a_resumed_run_keeps_its_id(world, tmp_path, monkeypatch):
+    import sys
+
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    more = ("train.wandb_project=physics", "train.tensorboard=false", "train.save_every=2")
+    train(load_config(None, overrides(world, tmp_path, "train.steps=2", *more)), tmp_path / "run", progress=False)
+    assert fake.inits[0]["project"] == "physics" and fake.inits[0]["id"] == "abc123"
+    assert fake.inits[0]["config"]["train"]["steps"] == 2 and fake.finished == 1
+    assert [(step, v["terms/fm"]) for step, v in fake.logged] == [(r["step"], r["fm"]) for r in log_of(tmp_path / "run")]
+    fake.util.generate_id = staticmethod(lambda: "other")
+    train(load_config(None, overrides(world, tmp_path, "train.steps=3", *more)), tmp_path / "run", resume=True,
+          progress=False)
+    assert fake.inits[1]["id"] == "abc123" and fake.inits[1]["resume"] == "allow" and fake.logged[-1][0] == 2
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed: import fails
+    with pytest.raises(TrainingError, match="wandb is not installed: pip install wandb"):
+        train(load_config(None, overrides(world, tmp_path, "train.steps=1", *more)), tmp_path / "new", progress=False)
+
+
 def test_autoencoder_method_trains_the_vae_and_measures_the_latent_scale(world, tmp_path):
     cfg = load_config(None, overrides(world, tmp_path, "train.method=autoencoder", "model.trainable=[vae]",
                                       "train.steps=3", "train.save_every=3", "optim.lr=1e-3"))

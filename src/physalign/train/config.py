@@ -62,8 +62,10 @@ class TrainSection:
     keep_checkpoints: int = 2  # newest checkpoints kept; 0 = all
     threads: int = 0  # torch intra-op threads; 0 = torch's default. Use 1 when other jobs share the CPU.
     mixed_precision: str = "no"  # "no", "bf16" or "fp16": the forward under accelerate's autocast
+    shard_optimizer: bool = False  # several processes: each keeps only its share of AdamW's state (ZeRO stage 1)
     max_bad_steps: int = 3  # a non-finite step is skipped; this many in a row stop the run
     tensorboard: bool = True  # also write every logged term to RUN/tensorboard
+    wandb_project: str = ""  # also log every term to this Weights & Biases project (needs `pip install wandb`)
     validate_every: int = 0  # every this many steps, sample validation videos into RUN/validation (0 = never)
     validation_prompts: list[str] = field(default_factory=list)  # empty: the first four prompts of the data
     validation_steps: int = 20  # Euler steps of the validation samples (guidance 4, seed 0)

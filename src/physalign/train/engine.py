@@ -13,19 +13,31 @@ physalign.cli train ...``) run the same loop:
   the model outside ``forward`` (``encode_text``, ``decode``) are synchronised the same way;
 - logged terms are averaged over the ranks; rank 0 writes logs and checkpoints, each rank's random state
   is gathered into the checkpoint so a resumed multi-process run continues exactly;
-- ``train.mixed_precision`` ("no", "bf16", "fp16") runs the forward under accelerate's autocast.
+- ``train.mixed_precision`` ("no", "bf16", "fp16") runs the forward under accelerate's autocast;
+- ``train.shard_optimizer`` shards AdamW's state over the ranks (ZeRO stage 1, ``loop.make_optimizer``); its
+  state is gathered onto rank 0 for each checkpoint (:meth:`Engine.consolidate`). FSDP and DeepSpeed
+  launches are refused with an error (:func:`refuse_wrapping_launches`): parameters and gradients are not
+  sharded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from accelerate import Accelerator
 
+from physalign.train.config import ConfigError
+
+
+# accelerate's launcher sets these for an FSDP or DeepSpeed config file
+WRAPPING_LAUNCHES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
 
 class Engine:
     def __init__(self, mixed_precision: str = "no"):
+        refuse_wrapping_launches()
         self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
     @property
@@ -80,11 +92,30 @@ class Engine:
         torch.distributed.all_gather_object(out, obj)
         return out
 
+    def consolidate(self, opt: torch.optim.Optimizer) -> None:
+        """Gather a sharded optimiser's state onto rank 0, which writes the checkpoint (every rank calls
+        this; a plain optimiser holds all its state already)."""
+        if hasattr(opt, "consolidate_state_dict"):
+            opt.consolidate_state_dict(to=0)
+
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()
 
     def autocast(self):
         return self.accelerator.autocast() if self.accelerator.mixed_precision != "no" else contextlib.nullcontext()
+
+
+def refuse_wrapping_launches() -> None:
+    """A launch with an FSDP or DeepSpeed accelerate config is refused with what to use instead: the engine
+    synchronises gradients itself and never hands the model to ``accelerator.prepare``, so the sharding such a
+    config asks for would silently not happen."""
+    for var, name in WRAPPING_LAUNCHES.items():
+        if os.environ.get(var, "").lower() in ("1", "true", "yes"):
+            raise ConfigError(
+                f"the accelerate config asks for {name} ({var}={os.environ[var]}), which physalign's engine does not "
+                "support: it averages gradients itself and does not wrap the model. Launch with "
+                "configs/accelerate/ddp.yaml, and add --set train.shard_optimizer=true to shard AdamW's state over "
+                "the processes (ZeRO stage 1)")
 
 
 class LocalEngine(Engine):

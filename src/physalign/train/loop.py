@@ -69,9 +69,23 @@ def build_state(cfg: Config, model: VideoModel, method: Method) -> TrainState:
     if not named:
         raise TrainingError(f"nothing to train: model.trainable={cfg.model.trainable} and the method has no parameters")
     o = cfg.optim
-    opt = torch.optim.AdamW(list(named.values()), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    opt = make_optimizer(list(named.values()), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                         shard=cfg.train.shard_optimizer)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(o.schedule, o.warmup_steps, cfg.train.steps))
     return TrainState(model, method, opt, sched, build_ema(named, o.ema_decay))
+
+
+def make_optimizer(params: list[torch.nn.Parameter], shard: bool = False, **adamw) -> torch.optim.Optimizer:
+    """AdamW over ``params``; with ``shard`` in a multi-process run, torch's ``ZeroRedundancyOptimizer``
+    around it (ZeRO stage 1): process k keeps the moments of its share of the parameters only (about 1/world
+    of AdamW's 2 x fp32 state), steps that share with the all-reduced gradients and broadcasts it, so every
+    process ends the step with the same weights as unsharded AdamW."""
+    dist = torch.distributed
+    if shard and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return ZeroRedundancyOptimizer(params, optimizer_class=torch.optim.AdamW, **adamw)
+    return torch.optim.AdamW(params, **adamw)
 
 
 SCHEDULES = ("constant", "cosine")
@@ -156,7 +170,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
 def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress: bool, engine: Engine) -> None:
     t = cfg.train
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=t.method, disable=not progress)
-    logger = RunLogger(run, start, t.tensorboard and engine.is_main, engine.is_main)
+    logger = RunLogger(run, start, t.tensorboard and engine.is_main, engine.is_main,
+                       t.wandb_project if engine.is_main else "", cfg.to_dict())
     bad = 0  # non-finite steps in a row
     try:
         for step in bar:
@@ -177,6 +192,7 @@ def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress:
                 validate(state, data, run / "validation" / f"step_{step + 1:06d}", t)
             if (step + 1) % t.save_every == 0 or step + 1 == t.steps:
                 rngs = engine.gather(rng_state())
+                engine.consolidate(state.opt)
                 if engine.is_main:
                     save_checkpoint(run, step + 1, state, cfg, t.keep_checkpoints, rngs)
                 engine.barrier()
@@ -200,32 +216,54 @@ def validate(state: TrainState, data, folder: Path, t) -> Path:
 
 
 class RunLogger:
-    """``RUN/log.jsonl`` (always) and TensorBoard scalars in ``RUN/tensorboard`` (``train.tensorboard``), written
-    by the main process only; every term of a record becomes a scalar ``terms/<name>``."""
+    """``RUN/log.jsonl`` (always), TensorBoard scalars in ``RUN/tensorboard`` (``train.tensorboard``) and a
+    Weights & Biases run (``train.wandb_project``; its id is kept in ``RUN/wandb_id`` so a resumed run logs
+    into the same one), written by the main process only; every term of a record becomes a scalar
+    ``terms/<name>``."""
 
-    def __init__(self, run: Path, start: int, tensorboard: bool, main: bool):
+    def __init__(self, run: Path, start: int, tensorboard: bool, main: bool, wandb_project: str = "",
+                 config: dict | None = None):
         self.main = main
         self.log = open(run / "log.jsonl", "a") if main else None
         self.board = None
+        self.wandb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.board = SummaryWriter(str(run / "tensorboard"), purge_step=start)
+        if wandb_project:
+            self.wandb = _wandb_run(run, wandb_project, config or {})
 
     def write(self, record: dict) -> None:
         if not self.main:
             return
         self.log.write(json.dumps(record) + "\n")
         self.log.flush()
+        scalars = {f"terms/{k}": v for k, v in record.items() if k != "step"}
         if self.board is not None:
-            for k, v in record.items():
-                if k != "step":
-                    self.board.add_scalar(f"terms/{k}", v, record["step"])
+            for k, v in scalars.items():
+                self.board.add_scalar(k, v, record["step"])
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=record["step"])
 
     def close(self) -> None:
         for handle in (self.log, self.board):
             if handle is not None:
                 handle.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _wandb_run(run: Path, project: str, config: dict):
+    try:
+        import wandb
+    except ImportError:
+        raise TrainingError(f"train.wandb_project is {project!r} but wandb is not installed: pip install wandb "
+                            "(or set train.wandb_project to empty)") from None
+    id_file = run / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    id_file.write_text(run_id)
+    return wandb.init(project=project, dir=str(run), id=run_id, resume="allow", name=run.name, config=config)
 
 
 def train_step(state: TrainState, batch: dict, grad_clip: float, step: int, engine: Engine | None = None) -> dict[str, float]:
