@@ -253,6 +253,24 @@ def test_trainable_parts_get_float32_master_weights_under_bfloat16_autocast(fold
     assert v.dtype == feats[1].dtype == torch.float32 and torch.isfinite(v).all()
 
 
+def test_frozen_parts_stay_in_eval_mode_during_training(folders):
+    m = tiny(folders["wan"])
+    m.text_encoder.config.dropout_rate = 0.5  # a frozen encoder with dropout: in train mode its output is random
+    for module in m.text_encoder.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    m.set_trainable(["transformer"])
+    m.train()
+    assert m.transformer.training and not m.text_encoder.training and not m.vae.training
+    first, second = m.encode_text(PROMPTS), m.encode_text(PROMPTS)
+    assert torch.equal(first.hidden, second.hidden)  # no dropout in the frozen encoder
+    m.set_trainable(["transformer", "text_encoder"])
+    m.train()
+    assert m.text_encoder.training and not torch.equal(m.encode_text(PROMPTS).hidden, first.hidden)  # trained: dropout on
+    m.eval()
+    assert not m.transformer.training and not m.text_encoder.training
+
+
 def test_save_pretrained_round_trip_is_exact_and_stays_a_diffusers_folder(model, tmp_path):
     before, video = velocity(model), torch.rand(1, *VIDEO) * 2 - 1
     model.save_pretrained(tmp_path / "m")

@@ -148,6 +148,17 @@ class VideoModel(nn.Module, abc.ABC):
         for module in modules.values():
             module.requires_grad_(True)
 
+    def train(self, mode: bool = True) -> "VideoModel":
+        """``nn.Module.train``, except that a part with nothing to train stays in eval mode: a frozen text
+        encoder or VAE encodes without dropout, as a frozen model should (a part with LoRA adapters counts as
+        trained, so its dropout stays on as peft's training expects)."""
+        super().train(mode)
+        for name in self.parts if mode else ():
+            part = self.get_submodule(name)
+            if not any(p.requires_grad for p in part.parameters()):
+                part.eval()
+        return self
+
 
 def capture_blocks(blocks: nn.ModuleList, indices: Sequence[int]):
     """Register forward hooks that store each tapped block's output tokens (B, N, D).
