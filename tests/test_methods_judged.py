@@ -120,3 +120,20 @@ def test_training_exports_a_plain_model_and_checks_its_options(post, tmp_path, m
         build(post, tmp_path, monkeypatch, None, "method.inject_blocks=[5]")
     with pytest.raises(ValueError, match="0 < t_max <= 1"):
         build(post, tmp_path, monkeypatch, None, "method.t_max=0")
+
+
+def test_a_resumed_run_keeps_the_failed_facts_and_continues_exactly(post, tmp_path, monkeypatch):
+    more = ("method.branch_off=0.5", "train.save_every=2", "train.tensorboard=false")
+    judge = ToyJudge(says_no=True)  # every fact fails: the memory decides which rows get the branch
+    straight, *_ = build(post, tmp_path, monkeypatch, judge, "train.steps=4", *more)
+    train(straight, tmp_path / "straight", progress=False)
+    first, *_ = build(post, tmp_path, monkeypatch, judge, "train.steps=2", *more)
+    train(first, tmp_path / "split", progress=False)
+    meta = json.loads((tmp_path / "split" / "checkpoints" / "step_000002" / "state.json").read_text())
+    assert meta["method_ranks"][0]["failed"]  # the memory is in the checkpoint
+    train(straight, tmp_path / "split", resume=True, progress=False)
+    a, b = load_model(tmp_path / "straight" / "model").state_dict(), load_model(tmp_path / "split" / "model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["branch_frac"] for r in log] == [json.loads(line)["branch_frac"] for line in
+                                             (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from torch import nn
 from tqdm import tqdm
 from transformers import VideoMAEForPreTraining
 
@@ -40,6 +39,7 @@ from physalign.train.config import ConfigError, load_flat_config
 from physalign.train.data import batch_indices, manifest_rows, read_videos, to_model_range
 from physalign.train.ema import NoEMA
 from physalign.train.loop import TrainingError, TrainState, seed_everything
+from physalign.train.methods import Method
 
 MASKINGS = ("tube", "random")
 
@@ -107,7 +107,7 @@ def lr_factor(step: int, warmup: int, steps: int) -> float:
 def build_state(cfg: TeacherConfig, model: VideoMAEForPreTraining) -> TrainState:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg.warmup_steps, cfg.steps))
-    return TrainState(model=model, method=nn.Module(), opt=opt, sched=sched, ema=NoEMA())
+    return TrainState(model=model, method=Method(), opt=opt, sched=sched, ema=NoEMA())  # no method parameters
 
 
 def masked_loss(model: VideoMAEForPreTraining, videos: np.ndarray, cfg: TeacherConfig, step: int) -> torch.Tensor:

@@ -7,7 +7,8 @@ Layout of ``RUN/checkpoints/step_000100/``:
 - ``method.safetensors``: the method's trainable parameters (empty for ``fm``);
 - ``ema.safetensors``: EMA weights (empty without EMA);
 - ``rng.safetensors`` + ``state.json``: torch, numpy and python random states, step, scheduler (of every
-  process of a multi-process run: ``rng.safetensors`` is rank 0's, ``rng_rank<k>.safetensors`` rank k's);
+  process of a multi-process run: ``rng.safetensors`` is rank 0's, ``rng_rank<k>.safetensors`` rank k's),
+  and each process's ``method.extra_state()`` (e.g. DiffPhy's memory of failed facts);
 - ``config.yaml``: the run's config.
 
 ``RUN/checkpoints/latest`` names the newest complete step. A checkpoint is written to a temporary folder
@@ -67,9 +68,11 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: p.detach().contiguous() for k, p in module.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2, rng_states: list | None = None) -> Path:
+def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2, rng_states: list | None = None,
+                    method_states: list | None = None) -> Path:
     """Write ``state`` (model, method, opt, sched, ema) at ``step``; keep the newest ``keep`` checkpoints.
-    ``rng_states``: every rank's :func:`rng_state` in rank order (default: this process's alone)."""
+    ``rng_states`` and ``method_states``: every rank's :func:`rng_state` and ``method.extra_state()`` in rank
+    order (default: this process's alone)."""
     root = Path(run) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -84,8 +87,9 @@ def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2, rng_s
     rng_states = rng_states or [rng_state()]
     for rank, (rng_tensors, _) in enumerate(rng_states):
         save_file(rng_tensors, str(tmp / _rng_file(rank)))
+    method_states = method_states or [state.method.extra_state()]
     meta = {"step": step, "optimizer": opt_meta, "scheduler": state.sched.state_dict(),
-            "rng": rng_states[0][1], "rng_ranks": [m for _, m in rng_states]}
+            "rng": rng_states[0][1], "rng_ranks": [m for _, m in rng_states], "method_ranks": method_states}
     (tmp / "state.json").write_text(json.dumps(meta))
     save_config(cfg, tmp / "config.yaml")
     os.replace(tmp, final)
@@ -132,6 +136,8 @@ def restore_training_state(ckpt: Path, state, rank: int = 0) -> int:
         raise ValueError(f"{ckpt} was saved by {len(ranks)} processes; process {rank} has no random state there "
                          "(resume with the same number of processes)")
     restore_rng_state(load_file(str(ckpt / _rng_file(rank))), ranks[rank])
+    method_ranks = meta.get("method_ranks", [])
+    state.method.load_extra_state(method_ranks[rank] if rank < len(method_ranks) else {})
     return int(meta["step"])
 
 

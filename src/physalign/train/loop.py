@@ -191,10 +191,10 @@ def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress:
             if t.validate_every and (step + 1) % t.validate_every == 0 and engine.is_main:
                 validate(state, data, run / "validation" / f"step_{step + 1:06d}", t)
             if (step + 1) % t.save_every == 0 or step + 1 == t.steps:
-                rngs = engine.gather(rng_state())
+                rngs, extras = engine.gather(rng_state()), engine.gather(state.method.extra_state())
                 engine.consolidate(state.opt)
                 if engine.is_main:
-                    save_checkpoint(run, step + 1, state, cfg, t.keep_checkpoints, rngs)
+                    save_checkpoint(run, step + 1, state, cfg, t.keep_checkpoints, rngs, extras)
                 engine.barrier()
     finally:
         logger.close()

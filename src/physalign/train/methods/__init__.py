@@ -47,6 +47,14 @@ class Method(nn.Module):
     def finish(self, model, data) -> None:
         """Once after the last step, before the model is exported."""
 
+    def extra_state(self) -> dict:
+        """What the method keeps besides its parameters that a resumed run needs to continue exactly (JSON
+        values: e.g. DiffPhy's memory of failed facts and its random generator); saved per process."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`extra_state` returned (after ``setup``)."""
+
 
 METHODS: dict[str, type[Method]] = {}
 

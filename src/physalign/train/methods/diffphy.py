@@ -131,6 +131,16 @@ class DiffPhy(Method):
     def finish(self, model, data) -> None:
         merge_lora(model.backbone)
 
+    def extra_state(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"failed": {str(i): facts for i, facts in self.failed.items()}, "rng": [version, list(internal), gauss]}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.failed = {int(i): list(facts) for i, facts in state.get("failed", {}).items()}
+        if "rng" in state:
+            version, internal, gauss = state["rng"]
+            self.rng.setstate((version, tuple(internal), gauss))
+
     @property
     def judge(self):
         return self._judge[0]
