@@ -261,6 +261,23 @@ def test_teacher_features_are_cached_with_the_latents(clips, model):
         run(clips, "teacher_bad", model, teacher=teacher, sampling=FrameSampling(2, 16, 16))
 
 
+def test_a_teacher_of_one_frame_fewer_and_smaller_frames_reads_the_clips_fitted(clips, model):
+    """The VideoREPA mapping at test size: 4 sampled frames of 16 x 16 -> a teacher reading 3 x 8 x 8."""
+    from transformers import VideoMAEModel
+
+    from physalign.teacher.model import fit_to_teacher
+
+    torch.manual_seed(2)
+    teacher = VideoMAEModel(teacher_config(dict(image_size=8, num_frames=3, patch_size=4, tubelet_size=1, hidden_size=32,
+                                                num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))).eval()
+    run(clips, "teacher_fit", model, teacher=teacher, teacher_layer=0)
+    batch = PrecomputedClips(clips / "teacher_fit").batch(torch.tensor([1]))
+    video = fit_to_teacher(to_model_range(np.stack([read_video(clips / "clip1.mp4")[:4]])), teacher.config)
+    assert video.shape == (1, 3, 3, 8, 8) and batch["teacher"].shape == (1, 3, 2, 2, 32)
+    torch.testing.assert_close(batch["teacher"], teacher_features(teacher, video, 0).half().float(), atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(batch["motion"], tubelet_motion(video, (3, 2, 2)))
+
+
 def test_preference_pairs_cache_the_losers(clips, model):
     lines = [{"chosen": "clip0.mp4", "rejected": "clip1.mp4", "prompt": CAPTIONS[0]},
              {"chosen": "clip2.mp4", "prompt": CAPTIONS[1]},

@@ -321,3 +321,26 @@ def test_linear_probe_separates_signal_from_noise():
     names = [str(v) for v in labels.tolist()]
     assert probe_accuracy(signal, names)[0] > 0.95
     assert probe_accuracy(torch.randn(200, 50, generator=g), names)[0] < 0.5
+
+
+def test_fit_to_teacher_drops_frame_zero_and_resizes_as_pil_does():
+    from PIL import Image
+
+    from physalign.teacher.model import fit_to_teacher
+
+    config = teacher_config(dict(image_size=[8, 12], num_frames=4, patch_size=4, tubelet_size=2, hidden_size=32,
+                                 num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    video = torch.rand(2, 3, 5, 16, 24) * 2 - 1  # 1 + 4 frames at twice the teacher's size
+    got = fit_to_teacher(video, config)
+    assert got.shape == (2, 3, 4, 8, 12)
+    want = torch.empty(2, 3, 4, 8, 12)
+    for b in range(2):
+        for f in range(4):
+            for c in range(3):  # PIL's bilinear resize is antialiased: the independent reference
+                frame = Image.fromarray(video[b, c, f + 1].numpy(), mode="F").resize((12, 8), Image.BILINEAR)
+                want[b, c, f] = torch.from_numpy(np.array(frame))
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    same = torch.rand(1, 3, 4, 8, 12)
+    assert torch.equal(fit_to_teacher(same, config), same)  # the teacher's own shape passes unchanged
+    with pytest.raises(ValueError, match="clips must be \\(B, 3, 4 or 5, H, W\\)"):
+        fit_to_teacher(torch.rand(1, 3, 6, 8, 12), config)

@@ -193,9 +193,10 @@ class Encoder:
         """The teacher's tokens (B, F, H, W, D) float16 and M-TSA's tubelet motion (B, F, H, W) on its grid.
         The motion is kept rather than a mask so the mask's ratio stays a training option."""
         from physalign.objectives.motion import tubelet_motion
-        from physalign.teacher.model import teacher_features, teacher_grid
+        from physalign.teacher.model import fit_to_teacher, teacher_features, teacher_grid
 
         device = next(self.teacher.parameters()).device
+        video = fit_to_teacher(video, self.teacher.config)  # e.g. 49 x 480 x 720 -> 48 x 160 x 240
         features = teacher_features(self.teacher, video.to(device), self.layer).half().cpu()  # (B, F, H, W, D)
         if not torch.isfinite(features).all():
             raise ValueError(f"teacher features at layer {self.layer} overflow float16 (non-finite values)")
@@ -215,13 +216,15 @@ class Encoder:
 
 
 def _check_teacher(teacher: nn.Module, layer: int, sampling: FrameSampling) -> int:
-    """The non-negative layer index; the teacher must read videos of the sampled shape."""
+    """The non-negative layer index; the teacher must read the sampled frames (or one fewer: frame 0 is
+    dropped) at any frame size (resized: ``teacher.model.fit_to_teacher``)."""
     from physalign.teacher.model import video_shape
 
-    expected = (3, sampling.frames, sampling.height, sampling.width)
-    if tuple(video_shape(teacher.config)) != expected:
-        raise ValueError(f"the teacher reads videos of shape {tuple(video_shape(teacher.config))}; the clips are "
-                         f"sampled to {expected}: set frames/height/width to match")
+    shape = tuple(video_shape(teacher.config))
+    if sampling.frames not in (shape[1], shape[1] + 1):
+        raise ValueError(f"the teacher reads videos of shape {shape}; the clips are sampled to {sampling.frames} "
+                         f"frames: sample {shape[1]} or {shape[1] + 1} (frame 0 is then dropped, as VideoREPA does "
+                         "for CogVideoX's 49)")
     layers = teacher.config.num_hidden_layers
     if not -layers <= layer < layers:
         raise IndexError(f"teacher layer {layer} out of range: the teacher has {layers} layers")

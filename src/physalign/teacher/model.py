@@ -90,6 +90,27 @@ def save_teacher(model: VideoMAEModel | VideoMAEForPreTraining, path: str | Path
     encoder.save_pretrained(path, safe_serialization=True)
 
 
+def fit_to_teacher(video: torch.Tensor, config: VideoMAEConfig) -> torch.Tensor:
+    """Clips as sampled for the model -> the shape the teacher reads, the way VideoREPA feeds CogVideoX's
+    49 x 480 x 720 clips to VideoMAEv2 as 48 x 160 x 240: (B, C, T, H, W) -> (B, C, T', H', W').
+
+    With one frame more than the teacher reads (the 1 + 4k frames of CogVideoX and Wan, whose first frame has
+    a latent frame of its own) frame 0 is dropped; any other frame count is an error. Frames of another size
+    are resized (bilinear, antialiased); a different aspect ratio is stretched, so give the teacher the clips'
+    aspect ratio (VideoMAE's positions are sinusoidal: any ``image_size`` loads)."""
+    c, t, h, w = video_shape(config)
+    if video.ndim != 5 or video.shape[1] != c or video.shape[2] not in (t, t + 1):
+        raise ValueError(f"the teacher reads videos of shape {(c, t, h, w)}: clips must be (B, {c}, {t} or {t + 1}, "
+                         f"H, W) (with {t + 1} frames, frame 0 is dropped). Got {tuple(video.shape)}.")
+    video = video[:, :, -t:]
+    if tuple(video.shape[-2:]) == (h, w):
+        return video
+    b, f = video.shape[0], video.shape[2]
+    frames = video.transpose(1, 2).reshape(b * f, c, *video.shape[-2:])
+    frames = torch.nn.functional.interpolate(frames, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return frames.reshape(b, f, c, h, w).transpose(1, 2)
+
+
 def to_teacher_input(video: torch.Tensor, config: VideoMAEConfig) -> torch.Tensor:
     """(B, C, T, H, W) in [-1, 1] -> the teacher's ``pixel_values`` (B, T, C, H, W), ImageNet-normalised."""
     expected = video_shape(config)
