@@ -79,11 +79,13 @@ def sized(folder: Path) -> Path:
 
 
 def tiny_teacher(path: Path) -> Path:
-    """A random VideoMAE that reads the clips' shape, 9 x 32 x 48: tokens (3, 4, 6)."""
+    """A random VideoMAE reading 8 x 16 x 24, tokens (4, 2, 3): the 9 x 32 x 48 clips reach it as VideoREPA's
+    49 x 480 x 720 reach VideoMAEv2 (frame 0 dropped, resized), and CogVideoX's (3, 2, 3) latent tokens map onto
+    its grid as the real ones do (latent frame 0 dropped, x2 in time)."""
     from transformers import VideoMAEModel
 
     torch.manual_seed(0)
-    save_teacher(VideoMAEModel(teacher_config(dict(image_size=[32, 48], num_frames=9, patch_size=8, tubelet_size=3,
+    save_teacher(VideoMAEModel(teacher_config(dict(image_size=[16, 24], num_frames=8, patch_size=8, tubelet_size=2,
                                                    hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                    intermediate_size=64))), path)
     return path
@@ -203,10 +205,13 @@ def test_shard_caption_embeddings_stand_in_for_the_text_encoder(user):
 def test_mtsa_masks_from_precomputed_motion_equal_masks_of_the_decoded_frames(user):
     state, data = built(user, "cogvideox", "mtsa", f"method.teacher={user.teacher}", "method.block=1",
                         "method.projector_dim=16")
-    masks = state.method.masks[torch.tensor([2, 0])]  # (2, 3, 4, 6): the teacher's grid
+    from physalign.teacher.model import fit_to_teacher, load_teacher
+
+    masks = state.method.masks[torch.tensor([2, 0])]  # (2, 4, 2, 3): the teacher's grid
     frames = [decode_clip(user.root / f"clips/{i}.mp4", FrameSampling(9, 32, 48))[0] for i in (2, 0)]
-    assert torch.equal(masks, motion_mask(to_model_range(np.stack(frames)), (3, 4, 6), 0.2))
-    assert masks.sum() == 2 * 3 * round(0.2 * 24)  # k = 20% of the 4 x 6 tokens in each of 3 frames
+    fitted = fit_to_teacher(to_model_range(np.stack(frames)), load_teacher(user.teacher).config)  # (2, 3, 8, 16, 24)
+    assert torch.equal(masks, motion_mask(fitted, (4, 2, 3), 0.2))
+    assert masks.sum() == 2 * 4 * round(0.2 * 6)  # k = 20% of the 2 x 3 tokens in each of 4 frames
 
 
 @pytest.fixture(scope="module")
