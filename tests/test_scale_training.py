@@ -258,3 +258,31 @@ def test_source_config_errors(user, tmp_path):
     result = CliRunner().invoke(app, ["train", "--config", str(CONFIGS / "methods" / "sft.yaml"), "--out",
                                       str(tmp_path / "r"), "--set", "data.source=webdataset"])
     assert result.exit_code == 2 and "data.source 'webdataset' does not serve 'latents' batches" in result.output
+
+
+def test_two_processes_on_precomputed_clips_match_one(user, tmp_path):
+    """torchrun, two CPU processes (gloo): each reads its half of the global batch from the shards; the
+    weights after two steps equal one process's on the whole batch."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    run = ["train", "--config", CONFIGS / "methods" / "sft.yaml", "--set", f"model.init={user.folders['wan']}",
+           "--set", "data.source=precomputed", "--set", f"data.precomputed={user.caches['wan']}",
+           "--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "train.save_every=2",
+           "--set", "train.tensorboard=false", "--set", "optim.warmup_steps=1", "--set", "optim.lr=0.001",
+           "--set", "method.per_sample_noise=true", *FROZEN_TEXT]
+    cli(*run, "--out", tmp_path / "one")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), "-m", "physalign.cli", *map(str, run), "--out", str(tmp_path / "two")],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    one, two, base = (transformer_weights(p) for p in (tmp_path / "one" / "model", tmp_path / "two" / "model",
+                                                       user.folders["wan"]))
+    gap = max(float((one[k].float() - two[k].float()).abs().max()) for k in one)
+    moved = max(float((one[k].float() - base[k].float()).abs().max()) for k in one)
+    assert gap < 1e-4 < moved, (gap, moved)
