@@ -6,9 +6,10 @@ Stages (each resumable: a finished stage's outputs are reused, an interrupted tr
 1. data: post-training videos with counterfactuals (shared, ``data/post-N-sS``) and the test prompts;
 2. step times: each method's training step against SFT's, interleaved in one process (this also builds
    every cache the methods need: latents, counterfactual latents, teacher features);
-3. training: one run per (method, seed), ``jobs`` at a time in subprocesses of one thread each;
-4. sampling: the base and every run on the test prompts, the same seed for all (paired comparisons);
-5. evaluation and the report (:mod:`physalign.bench.report`).
+3. training and sampling: one run per (method, seed), trained and then sampled on the test prompts, ``jobs``
+   at a time in subprocesses of one thread each (slowest first); the base sampled last. The same sampling
+   seed for all (paired comparisons);
+4. evaluation and the report (:mod:`physalign.bench.report`).
 """
 
 from __future__ import annotations
@@ -74,12 +75,17 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path = DEFAULT_BASE
         save_config(cfgs[arm.name], _config_path(out, arm))
     timing = cached_json(out / "timing.json", lambda: step_times(
         {a.method: cfgs[a.name] for a in arms if a.seed == profile.seeds[0]}, profile.timing_rounds))
-    todo = longest_first([a for a in arms if not (a.run(out) / "model").is_dir()], timing)
-    parallel([(f"train {a.name}", train_command(out, a)) for a in todo], jobs, out / "logs")
     models = {"base": base} | {a.name: a.run(out) / "model" for a in arms}
-    parallel([(f"sample {name}", sample_command(path, test_manifest, out / "samples" / name, profile))
-              for name, path in models.items() if not (out / "samples" / name / "manifest.jsonl").is_file()],
-             jobs, out / "logs")
+
+    def sampling(name: str) -> list[tuple[str, list[str]]]:
+        done = (out / "samples" / name / "manifest.jsonl").is_file()
+        return [] if done else [(f"sample {name}", sample_command(models[name], test_manifest, out / "samples" / name, profile))]
+
+    # one chain per arm, train then sample, slowest first, and the base's samples last: a job slot freed by a
+    # finished chain takes the next one, so no slot idles while the last run trains
+    chains = [[*([] if (a.run(out) / "model").is_dir() else [(f"train {a.name}", train_command(out, a))]),
+               *sampling(a.name)] for a in longest_first(arms, timing)]
+    parallel([chain for chain in [*chains, sampling("base")] if chain], jobs, out / "logs")
     results = {"simulator": evaluate_manifest(test_manifest, progress=False)}
     for name in tqdm(models, desc="eval", unit="model"):
         results[name] = evaluate_manifest(out / "samples" / name / "manifest.jsonl", progress=False)
@@ -150,26 +156,26 @@ def sample_command(model: Path, manifest: Path, folder: Path, profile: Profile) 
             "--threads", "1"]
 
 
-def parallel(tasks: list[tuple[str, list[str]]], jobs: int, logs: Path) -> None:
-    """Run the commands ``jobs`` at a time (one torch thread each), logging each to ``logs/<name>.log``;
-    a failure stops the bench with the command's log tail."""
-    if not tasks:
+def parallel(chains: list[list[tuple[str, list[str]]]], jobs: int, logs: Path) -> None:
+    """Run the chains ``jobs`` at a time, each chain's commands in order (one torch thread each), logging
+    each command to ``logs/<name>.log``; a failure stops the bench with the command's log tail."""
+    if not chains:
         return
     logs.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(tasks), desc=tasks[0][0].split()[0], unit="run")
+    bar = tqdm(total=sum(len(c) for c in chains), desc="train and sample", unit="run")
 
-    def run(task):
-        name, cmd = task
-        log = logs / f"{name.replace(' ', '_')}.log"
-        with open(log, "w") as f:
-            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_one_thread_env()).returncode
-        bar.update(1)
-        if code != 0:
-            tail = "\n".join(log.read_text().splitlines()[-15:])
-            raise BenchError(f"{name} failed (exit {code}); log {log}:\n{tail}")
+    def run(chain):
+        for name, cmd in chain:
+            log = logs / f"{name.replace(' ', '_')}.log"
+            with open(log, "w") as f:
+                code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_one_thread_env()).returncode
+            bar.update(1)
+            if code != 0:
+                tail = "\n".join(log.read_text().splitlines()[-15:])
+                raise BenchError(f"{name} failed (exit {code}); log {log}:\n{tail}")
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for future in [pool.submit(run, t) for t in tasks]:
+        for future in [pool.submit(run, c) for c in chains]:
             future.result()
     bar.close()
 
