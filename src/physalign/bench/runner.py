@@ -83,9 +83,11 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path = DEFAULT_BASE
 
     # one chain per arm, train then sample, slowest first, and the base's samples last: a job slot freed by a
     # finished chain takes the next one, so no slot idles while the last run trains
-    chains = [[*([] if (a.run(out) / "model").is_dir() else [(f"train {a.name}", train_command(out, a))]),
-               *sampling(a.name)] for a in longest_first(arms, timing)]
-    parallel([chain for chain in [*chains, sampling("base")] if chain], jobs, out / "logs")
+    trained = [a for a in arms if (a.run(out) / "model").is_dir()]
+    chains = [[(f"train {a.name}", train_command(out, a)), *sampling(a.name)]
+              for a in longest_first([a for a in arms if a not in trained], timing)]
+    chains += [sampling(a.name) for a in trained] + [sampling("base")]  # on a resumed bench: after the training
+    parallel([chain for chain in chains if chain], jobs, out / "logs")
     results = {"simulator": evaluate_manifest(test_manifest, progress=False)}
     for name in tqdm(models, desc="eval", unit="model"):
         results[name] = evaluate_manifest(out / "samples" / name / "manifest.jsonl", progress=False)
