@@ -77,6 +77,7 @@ def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):
     assert data["summaries"]["simulator"]["overall"]["joint"]["mean"] == 1.0  # the ground truth scores itself
     assert data["step_time"]["sft"]["ratio"] == 1.0 and data["step_time"]["fm"]["ratio"] > 0
     assert set(data["vs_sft"]) == {"fm"} and data["vs_sft"]["fm"]["joint"]["n"] == 3
+    assert set(data["vs_base"]) == {"sft", "fm"} and data["vs_base"]["sft"]["joint"]["n"] == 3  # each vs its start
     assert [r["step"] for r in data["curves"]["sft-s0"]] == [0, 1]
     text = report.read_text()
     assert "| sft | 3 |" in text and "step time / SFT" in text

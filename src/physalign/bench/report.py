@@ -27,25 +27,27 @@ def write_bench_report(out: Path, profile, arms, results: dict, timing: dict, ru
     pooled |= {m: [r for a in arms if a.method == m for r in results[a.name]] for m in methods}
     summaries = {name: summarize(rs) for name, rs in pooled.items()}
     deltas = {m: _delta(arms, results, m) for m in methods if REFERENCE in methods and m != REFERENCE}
-    data = {"profile": profile.to_dict(), "summaries": summaries, "vs_sft": deltas, "step_time": timing,
+    vs_base = {m: _delta(arms, results, m, against=lambda arm: "base") for m in methods}
+    data = {"profile": profile.to_dict(), "summaries": summaries, "vs_sft": deltas, "vs_base": vs_base, "step_time": timing,
             "curves": {a.name: _curve(runs[a.name]) for a in arms}}
     (out / "bench.json").write_text(json.dumps(finite(data), indent=2, allow_nan=False))
     plots = [_plot_metrics(out, summaries), _plot_curves(out, data["curves"])]
     gif = _gif_grid(out, list(pooled)[1:], arms)
-    md = _markdown(profile, summaries, deltas, timing, plots, gif)
+    md = _markdown(profile, summaries, deltas, vs_base, timing, plots, gif)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(_html(md))
     return out / "report.md"
 
 
-def _delta(arms, results, method: str) -> dict:
-    """Paired differences method - SFT, pooled over training seeds (seed s pairs with SFT's seed s)."""
+def _delta(arms, results, method: str, against=lambda arm: f"{REFERENCE}-s{arm.seed}") -> dict:
+    """Paired differences method - reference, pooled over training seeds: by default SFT (seed s pairs with
+    SFT's seed s); ``against`` names the reference of each arm (e.g. the base, which every method starts from)."""
     out = {}
     for metric in METRICS:
         a, b = [], []
         for arm in arms:
             if arm.method == method:
-                x, y = pair_results(results[arm.name], results[f"{REFERENCE}-s{arm.seed}"])
+                x, y = pair_results(results[arm.name], results[against(arm)])
                 a += [getattr(r, metric) for r in x]
                 b += [getattr(r, metric) for r in y]
         out[metric] = paired_difference(a, b)
@@ -57,7 +59,7 @@ def _curve(run: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
 
 
-def _markdown(profile, summaries: dict, deltas: dict, timing: dict, plots: list[str], gif: str) -> str:
+def _markdown(profile, summaries: dict, deltas: dict, vs_base: dict, timing: dict, plots: list[str], gif: str) -> str:
     p = profile
     lines = [f"# physalign bench ({p.name})", "",
              f"Every method post-trained from the same base on the same {p.train_videos} world videos (seed "
@@ -65,14 +67,15 @@ def _markdown(profile, summaries: dict, deltas: dict, timing: dict, plots: list[
              f"{list(p.seeds)}; sampled on {p.test_prompts} held-out test prompts x {p.samples_per_prompt} "
              f"({p.sample_steps} Euler steps, guidance {p.guidance}, the same noise for every model) and scored "
              "against the simulator. 95% bootstrap intervals; Δ columns pair each video with SFT's.", "",
-             "| model | n | PC | SA | Joint | Δ PC vs SFT | Δ Joint vs SFT | step time / SFT |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | n | PC | SA | Joint | Δ PC vs SFT | Δ Joint vs SFT | Δ Joint vs base | step time / SFT |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         d = deltas.get(name)
         dpc, djoint = (_fmt_delta(d["pc"]), _fmt_delta(d["joint"])) if d else ("", "")
+        dbase = _fmt_delta(vs_base[name]["joint"]) if name in vs_base else ""
         ratio = f"{timing[name]['ratio']:.2f}" if name in timing else ""
         lines.append(f"| {name} | {s['n']} | " + " | ".join(fmt(s["overall"][m]) for m in METRICS)
-                     + f" | {dpc} | {djoint} | {ratio} |")
+                     + f" | {dpc} | {djoint} | {dbase} | {ratio} |")
     lines += ["", "## In-distribution and out-of-distribution prompts (Joint)", "",
               "| model | in-distribution | ood |", "|---|---|---|"]
     for name, s in summaries.items():
