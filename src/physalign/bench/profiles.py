@@ -41,8 +41,8 @@ class Profile:
 PROFILES = {
     "quick": Profile("quick", train_videos=500, steps=60, batch_size=16, test_prompts=48, samples_per_prompt=1,
                      sample_steps=20, timing_rounds=4),
-    # 300 steps of batch 32 (9,600 clips, ~5 passes over the 2,000 videos): about 2 h on an idle 2-core
-    # machine with nine methods, PhysHPO's 4x step the largest share.
+    # 300 steps of batch 32 (9,600 clips, ~5 passes over the 2,000 videos): 2 h 49 min measured on a 2-core
+    # machine (partly shared) with nine methods, PhysHPO's 4x step the largest share.
     "full": Profile("full", steps=300),
     # PhysHPO with each level left out, at the quick profile's budget
     "ablation": Profile("ablation", methods=("sft", "physhpo", *VARIANTS), train_videos=500, steps=60, batch_size=16,
