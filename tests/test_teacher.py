@@ -342,5 +342,7 @@ def test_fit_to_teacher_drops_frame_zero_and_resizes_as_pil_does():
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     same = torch.rand(1, 3, 4, 8, 12)
     assert torch.equal(fit_to_teacher(same, config), same)  # the teacher's own shape passes unchanged
-    with pytest.raises(ValueError, match="clips must be \\(B, 3, 4 or 5, H, W\\)"):
+    with pytest.raises(ValueError, match="the clips have 6 frames: give it 4 or 5"):
         fit_to_teacher(torch.rand(1, 3, 6, 8, 12), config)
+    with pytest.raises(ValueError, match="clips must be \\(B, 3, 4 or 5, H, W\\)"):
+        fit_to_teacher(torch.rand(1, 1, 4, 8, 12), config)  # one channel

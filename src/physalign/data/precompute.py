@@ -218,13 +218,9 @@ class Encoder:
 def _check_teacher(teacher: nn.Module, layer: int, sampling: FrameSampling) -> int:
     """The non-negative layer index; the teacher must read the sampled frames (or one fewer: frame 0 is
     dropped) at any frame size (resized: ``teacher.model.fit_to_teacher``)."""
-    from physalign.teacher.model import video_shape
+    from physalign.teacher.model import check_frame_count
 
-    shape = tuple(video_shape(teacher.config))
-    if sampling.frames not in (shape[1], shape[1] + 1):
-        raise ValueError(f"the teacher reads videos of shape {shape}; the clips are sampled to {sampling.frames} "
-                         f"frames: sample {shape[1]} or {shape[1] + 1} (frame 0 is then dropped, as VideoREPA does "
-                         "for CogVideoX's 49)")
+    check_frame_count(sampling.frames, teacher.config)
     layers = teacher.config.num_hidden_layers
     if not -layers <= layer < layers:
         raise IndexError(f"teacher layer {layer} out of range: the teacher has {layers} layers")

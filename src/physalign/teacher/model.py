@@ -90,6 +90,14 @@ def save_teacher(model: VideoMAEModel | VideoMAEForPreTraining, path: str | Path
     encoder.save_pretrained(path, safe_serialization=True)
 
 
+def check_frame_count(frames: int, config: VideoMAEConfig) -> None:
+    """The teacher reads T frames; clips of T or 1 + T frames fit (frame 0 of 1 + T is dropped)."""
+    shape = video_shape(config)
+    if frames not in (shape[1], shape[1] + 1):
+        raise ValueError(f"the teacher reads videos of shape {shape}; the clips have {frames} frames: give it "
+                         f"{shape[1]} or {shape[1] + 1} (frame 0 is then dropped, as VideoREPA does for CogVideoX's 49)")
+
+
 def fit_to_teacher(video: torch.Tensor, config: VideoMAEConfig) -> torch.Tensor:
     """Clips as sampled for the model -> the shape the teacher reads, the way VideoREPA feeds CogVideoX's
     49 x 480 x 720 clips to VideoMAEv2 as 48 x 160 x 240: (B, C, T, H, W) -> (B, C, T', H', W').
@@ -99,9 +107,10 @@ def fit_to_teacher(video: torch.Tensor, config: VideoMAEConfig) -> torch.Tensor:
     are resized (bilinear, antialiased); a different aspect ratio is stretched, so give the teacher the clips'
     aspect ratio (VideoMAE's positions are sinusoidal: any ``image_size`` loads)."""
     c, t, h, w = video_shape(config)
-    if video.ndim != 5 or video.shape[1] != c or video.shape[2] not in (t, t + 1):
+    if video.ndim != 5 or video.shape[1] != c:
         raise ValueError(f"the teacher reads videos of shape {(c, t, h, w)}: clips must be (B, {c}, {t} or {t + 1}, "
                          f"H, W) (with {t + 1} frames, frame 0 is dropped). Got {tuple(video.shape)}.")
+    check_frame_count(video.shape[2], config)
     video = video[:, :, -t:]
     if tuple(video.shape[-2:]) == (h, w):
         return video

@@ -50,16 +50,27 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def python_rng_to_json(state: tuple) -> list:
+    """``random.Random.getstate()`` as JSON-able ``[version, [ints...], gauss]``."""
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def python_rng_from_json(state: list) -> tuple:
+    """Inverse of :func:`python_rng_to_json`, ready for ``random.Random.setstate``."""
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
+
+
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     numpy = {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
-    return {"torch": torch.get_rng_state()}, {"python": random.getstate(), "numpy": numpy}
+    return {"torch": torch.get_rng_state()}, {"python": python_rng_to_json(random.getstate()), "numpy": numpy}
 
 
 def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     torch.set_rng_state(tensors["torch"])
-    version, internal, gauss = meta["python"]
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate(python_rng_from_json(meta["python"]))
     n = meta["numpy"]
     np.random.set_state((n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 

@@ -35,6 +35,7 @@ from physalign.judges import load_judge as load_any_judge
 from physalign.judges.base import PLAUSIBILITY_QUESTION, fact_question, prompt_question
 from physalign.models.lora import LoraSpec, add_lora, merge_lora
 from physalign.objectives import flow_matching_loss, interpolate, phenomena_loss, predicted_x0, rating_loss
+from physalign.train.checkpoint import python_rng_from_json, python_rng_to_json
 from physalign.train.data import DataError
 from physalign.train.methods import Method, register
 from physalign.train.methods.fm import check_schedule, drop_prompts, encode_prompts, noisy_velocity, sample_t
@@ -132,14 +133,13 @@ class DiffPhy(Method):
         merge_lora(model.backbone)
 
     def extra_state(self) -> dict:
-        version, internal, gauss = self.rng.getstate()
-        return {"failed": {str(i): facts for i, facts in self.failed.items()}, "rng": [version, list(internal), gauss]}
+        failed = {str(i): facts for i, facts in self.failed.items()}
+        return {"failed": failed, "rng": python_rng_to_json(self.rng.getstate())}
 
     def load_extra_state(self, state: dict) -> None:
         self.failed = {int(i): list(facts) for i, facts in state.get("failed", {}).items()}
         if "rng" in state:
-            version, internal, gauss = state["rng"]
-            self.rng.setstate((version, tuple(internal), gauss))
+            self.rng.setstate(python_rng_from_json(state["rng"]))
 
     @property
     def judge(self):
