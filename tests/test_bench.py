@@ -46,6 +46,9 @@ def test_profiles_and_method_configs():
         cfg = arm_config(Arm(f"physhpo-no-{level}", 0), ablation, Path("m.jsonl"), Path("base"), Path("cache"), CONFIGS / "methods")
         weights = {lv: cfg.method[f"{lv}_weight"] for lv in ("instance", "state", "motion", "semantic")}
         assert cfg.train.method == "physhpo" and weights == {lv: 0 if lv == level else 1.0 for lv in weights}
+    anchored = arm_config(Arm("physhpo-anchored", 0), ablation, Path("m.jsonl"), Path("base"), Path("cache"), CONFIGS / "methods")
+    assert (anchored.train.method, anchored.method["fm_weight"]) == ("physhpo", 10)
+    assert "physhpo-anchored" in ablation.methods
     with pytest.raises(BenchError, match="method 'nope': no config"):
         arm_config(Arm("nope", 0), quick, Path("m.jsonl"), Path("base"), Path("cache"), CONFIGS / "methods")
 

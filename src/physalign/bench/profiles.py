@@ -11,8 +11,11 @@ from dataclasses import asdict, dataclass, replace
 METHODS = ("sft", "dfm", "repa", "trd", "tsa", "mtsa", "direct", "diffphy", "physhpo")
 PHYSHPO_LEVELS = ("instance", "state", "motion", "semantic")
 # Named variants of a method: name -> (the method's config, overrides). PhysHPO's level ablation leaves each
-# level out in turn.
+# level out in turn; ``physhpo-anchored`` adds the winner's flow-matching loss (fm_weight 10: Flow-DPO's
+# gradient starts at beta/2 = 50 times the error difference's, so an anchor of weight 1 would barely register),
+# against the winners' FM loss rising tenfold in the full bench.
 VARIANTS = {f"physhpo-no-{level}": ("physhpo", [f"method.{level}_weight=0"]) for level in PHYSHPO_LEVELS}
+VARIANTS["physhpo-anchored"] = ("physhpo", ["method.fm_weight=10"])
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,14 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile("quick", train_videos=500, steps=60, batch_size=16, test_prompts=48, samples_per_prompt=1,
-                     sample_steps=20, timing_rounds=4),
+    # A smoke comparison of all nine methods, sized to 15 minutes on 2 cores: the old quick profile (500
+    # videos, 60 steps of batch 16, 48 prompts at 20 steps) needed about 30 (killed at 19 min, 8 of 19 runs done).
+    "quick": Profile("quick", train_videos=256, steps=30, batch_size=12, test_prompts=32, samples_per_prompt=1,
+                     sample_steps=16, timing_rounds=3),
     # 300 steps of batch 32 (9,600 clips, ~5 passes over the 2,000 videos): 2 h 49 min measured on a 2-core
     # machine (partly shared) with nine methods, PhysHPO's 4x step the largest share.
     "full": Profile("full", steps=300),
-    # PhysHPO with each level left out, at the quick profile's budget
+    # PhysHPO with each level left out, and with the FM anchor, at the quick profile's budget
     "ablation": Profile("ablation", methods=("sft", "physhpo", *VARIANTS), train_videos=500, steps=60, batch_size=16,
                         test_prompts=48, samples_per_prompt=1, sample_steps=20, timing_rounds=2),
 }
