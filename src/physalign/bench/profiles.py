@@ -42,8 +42,8 @@ class Profile:
 
 
 PROFILES = {
-    # A smoke comparison of all nine methods, sized to 15 minutes on 2 cores: the old quick profile (500
-    # videos, 60 steps of batch 16, 48 prompts at 20 steps) was killed on a fresh clone at 19 min with 8 of its 19 runs
+    # A smoke comparison of all nine methods, sized to 15 minutes on 2 cores. The old quick profile (500 videos,
+    # 60 steps of batch 16, 48 prompts at 20 steps) was killed on a fresh clone at 19 min with 8 of its 19 runs
     # done; this one: 14 min 57 s for `make demo` on a fresh clone, set-up included (README).
     "quick": Profile("quick", train_videos=256, steps=30, batch_size=12, test_prompts=32, samples_per_prompt=1,
                      sample_steps=16, timing_rounds=3),
