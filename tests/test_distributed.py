@@ -40,15 +40,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(cfg, tmp: Path, run: Path, resume: bool = False) -> None:
+# what `accelerate launch --config_file configs/accelerate/fsdp.yaml` sets (accelerate.utils.launch)
+FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_RESHARD_AFTER_FORWARD": "true"}
+
+
+def launch(cfg, tmp: Path, run: Path, resume: bool = False, env: dict | None = None, processes: int = 2) -> str:
+    """Train ``cfg`` in ``run`` on ``processes`` CPU processes; return their stdout."""
     path = tmp / f"{run.name}.yaml"
     save_config(cfg, path)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "physalign.cli", "train", "--out", str(run),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port",
+           str(free_port()), "-m", "physalign.cli", "train", "--out", str(run),
            *(["--resume"] if resume else ["--config", str(path)])]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
 
 
 def weights(folder: Path) -> dict:
@@ -137,11 +143,60 @@ def test_make_optimizer_shards_adamw_state_over_processes(tmp_path):
     assert sum(r["local_state"] for r in ranks) == total and max(r["local_state"] for r in ranks) <= 0.6 * total
 
 
-@pytest.mark.parametrize("var, name", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
-def test_fsdp_and_deepspeed_launches_are_refused_not_ignored(monkeypatch, world, tmp_path, var, name):
+def test_fsdp_shards_the_backbone_and_trains_like_one_process(world, tmp_path):
+    """An FSDP2 launch (configs/accelerate/fsdp.yaml) splits the backbone's parameters over the processes and
+    ends at one process's weights, EMA included; gradients of parts outside the backbone (the trainable
+    text encoder) are averaged as in plain data parallel, and clipping sees both."""
+    more = ("train.steps=4", "optim.ema_decay=0.5", "optim.grad_clip=0.05")  # a clip that binds
+    one = train(config(world, tmp_path, *more), tmp_path / "one", progress=False)
+    out = launch(config(world, tmp_path, *more), tmp_path, tmp_path / "fsdp", env=FSDP_ENV)
+    share = float(out.split("rank 0 holds")[1].split("(")[1].split("%")[0]) / 100
+    assert 0.4 <= share <= 0.6, out  # about half of the backbone on each of the two processes
+    assert gap(weights(one), weights(tmp_path / "fsdp" / "model")) < 1e-4  # the EMA export
+    log = [json.loads(x) for x in (tmp_path / "fsdp" / "log.jsonl").read_text().splitlines()]
+    log_one = [json.loads(x) for x in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
+    assert [r["grad_norm"] for r in log] == pytest.approx([r["grad_norm"] for r in log_one], rel=1e-4)
+    assert min(r["grad_norm"] for r in log) > 0.05  # the clip was active
+    ckpt = tmp_path / "fsdp" / "checkpoints" / "step_000004"
+    assert gap(weights(tmp_path / "one" / "checkpoints" / "step_000004" / "model"), weights(ckpt / "model")) < 1e-4
+
+
+def test_an_fsdp_run_resumes_exactly_from_its_whole_checkpoint(world, tmp_path):
+    """A sharded run saves whole tensors; it resumes on two processes to the uninterrupted run's weights, and
+    one process can resume it too."""
+    more = ("method.per_sample_noise=true", "optim.ema_decay=0.5")
+    launch(config(world, tmp_path, "train.steps=4", *more), tmp_path, tmp_path / "straight", env=FSDP_ENV)
+    launch(config(world, tmp_path, "train.steps=2", *more), tmp_path, tmp_path / "split", env=FSDP_ENV)
+    cfg = config(world, tmp_path, "train.steps=4", *more)
+    save_config(cfg, tmp_path / "split" / "config.yaml")
+    launch(cfg, tmp_path, tmp_path / "split", resume=True, env=FSDP_ENV)
+    assert gap(weights(tmp_path / "straight" / "model"), weights(tmp_path / "split" / "model")) == 0.0
+    import shutil
+
+    shutil.copytree(tmp_path / "split", tmp_path / "single", ignore=shutil.ignore_patterns("step_000004"))
+    (tmp_path / "single" / "checkpoints" / "latest").write_text("step_000002")
+    train(cfg, tmp_path / "single", resume=True, progress=False)  # per-sample noise: the same on one process
+    assert gap(weights(tmp_path / "straight" / "model"), weights(tmp_path / "single" / "model")) < 1e-4
+
+
+def test_shipped_accelerate_configs_are_what_the_engine_reads():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+    ddp, fsdp = (ClusterConfig.from_yaml_file(str(root / f"{n}.yaml")) for n in ("ddp", "fsdp"))
+    assert (ddp.distributed_type, fsdp.distributed_type) == ("MULTI_GPU", "FSDP")
+    assert fsdp.fsdp_config["fsdp_version"] == 2 and fsdp.fsdp_config["fsdp_reshard_after_forward"] is True
+
+
+@pytest.mark.parametrize("env, match", [
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "asks for DeepSpeed.*fsdp.yaml.*ddp.yaml.*shard_optimizer"),
+    ({"ACCELERATE_USE_FSDP": "true"}, "asks for FSDP version 1.*fsdp_version: 2"),  # FSDP1, accelerate's default
+])
+def test_deepspeed_and_fsdp1_launches_are_refused_not_ignored(monkeypatch, world, tmp_path, env, match):
     from physalign.train.config import ConfigError
 
-    monkeypatch.setenv(var, "true")  # what `accelerate launch` sets for such a config file
-    with pytest.raises(ConfigError, match=f"asks for {name}.*ddp.yaml.*shard_optimizer"):
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)  # what `accelerate launch` sets for such a config file
+    with pytest.raises(ConfigError, match=match):
         train(config(world, tmp_path), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -132,13 +132,22 @@ def _rng_file(rank: int) -> str:
     return "rng.safetensors" if rank == 0 else f"rng_rank{rank}.safetensors"
 
 
-def restore_training_state(ckpt: Path, state, rank: int = 0) -> int:
+def restore_training_state(ckpt: Path, state, rank: int = 0, place=None) -> int:
     """Load optimiser, scheduler, EMA, method parameters and process ``rank``'s random states from ``ckpt``
-    into ``state`` (whose model was already loaded from ``ckpt / "model"``); return the step it was saved at."""
+    into ``state`` (whose model was already loaded from ``ckpt / "model"``); return the step it was saved at.
+    ``place(tensor, like)`` lays a whole tensor out as the parameter ``like`` is (``Engine.place``: a
+    sharded run takes its share)."""
+    place = place or (lambda tensor, like: tensor)  # a whole run: as read
     meta = json.loads((ckpt / "state.json").read_text())
-    state.opt.load_state_dict(_unflatten_optimizer(load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer"]))
+    opt = _unflatten_optimizer(load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer"])
+    params = [p for group in state.opt.param_groups for p in group["params"]]
+    opt["state"] = {i: {k: place(v, params[i] if i < len(params) else None) if torch.is_tensor(v) else v
+                        for k, v in entry.items()} for i, entry in opt["state"].items()}
+    state.opt.load_state_dict(opt)
     state.sched.load_state_dict(meta["scheduler"])
-    state.ema.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
+    shadow = load_file(str(ckpt / "ema.safetensors"))
+    like = getattr(state.ema, "params", {})
+    state.ema.load_state_dict({k: place(v, like[k]) if k in like else v for k, v in shadow.items()})
     missing, unexpected = state.method.load_state_dict(load_file(str(ckpt / "method.safetensors")), strict=False)
     if unexpected or set(missing) & set(trainable_state(state.method)):
         raise KeyError(f"{ckpt}/method.safetensors does not fit the method: missing {missing}, unexpected {unexpected}")

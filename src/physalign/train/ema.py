@@ -29,6 +29,11 @@ class EMA:
             raise KeyError(f"EMA state lacks {len(missing)} parameters, e.g. {missing[:3]}")
         self.shadow = {k: tensors[k].clone() for k in self.shadow}
 
+    def rebind(self, params: dict[str, torch.nn.Parameter], shadow: dict[str, torch.Tensor]) -> None:
+        """Follow the parameters to new tensors (a sharded model made whole), with the shadow to match."""
+        self.params = {k: params[k] for k in self.params}
+        self.shadow = {k: shadow[k] for k in self.params}
+
     @contextlib.contextmanager
     def applied(self):
         """Within the block, the parameters hold the EMA weights; restored afterwards."""
@@ -54,6 +59,9 @@ class NoEMA:
         return {}
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def rebind(self, params: dict, shadow: dict) -> None:
         pass
 
     @contextlib.contextmanager

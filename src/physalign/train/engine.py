@@ -14,15 +14,21 @@ physalign.cli train ...``) run the same loop:
 - logged terms are averaged over the ranks; rank 0 writes logs and checkpoints, each rank's random state
   is gathered into the checkpoint so a resumed multi-process run continues exactly;
 - ``train.mixed_precision`` ("no", "bf16", "fp16") runs the forward under accelerate's autocast;
-- ``train.shard_optimizer`` shards AdamW's state over the ranks (ZeRO stage 1, ``loop.make_optimizer``); its
-  state is gathered onto rank 0 for each checkpoint (:meth:`Engine.consolidate`). FSDP and DeepSpeed
-  launches are refused with an error (:func:`refuse_wrapping_launches`): parameters and gradients are not
-  sharded.
+- ``train.shard_optimizer`` shards AdamW's state over the ranks (ZeRO stage 1, ``loop.make_optimizer``);
+- an accelerate FSDP config with ``fsdp_version: 2`` (``configs/accelerate/fsdp.yaml``) selects
+  :class:`ShardedEngine`: torch's ``fully_shard`` (FSDP2) on every backbone block and on the backbone, so its
+  parameters, gradients and AdamW moments are split over the ranks (ZeRO stage 3 for the backbone). Parts
+  outside the backbone (text encoder, a method's projector) stay whole and are averaged as above;
+- whatever is sharded is gathered whole for each checkpoint (:meth:`Engine.gathered`), so a checkpoint is an
+  ordinary single-process one: any number of processes can resume it. DeepSpeed launches are refused with an
+  error (:func:`refuse_wrapping_launches`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 
 import torch
@@ -31,11 +37,22 @@ from accelerate import Accelerator
 from physalign.train.config import ConfigError
 
 
-# accelerate's launcher sets these for an FSDP or DeepSpeed config file
-WRAPPING_LAUNCHES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def make_engine(mixed_precision: str = "no") -> "Engine":
+    """The engine the launch asks for: :class:`ShardedEngine` under an accelerate FSDP config (accelerate's
+    launcher sets ``ACCELERATE_USE_FSDP``), else :class:`Engine`."""
+    return ShardedEngine(mixed_precision) if _env_flag("ACCELERATE_USE_FSDP") else Engine(mixed_precision)
 
 
 class Engine:
+    """Data parallel with explicit gradient averaging (module docstring)."""
+
+    # every rank must run a forward of a sharded model; a whole model validates on the main process alone
+    validates_everywhere = False
+
     def __init__(self, mixed_precision: str = "no"):
         refuse_wrapping_launches()
         self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
@@ -65,7 +82,7 @@ class Engine:
 
     def sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Average every gradient over the ranks (a parameter without a gradient counts as zero)."""
-        if self.world == 1:
+        if self.world == 1 or not params:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
@@ -92,12 +109,31 @@ class Engine:
         torch.distributed.all_gather_object(out, obj)
         return out
 
-    def consolidate(self, opt: torch.optim.Optimizer) -> None:
-        """Gather a sharded optimiser's state onto rank 0, which writes the checkpoint (every rank calls
-        this; a plain optimiser holds all its state already)."""
-        if hasattr(opt, "consolidate_state_dict"):
-            opt.consolidate_state_dict(to=0)
+    def prepare(self, model) -> None:
+        """Make ``model`` ready for this engine, after the method's ``setup`` and before the optimiser is
+        built (nothing to do for a whole model)."""
 
+    def clip_gradients(self, params: list[torch.nn.Parameter], max_norm: float) -> float:
+        """Scale the gradients to a total 2-norm of at most ``max_norm``; return the norm before scaling."""
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def place(self, tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A whole tensor read from a checkpoint, laid out as ``like`` (a parameter or its state) is."""
+        return tensor
+
+    @contextlib.contextmanager
+    def gathered(self, state):
+        """Within the block, ``state`` with every sharded part whole, for the main process to write a
+        checkpoint (every rank enters it). A ZeRO-1 optimiser's state is gathered onto rank 0."""
+        if hasattr(state.opt, "consolidate_state_dict"):
+            state.opt.consolidate_state_dict(to=0)
+        yield state
+
+    def release(self, state) -> None:
+        """After the last step: make the model whole for export (every rank calls it)."""
+
+    def barrier(self) -> None:
+        self.accelerator.wait_for_everyone()
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()
 
@@ -106,16 +142,120 @@ class Engine:
 
 
 def refuse_wrapping_launches() -> None:
-    """A launch with an FSDP or DeepSpeed accelerate config is refused with what to use instead: the engine
+    """A DeepSpeed launch, or an FSDP one other than FSDP2, is refused with what to use instead: the engine
     synchronises gradients itself and never hands the model to ``accelerator.prepare``, so the sharding such a
     config asks for would silently not happen."""
-    for var, name in WRAPPING_LAUNCHES.items():
-        if os.environ.get(var, "").lower() in ("1", "true", "yes"):
-            raise ConfigError(
-                f"the accelerate config asks for {name} ({var}={os.environ[var]}), which physalign's engine does not "
-                "support: it averages gradients itself and does not wrap the model. Launch with "
-                "configs/accelerate/ddp.yaml, and add --set train.shard_optimizer=true to shard AdamW's state over "
-                "the processes (ZeRO stage 1)")
+    if _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        raise ConfigError(
+            "the accelerate config asks for DeepSpeed (ACCELERATE_USE_DEEPSPEED), which physalign's engine does not "
+            "support. Launch with configs/accelerate/fsdp.yaml (FSDP2: parameters, gradients and optimiser state "
+            "sharded), or configs/accelerate/ddp.yaml with --set train.shard_optimizer=true (ZeRO stage 1)")
+    if _env_flag("ACCELERATE_USE_FSDP") and os.environ.get("FSDP_VERSION", "1") != "2":
+        raise ConfigError(
+            f"the accelerate config asks for FSDP version {os.environ.get('FSDP_VERSION', '1')}; physalign shards "
+            "with FSDP2 only: set fsdp_config.fsdp_version: 2 (as configs/accelerate/fsdp.yaml does)")
+
+
+def _is_sharded(t: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def _whole(t):
+    return t.full_tensor() if torch.is_tensor(t) and _is_sharded(t) else t
+
+
+class _Tensors:
+    """Stands in for an optimiser or an EMA in a gathered state: ``state_dict()`` returns the whole one."""
+
+    def __init__(self, state: dict):
+        self._state = state
+
+    def state_dict(self) -> dict:
+        return self._state
+
+
+class ShardedEngine(Engine):
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``) on the backbone's blocks and the backbone: each rank
+    holds 1/world of their parameters, gradients (reduce-scattered, i.e. averaged, in backward) and AdamW
+    moments, and all-gathers a block's parameters for its forward and backward. ``FSDP_RESHARD_AFTER_FORWARD``
+    (accelerate's ``fsdp_reshard_after_forward``, default true) frees them again after the forward; the other
+    FSDP options of an accelerate config are not read (the wrapping is fixed: each block, then the backbone).
+    On a single process this is the plain engine."""
+
+    validates_everywhere = True
+
+    def prepare(self, model) -> None:
+        if self.world == 1:
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false"
+        for block in model.backbone_blocks:
+            fully_shard(block, reshard_after_forward=reshard)
+        fully_shard(model.backbone, reshard_after_forward=reshard)
+        if self.is_main:
+            params = list(model.backbone.parameters())
+            mine, total = sum(p.to_local().numel() for p in params), sum(p.numel() for p in params)
+            print(f"FSDP2: the backbone's {total:,} parameters sharded over {self.world} processes; rank 0 holds "
+                  f"{mine:,} ({mine / total:.0%}), and its gradients and AdamW moments to match", flush=True)
+
+    def sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        super().sync_gradients([p for p in params if not _is_sharded(p)])  # FSDP averaged the sharded ones
+
+    def clip_gradients(self, params: list[torch.nn.Parameter], max_norm: float) -> float:
+        """As ``clip_grad_norm_``, over sharded and whole gradients together (torch's own helper cannot mix
+        them): the total norm is the root of the sum of both groups' squared norms."""
+        grads = [p.grad for p in params if p.grad is not None]
+        groups = [[g for g in grads if _is_sharded(g)], [g for g in grads if not _is_sharded(g)]]
+        squares = [float(_whole(torch.nn.utils.get_total_norm(g))) ** 2 for g in groups if g]
+        total = math.sqrt(sum(squares))
+        coef = max_norm / (total + 1e-6)
+        if coef < 1:
+            with torch.no_grad():
+                for g in grads:
+                    g.mul_(coef)
+        return total
+
+    def place(self, tensor: torch.Tensor, like: torch.Tensor | None) -> torch.Tensor:
+        if like is None or not _is_sharded(like) or tensor.shape != like.shape:
+            return tensor
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(tensor.to(like.dtype), like.device_mesh, like.placements, src_data_rank=None)
+
+    @contextlib.contextmanager
+    def gathered(self, state):
+        opt = state.opt.state_dict()
+        opt = {**opt, "state": {i: {k: _whole(v) for k, v in entry.items()} for i, entry in opt["state"].items()}}
+        ema = {k: _whole(v) for k, v in state.ema.state_dict().items()}
+        swapped = _make_whole(state.model)
+        try:
+            yield dataclasses.replace(state, opt=_Tensors(opt), ema=_Tensors(ema))
+        finally:
+            for module, name, param in swapped:
+                module._parameters[name] = param
+
+    def release(self, state) -> None:
+        """Swap every sharded parameter for its whole tensor for good and re-point the EMA at them."""
+        ema = {k: _whole(v) for k, v in state.ema.state_dict().items()}
+        _make_whole(state.model)
+        named = {f"model.{k}": p for k, p in state.model.named_parameters() if p.requires_grad}
+        named |= {f"method.{k}": p for k, p in state.method.named_parameters() if p.requires_grad}
+        state.ema.rebind(named, ema)
+
+
+def _make_whole(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Parameter]]:
+    """Replace each sharded parameter of ``model`` by a whole copy (a collective: every rank calls it);
+    return (module, name, the sharded parameter) to put back."""
+    swapped = []
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None and _is_sharded(param):
+                module._parameters[name] = torch.nn.Parameter(param.full_tensor(), requires_grad=param.requires_grad)
+                swapped.append((module, name, param))
+    return swapped
 
 
 class LocalEngine(Engine):

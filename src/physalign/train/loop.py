@@ -28,7 +28,7 @@ from physalign.train.checkpoint import (latest_checkpoint, restore_rng_state, re
 from physalign.train.config import Config, ModelSection, save_config
 from physalign.train.data import batch_indices, data_source
 from physalign.train.ema import build_ema
-from physalign.train.engine import Engine, LocalEngine
+from physalign.train.engine import Engine, LocalEngine, make_engine
 from physalign.train.methods import Method, build_method
 from physalign.video import tile, write_gif, write_mp4
 
@@ -114,10 +114,11 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def build_run(cfg: Config, model_path: str | Path | None = None, device: torch.device | None = None
-              ) -> tuple[TrainState, object]:
+def build_run(cfg: Config, model_path: str | Path | None = None, device: torch.device | None = None,
+              engine: Engine | None = None) -> tuple[TrainState, object]:
     """Seed, then build the method, the model (from ``model_path`` or the config, on ``device``), the data the
-    method asks for, the method's own state (``setup``) and the optimiser: everything a step needs."""
+    method asks for, the method's own state (``setup``), the engine's wrapping (``prepare``) and the
+    optimiser: everything a step needs."""
     seed_everything(cfg.train.seed)
     method = build_method(cfg.train.method, cfg.method)  # first: a config mistake fails before any loading
     load_data = data_source(method.data, cfg.data)
@@ -125,6 +126,7 @@ def build_run(cfg: Config, model_path: str | Path | None = None, device: torch.d
     data = load_data(cfg.data, model)
     method.setup(model, data)
     method.to(device or "cpu")
+    (engine or LocalEngine()).prepare(model)
     return build_state(cfg, model, method), data
 
 
@@ -143,18 +145,19 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         raise TrainingError(f"{run} already holds a run (checkpoints/latest = {ckpt.name}): pass --resume or another --out")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    engine = Engine(cfg.train.mixed_precision)
-    state, data = build_run(cfg, ckpt / "model" if resume else None, engine.device)
+    engine = make_engine(cfg.train.mixed_precision)
+    state, data = build_run(cfg, ckpt / "model" if resume else None, engine.device, engine)
     model, method = state.model, state.method
     if engine.rank:  # every rank built the same model; from here on each draws its own noise
         seed_everything(cfg.train.seed + RANK_SEED_STRIDE * engine.rank)
-    start = restore_training_state(ckpt, state, engine.rank) if resume else 0
+    start = restore_training_state(ckpt, state, engine.rank, engine.place) if resume else 0
     if engine.is_main:
         run.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run / "config.yaml")
         _trim_log(run / "log.jsonl", start)
     engine.barrier()
     _loop(cfg, run, state, data, start, progress and engine.is_main, engine)
+    engine.release(state)
     model.eval()
     if engine.is_main and has_lora(model.backbone):  # before finish, which may merge it
         export_pipeline_lora(model.backbone, model.lora_pipeline, run / "lora")
@@ -188,26 +191,29 @@ def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress:
             if bad >= t.max_bad_steps:
                 raise TrainingError(f"step {step}: {bad} non-finite steps in a row (train.max_bad_steps = "
                                     f"{t.max_bad_steps}); last terms {terms}; lower optim.lr or check the data")
-            if t.validate_every and (step + 1) % t.validate_every == 0 and engine.is_main:
-                validate(state, data, run / "validation" / f"step_{step + 1:06d}", t)
+            if t.validate_every and (step + 1) % t.validate_every == 0 and (engine.is_main or engine.validates_everywhere):
+                validate(state, data, run / "validation" / f"step_{step + 1:06d}", t, write=engine.is_main)
             if (step + 1) % t.save_every == 0 or step + 1 == t.steps:
                 rngs, extras = engine.gather(rng_state()), engine.gather(state.method.extra_state())
-                engine.consolidate(state.opt)
-                if engine.is_main:
-                    save_checkpoint(run, step + 1, state, cfg, t.keep_checkpoints, rngs, extras)
+                with engine.gathered(state) as whole:
+                    if engine.is_main:
+                        save_checkpoint(run, step + 1, whole, cfg, t.keep_checkpoints, rngs, extras)
                 engine.barrier()
     finally:
         logger.close()
 
 
-def validate(state: TrainState, data, folder: Path, t) -> Path:
+def validate(state: TrainState, data, folder: Path, t, write: bool = True) -> Path:
     """Sample the validation prompts with the current (EMA) weights: one mp4 each and a GIF of all, side by
-    side, in ``folder``. The random state is restored afterwards, so validating does not change the run."""
+    side, in ``folder`` (if ``write``: the other ranks of a sharded model sample with the main one). The random
+    state is restored afterwards, so validating does not change the run."""
     prompts = t.validation_prompts or data.prompts[:4]
     rng = rng_state()
     with state.ema.applied():
         videos = sample(state.model, prompts, steps=t.validation_steps, guidance=4.0, seed=0, progress=False)
     restore_rng_state(*rng)
+    if not write:
+        return folder
     for i, video in enumerate(videos):
         write_mp4(folder / f"{i:02d}.mp4", video)
     write_gif(folder / "all.gif", tile([list(videos)]))
@@ -283,7 +289,7 @@ def train_step(state: TrainState, batch: dict, grad_clip: float, step: int, engi
     terms["loss"].backward()
     params = [p for group in state.opt.param_groups for p in group["params"]]
     engine.sync_gradients(params)
-    values["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf))  # 0 = no clipping
+    values["grad_norm"] = engine.clip_gradients(params, grad_clip or math.inf)  # 0 = no clipping
     if _any_rank(engine, not math.isfinite(values["grad_norm"])):
         state.opt.zero_grad(set_to_none=True)
         return {**values, "skipped": 1.0}
