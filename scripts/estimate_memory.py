@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/estimate_memory.py configs/scale/tsa_cogvideox_2b.yaml [--frames 49 --height 480 --width 720]
     .venv/bin/python scripts/estimate_memory.py CONFIG --measure     # re-measure the per-token bytes of one block
+    .venv/bin/python scripts/estimate_memory.py CONFIG --fsdp 8      # per GPU under configs/accelerate/fsdp.yaml
 
 Parameter counts are exact: the real diffusers/transformers classes built on the meta device from the model
 folder's own configs (``model.init``, if it exists here) or from the published configs in :data:`PRESETS`.
@@ -27,9 +28,14 @@ Accounting, in bytes (P = parameters of a part, P_t = trained parameters):
   2 (3 with the semantic level) clips per sample with gradient, DiffPhy 1 (its decode of the judged samples
   through the VAE with gradient is not counted: see the config's note).
 
+- ``--fsdp N`` (FSDP2 over N processes, ``physalign.train.engine.ShardedEngine``): the transformer's weights,
+  its trained parameters' gradients and AdamW moments divide by N; each process adds the whole float32
+  parameters of two blocks (the one computing and the one being gathered next); the text encoder, the VAE,
+  a projector and DiReCT's frozen copy stay whole on every process. Activations are per process: the batch
+  is the global batch over N.
+
 Not counted: the allocator's fragmentation, kernel workspaces, the optimizer step's temporaries and the CUDA
-context (0.5-1 GB): add 10-20%. The estimates assume one process holds everything (physalign's trainer is
-single-process today); ZeRO/FSDP sharding would divide the weight, gradient and AdamW terms by the ranks.
+context (0.5-1 GB): add 10-20%. Without ``--fsdp`` one process holds everything (plain data parallel).
 """
 
 from __future__ import annotations
@@ -204,19 +210,28 @@ def forward_passes(cfg) -> int:
     return 1
 
 
-def static_terms(cfg, kind: str, counts: dict, tc: dict) -> dict:
-    """Weights, gradients, AdamW and the method's extra weights, in bytes; and the trained parameter count."""
+def static_terms(cfg, kind: str, counts: dict, tc: dict, fsdp: int = 1) -> dict:
+    """Weights, gradients, AdamW and the method's extra weights, in bytes, on one of ``fsdp`` processes; and
+    the trained parameter count."""
     lora_rank = cfg.method.get("lora_rank", 16) if cfg.train.method in ("diffphy", "physhpo") else None
     trained = lora_parameters(tc, kind, lora_rank) if lora_rank else sum(counts[p] for p in cfg.model.trainable)
     frozen = {p: c for p, c in counts.items() if lora_rank or p not in cfg.model.trainable}
+    in_backbone = trained if lora_rank else (counts["transformer"] if "transformer" in cfg.model.trainable else 0)
     extras = 0
     if cfg.train.method == "direct" and (cfg.method.get("reg_weight", 0.1) > 0 or cfg.method.get("micro") == "reference"):
         extras += 4 * counts["transformer"] + 2 * counts["text_encoder"] + 4 * counts["vae"]  # deepcopy of the model
     if cfg.train.method in ("tsa", "mtsa", "trd", "repa"):
         d, h = tc["num_attention_heads"] * tc["attention_head_dim"], cfg.method.get("projector_dim", 256)
         extras += 16 * (d * h + h * h + h * 768 + 768 * 768 * 27)  # MLP + Conv3d onto a 768-wide teacher, trained
-    return {"trained": trained, "weights": sum(c * (4 if p == "vae" else 2) for p, c in frozen.items()) + 6 * trained,
-            "gradients": 4 * trained, "adamw": 8 * trained, "extras": extras}
+    weights = {p: c * (4 if p == "vae" else 2) for p, c in frozen.items()}
+    weights["trained"] = 6 * trained
+    if fsdp > 1:  # the backbone's share: its frozen weights, its trained parameters and their state
+        weights["transformer"] = weights.get("transformer", 0) / fsdp
+        weights["trained"] = 6 * (trained - in_backbone + in_backbone / fsdp)
+        extras += 2 * 4 * counts["transformer"] / tc["num_layers"]  # two whole float32 blocks, gathered
+    state = trained - in_backbone + in_backbone / fsdp
+    return {"trained": trained, "weights": sum(weights.values()), "gradients": 4 * state, "adamw": 8 * state,
+            "extras": extras}
 
 
 def activation_terms(cfg, kind: str, tc: dict, seq: int, video, a: float, decode: float) -> dict:
@@ -231,19 +246,22 @@ def activation_terms(cfg, kind: str, tc: dict, seq: int, video, a: float, decode
 
 
 def estimate(cfg, video: tuple[int, int, int] | None = None, block_bytes: float | None = None,
-             decode_bytes: float | None = None) -> dict:
-    """Every term in GB for config ``cfg`` at ``video`` = (frames, height, width) (default: the preset's)."""
+             decode_bytes: float | None = None, fsdp: int = 1) -> dict:
+    """Every term in GB for config ``cfg`` at ``video`` = (frames, height, width) (default: the preset's), on
+    one process of ``fsdp`` (1: unsharded; ``train.batch_size`` is the global batch)."""
+    if fsdp < 1 or cfg.train.batch_size % fsdp:
+        raise ValueError(f"--fsdp {fsdp}: must be >= 1 and divide train.batch_size {cfg.train.batch_size}")
     name, preset = preset_for(cfg.model.init)
     kind, video = preset["kind"], video or preset["video"]
     counts = parameter_counts(kind, preset, cfg.model.init)
     tc = {**preset["transformer"], **folder_configs(cfg.model.init, preset)["transformer"]}
     n, grid = token_count(kind, tc, video)
     seq = n + (TEXT_TOKENS[kind] if kind == "CogVideoXVideoModel" else 0)  # joint attention: text tokens ride along
-    static = static_terms(cfg, kind, counts, tc)
+    static = static_terms(cfg, kind, counts, tc, fsdp)
     act = activation_terms(cfg, kind, tc, seq, video, block_bytes or preset["block_bytes_per_token"],
                            decode_bytes or preset["decode_bytes_per_pixel"])
     fixed = sum(v for k, v in static.items() if k != "trained") + act["judged decode"]
-    batch = cfg.train.batch_size
+    batch = cfg.train.batch_size // fsdp
     return {
         "preset": name, "video": tuple(video), "grid": grid, "tokens": seq, "parameters": counts, "batch": batch,
         "block_bytes_per_token": block_bytes or preset["block_bytes_per_token"], "trained": static["trained"],
@@ -265,7 +283,7 @@ def report(cfg, est: dict) -> str:
         f"+ extras {est['extras']:.1f} GB"
         + (f" + judged decode {est['judged decode']:.1f} GB" if est["judged decode"] else ""),
         "activations per sample: " + ", ".join(f"{k} {v:.1f} GB" for k, v in est["activations per sample"].items()),
-        f"total at batch {est['batch']}: " + ", ".join(f"{k} {v:.1f} GB" for k, v in est["total_gb"].items()),
+        f"total at batch {est['batch']} per process: " + ", ".join(f"{k} {v:.1f} GB" for k, v in est["total_gb"].items()),
     ]
     return "\n".join(lines)
 
@@ -278,6 +296,8 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int)
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
+    parser.add_argument("--fsdp", type=int, default=1, help="processes of an FSDP2 launch (configs/accelerate/"
+                        "fsdp.yaml): memory per process, the batch split over them")
     parser.add_argument("--measure", action="store_true", help="re-measure A (one real-width block) and the VAE's "
                         "decode bytes per pixel instead of the recorded figures (minutes on a CPU)")
     args = parser.parse_args(argv)
@@ -288,7 +308,7 @@ def main(argv=None) -> None:
     if args.measure:
         measured = dict(block_bytes=measure_block_bytes(preset["kind"], preset["transformer"]),
                         decode_bytes=measure_decode_bytes(preset["kind"]))
-    print(report(cfg, estimate(cfg, video, **measured)))
+    print(report(cfg, estimate(cfg, video, fsdp=args.fsdp, **measured)))
 
 
 if __name__ == "__main__":

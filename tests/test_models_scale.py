@@ -385,6 +385,18 @@ def test_memory_estimates_follow_from_the_shapes():
     for path in SCALE_CONFIGS:
         report = est.estimate(load_config(path))
         assert report["total_gb"]["checkpointing"] < report["total_gb"]["no checkpointing"], path
+    # FSDP over 4: the transformer's weights, gradients and moments quartered, two whole fp32 blocks added,
+    # DiReCT's frozen copy whole; activations of a quarter of the batch
+    cfg = load_config(ROOT / "configs" / "scale" / "tsa_cogvideox_2b.yaml")
+    cfg.train.batch_size = 8
+    one, four = est.estimate(cfg), est.estimate(cfg, fsdp=4)
+    assert cfg.model.trainable == ["transformer"] and four["batch"] == 2
+    assert four["gradients"] == pytest.approx(one["gradients"] / 4) and four["adamw"] == pytest.approx(one["adamw"] / 4)
+    block = 4 * one["parameters"]["transformer"] / 30 / 1e9
+    assert four["extras"] == pytest.approx(one["extras"] + 2 * block)
+    assert four["weights"] == pytest.approx(one["weights"] - 0.75 * 6 * one["parameters"]["transformer"] / 1e9)
+    with pytest.raises(ValueError, match="divide train.batch_size 8"):
+        est.estimate(cfg, fsdp=3)
     small = dict(patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
                  text_dim=32, freq_dim=32, ffn_dim=64, num_layers=1)
     a = est.measure_block_bytes("WanVideoModel", small)
