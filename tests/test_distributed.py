@@ -147,7 +147,8 @@ def test_fsdp_shards_the_backbone_and_trains_like_one_process(world, tmp_path):
     """An FSDP2 launch (configs/accelerate/fsdp.yaml) splits the backbone's parameters over the processes and
     ends at one process's weights, EMA included; gradients of parts outside the backbone (the trainable
     text encoder) are averaged as in plain data parallel, and clipping sees both."""
-    more = ("train.steps=4", "optim.ema_decay=0.5", "optim.grad_clip=0.05")  # a clip that binds
+    more = ("train.steps=4", "optim.ema_decay=0.5", "optim.grad_clip=0.05",  # a clip that binds
+            "train.validate_every=2", "train.validation_steps=2")  # every rank samples the sharded model
     one = train(config(world, tmp_path, *more), tmp_path / "one", progress=False)
     out = launch(config(world, tmp_path, *more), tmp_path, tmp_path / "fsdp", env=FSDP_ENV)
     share = float(out.split("rank 0 holds")[1].split("(")[1].split("%")[0]) / 100
@@ -157,6 +158,7 @@ def test_fsdp_shards_the_backbone_and_trains_like_one_process(world, tmp_path):
     log_one = [json.loads(x) for x in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
     assert [r["grad_norm"] for r in log] == pytest.approx([r["grad_norm"] for r in log_one], rel=1e-4)
     assert min(r["grad_norm"] for r in log) > 0.05  # the clip was active
+    assert (tmp_path / "fsdp" / "validation" / "step_000004" / "all.gif").is_file()
     ckpt = tmp_path / "fsdp" / "checkpoints" / "step_000004"
     assert gap(weights(tmp_path / "one" / "checkpoints" / "step_000004" / "model"), weights(ckpt / "model")) < 1e-4
 
