@@ -134,8 +134,6 @@ class Engine:
 
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()
-    def barrier(self) -> None:
-        self.accelerator.wait_for_everyone()
 
     def autocast(self):
         return self.accelerator.autocast() if self.accelerator.mixed_precision != "no" else contextlib.nullcontext()
