@@ -143,14 +143,16 @@ def test_make_optimizer_shards_adamw_state_over_processes(tmp_path):
     assert sum(r["local_state"] for r in ranks) == total and max(r["local_state"] for r in ranks) <= 0.6 * total
 
 
-def test_fsdp_shards_the_backbone_and_trains_like_one_process(world, tmp_path):
+@pytest.mark.parametrize("reshard", ["true", "false"])  # false: parameters kept from forward to backward (ZeRO-2)
+def test_fsdp_shards_the_backbone_and_trains_like_one_process(world, tmp_path, reshard):
     """An FSDP2 launch (configs/accelerate/fsdp.yaml) splits the backbone's parameters over the processes and
     ends at one process's weights, EMA included; gradients of parts outside the backbone (the trainable
     text encoder) are averaged as in plain data parallel, and clipping sees both."""
     more = ("train.steps=4", "optim.ema_decay=0.5", "optim.grad_clip=0.05",  # a clip that binds
             "train.validate_every=2", "train.validation_steps=2")  # every rank samples the sharded model
     one = train(config(world, tmp_path, *more), tmp_path / "one", progress=False)
-    out = launch(config(world, tmp_path, *more), tmp_path, tmp_path / "fsdp", env=FSDP_ENV)
+    out = launch(config(world, tmp_path, *more), tmp_path, tmp_path / "fsdp",
+                 env={**FSDP_ENV, "FSDP_RESHARD_AFTER_FORWARD": reshard})
     share = float(out.split("rank 0 holds")[1].split("(")[1].split("%")[0]) / 100
     assert 0.4 <= share <= 0.6, out  # about half of the backbone on each of the two processes
     assert gap(weights(one), weights(tmp_path / "fsdp" / "model")) < 1e-4  # the EMA export

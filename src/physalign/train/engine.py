@@ -246,7 +246,13 @@ class ShardedEngine(Engine):
 
 def _make_whole(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Parameter]]:
     """Replace each sharded parameter of ``model`` by a whole copy (a collective: every rank calls it);
-    return (module, name, the sharded parameter) to put back."""
+    return (module, name, the sharded parameter) to put back. Modules a forward left gathered (one without
+    backward, e.g. validation, under ``reshard_after_forward=False``) are resharded first."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
     swapped = []
     for module in model.modules():
         for name, param in list(module._parameters.items()):
