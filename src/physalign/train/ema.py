@@ -8,6 +8,13 @@ import contextlib
 import torch
 
 
+def trainable_parameters(model: torch.nn.Module, method: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """Every trainable parameter of the model and the method, under the names the optimiser, the EMA and the
+    checkpoints use: ``model.<name>`` and ``method.<name>``."""
+    named = {f"model.{k}": p for k, p in model.named_parameters() if p.requires_grad}
+    return named | {f"method.{k}": p for k, p in method.named_parameters() if p.requires_grad}
+
+
 class EMA:
     def __init__(self, params: dict[str, torch.nn.Parameter], decay: float):
         if not 0.0 < decay < 1.0:

@@ -35,6 +35,7 @@ import torch
 from accelerate import Accelerator
 
 from physalign.train.config import ConfigError
+from physalign.train.ema import trainable_parameters
 
 
 def _env_flag(name: str) -> bool:
@@ -164,6 +165,10 @@ def _whole(t):
     return t.full_tensor() if torch.is_tensor(t) and _is_sharded(t) else t
 
 
+def _whole_values(d: dict) -> dict:
+    return {k: _whole(v) for k, v in d.items()}
+
+
 class _Tensors:
     """Stands in for an optimiser or an EMA in a gathered state: ``state_dict()`` returns the whole one."""
 
@@ -226,8 +231,8 @@ class ShardedEngine(Engine):
     @contextlib.contextmanager
     def gathered(self, state):
         opt = state.opt.state_dict()
-        opt = {**opt, "state": {i: {k: _whole(v) for k, v in entry.items()} for i, entry in opt["state"].items()}}
-        ema = {k: _whole(v) for k, v in state.ema.state_dict().items()}
+        opt = {**opt, "state": {i: _whole_values(entry) for i, entry in opt["state"].items()}}
+        ema = _whole_values(state.ema.state_dict())
         swapped = _make_whole(state.model)
         try:
             yield dataclasses.replace(state, opt=_Tensors(opt), ema=_Tensors(ema))
@@ -237,11 +242,9 @@ class ShardedEngine(Engine):
 
     def release(self, state) -> None:
         """Swap every sharded parameter for its whole tensor for good and re-point the EMA at them."""
-        ema = {k: _whole(v) for k, v in state.ema.state_dict().items()}
+        ema = _whole_values(state.ema.state_dict())
         _make_whole(state.model)
-        named = {f"model.{k}": p for k, p in state.model.named_parameters() if p.requires_grad}
-        named |= {f"method.{k}": p for k, p in state.method.named_parameters() if p.requires_grad}
-        state.ema.rebind(named, ema)
+        state.ema.rebind(trainable_parameters(state.model, state.method), ema)
 
 
 def _make_whole(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Parameter]]:

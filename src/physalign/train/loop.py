@@ -27,7 +27,7 @@ from physalign.train.checkpoint import (latest_checkpoint, restore_rng_state, re
                                         save_checkpoint)
 from physalign.train.config import Config, ModelSection, save_config
 from physalign.train.data import batch_indices, data_source
-from physalign.train.ema import build_ema
+from physalign.train.ema import build_ema, trainable_parameters
 from physalign.train.engine import Engine, LocalEngine, make_engine
 from physalign.train.methods import Method, build_method
 from physalign.video import tile, write_gif, write_mp4
@@ -64,8 +64,7 @@ def build_model(section: ModelSection, path: str | Path | None = None) -> VideoM
 
 
 def build_state(cfg: Config, model: VideoModel, method: Method) -> TrainState:
-    named = {f"model.{k}": p for k, p in model.named_parameters() if p.requires_grad}
-    named |= {f"method.{k}": p for k, p in method.named_parameters() if p.requires_grad}
+    named = trainable_parameters(model, method)
     if not named:
         raise TrainingError(f"nothing to train: model.trainable={cfg.model.trainable} and the method has no parameters")
     o = cfg.optim
@@ -191,7 +190,8 @@ def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress:
             if bad >= t.max_bad_steps:
                 raise TrainingError(f"step {step}: {bad} non-finite steps in a row (train.max_bad_steps = "
                                     f"{t.max_bad_steps}); last terms {terms}; lower optim.lr or check the data")
-            if t.validate_every and (step + 1) % t.validate_every == 0 and (engine.is_main or engine.validates_everywhere):
+            validating = t.validate_every and (step + 1) % t.validate_every == 0
+            if validating and (engine.is_main or engine.validates_everywhere):
                 validate(state, data, run / "validation" / f"step_{step + 1:06d}", t, write=engine.is_main)
             if (step + 1) % t.save_every == 0 or step + 1 == t.steps:
                 rngs, extras = engine.gather(rng_state()), engine.gather(state.method.extra_state())
