@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from physalign.models.interface import load_model
 from physalign.train.config import load_config, save_config
@@ -187,20 +188,108 @@ def test_shipped_accelerate_configs_are_what_the_engine_reads():
     from accelerate.commands.config.config_args import ClusterConfig
 
     root = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
-    ddp, fsdp = (ClusterConfig.from_yaml_file(str(root / f"{n}.yaml")) for n in ("ddp", "fsdp"))
-    assert (ddp.distributed_type, fsdp.distributed_type) == ("MULTI_GPU", "FSDP")
+    ddp, fsdp, ds = (ClusterConfig.from_yaml_file(str(root / f"{n}.yaml")) for n in ("ddp", "fsdp", "deepspeed"))
+    assert (ddp.distributed_type, fsdp.distributed_type, ds.distributed_type) == ("MULTI_GPU", "FSDP", "DEEPSPEED")
     assert fsdp.fsdp_config["fsdp_version"] == 2 and fsdp.fsdp_config["fsdp_reshard_after_forward"] is True
+    assert ds.deepspeed_config["zero_stage"] == 2 and ds.deepspeed_config["offload_optimizer_device"] == "none"
 
 
-@pytest.mark.parametrize("env, match", [
-    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "asks for DeepSpeed.*fsdp.yaml.*ddp.yaml.*shard_optimizer"),
-    ({"ACCELERATE_USE_FSDP": "true"}, "asks for FSDP version 1.*fsdp_version: 2"),  # FSDP1, accelerate's default
-])
-def test_deepspeed_and_fsdp1_launches_are_refused_not_ignored(monkeypatch, world, tmp_path, env, match):
+def test_fsdp1_launches_are_refused_not_ignored(monkeypatch, world, tmp_path):
     from physalign.train.config import ConfigError
 
-    for var, value in env.items():
-        monkeypatch.setenv(var, value)  # what `accelerate launch` sets for such a config file
-    with pytest.raises(ConfigError, match=match):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` sets for FSDP1, its default
+    with pytest.raises(ConfigError, match="asks for FSDP version 1.*fsdp_version: 2"):
         train(config(world, tmp_path), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def deepspeed_launch(cfg, tmp: Path, run: Path, resume: bool = False, stage: int = 2) -> str:
+    """Train ``cfg`` in ``run`` with the command a user runs, ``accelerate launch --config_file
+    configs/accelerate/deepspeed.yaml``, on two CPU processes; return their stdout."""
+    path = tmp / f"{run.name}.yaml"
+    save_config(cfg, path)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "configs" / "accelerate" / "deepspeed.yaml"), "--num_processes", "2", "--zero_stage", str(stage),
+           "--main_process_port", str(free_port()), "-m", "physalign.cli", "train", "--out", str(run),
+           *(["--resume"] if resume else ["--config", str(path)])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def optimizer_state(run: Path, step: int) -> dict:
+    return load_file(str(run / "checkpoints" / f"step_{step:06d}" / "optimizer.safetensors"))
+
+
+def test_deepspeed_zero2_trains_and_resumes_like_one_process(world, tmp_path):
+    """ZeRO stage 2 through configs/accelerate/deepspeed.yaml: two processes end at one process's weights (EMA
+    export, a binding clip, validation), log its gradient norms, and checkpoint its whole AdamW state; a run
+    that stops and resumes ends at the straight run's weights bit for bit, and one process resumes it too."""
+    more = ("train.steps=4", "optim.ema_decay=0.5", "optim.grad_clip=0.05", "train.validate_every=2",
+            "train.validation_steps=2")
+    one = train(config(world, tmp_path, *more), tmp_path / "one", progress=False)
+    out = deepspeed_launch(config(world, tmp_path, *more), tmp_path, tmp_path / "straight")
+    assert "DeepSpeed ZeRO stage 2: the AdamW state of" in out
+    assert gap(weights(one), weights(tmp_path / "straight" / "model")) < 1e-4
+    log, log_one = (log_of(tmp_path / name) for name in ("straight", "one"))
+    assert [r["grad_norm"] for r in log] == pytest.approx([r["grad_norm"] for r in log_one], rel=1e-4)
+    assert min(r["grad_norm"] for r in log) > 0.05  # the clip was active
+    assert (tmp_path / "straight" / "validation" / "step_000004" / "all.gif").is_file()
+    whole, single = optimizer_state(tmp_path / "straight", 4), optimizer_state(tmp_path / "one", 4)
+    assert whole.keys() == single.keys()
+    assert max((whole[k] - single[k]).abs().max().item() for k in whole) < 1e-5  # moments gathered whole
+
+    deepspeed_launch(config(world, tmp_path, *more[:-2], "train.steps=2"), tmp_path, tmp_path / "split")
+    cfg = config(world, tmp_path, *more)
+    save_config(cfg, tmp_path / "split" / "config.yaml")  # continue to step 4
+    deepspeed_launch(cfg, tmp_path, tmp_path / "split", resume=True)
+    assert gap(weights(tmp_path / "straight" / "model"), weights(tmp_path / "split" / "model")) == 0.0
+
+    import shutil
+
+    shutil.copytree(tmp_path / "split", tmp_path / "single", ignore=shutil.ignore_patterns("step_000004"))
+    (tmp_path / "single" / "checkpoints" / "latest").write_text("step_000002")
+    train(cfg, tmp_path / "single", resume=True, progress=False)  # per-sample noise: the same on one process
+    assert gap(weights(tmp_path / "straight" / "model"), weights(tmp_path / "single" / "model")) < 1e-4
+
+
+def test_deepspeed_zero1_trains_like_one_process(world, tmp_path):
+    one = train(config(world, tmp_path), tmp_path / "one", progress=False)
+    out = deepspeed_launch(config(world, tmp_path), tmp_path, tmp_path / "zero1", stage=1)
+    assert "DeepSpeed ZeRO stage 1" in out
+    assert gap(weights(one), weights(tmp_path / "zero1" / "model")) < 1e-4
+
+
+def log_of(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("launch, match", [
+    ({"zero_optimization": {"stage": 3}}, "stage is 3.*stages 1 and 2 only.*fsdp.yaml"),
+    ({"zero_optimization": {"stage": 0}}, "stage is 0.*ddp.yaml"),
+    ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}, "offload_optimizer.device is 'cpu'"),
+    ({"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}}, "bf16.enabled.*train.mixed_precision=bf16"),
+    ({"zero_optimization": {"stage": 2}, "train_batch_size": 32}, "train_batch_size is 32 but the run's config gives 8"),
+    ({"zero_optimization": {"stage": 2}, "gradient_clipping": 1.0}, "gradient_clipping is 1.0 but .* 0.5"),
+])
+def test_unsupported_deepspeed_configs_are_refused_naming_the_key(launch, match):
+    from physalign.train.config import ConfigError
+    from physalign.train.zero import deepspeed_config
+
+    with pytest.raises(ConfigError, match=match):
+        deepspeed_config(launch, batch_size=8, world=2, grad_clip=0.5)
+
+
+def test_deepspeed_config_is_filled_from_the_run():
+    from physalign.train.zero import deepspeed_config
+
+    launch = {"zero_optimization": {"stage": 2, "reduce_bucket_size": 1000}, "train_batch_size": "auto",
+              "gradient_clipping": 0.5}
+    got = deepspeed_config(launch, batch_size=8, world=2, grad_clip=0.5)
+    assert got["zero_optimization"] == launch["zero_optimization"]  # the user's ZeRO options are kept
+    assert (got["train_batch_size"], got["train_micro_batch_size_per_gpu"], got["gradient_accumulation_steps"],
+            got["gradient_clipping"]) == (8, 4, 1, 0.5)

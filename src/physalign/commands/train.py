@@ -3,6 +3,7 @@ configs/autoencoder.yaml, writing the model folder where the base recipe expects
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +26,8 @@ def train_command(
     if config is None and resume:
         config = out / "config.yaml"
     path = _run(config, overrides, out, resume, export)
-    typer.echo(f"model written to {path}")
+    if int(os.environ.get("RANK", "0")) == 0:  # one line for a multi-process run
+        typer.echo(f"model written to {path}")
 
 
 def train_autoencoder_command(

@@ -132,32 +132,30 @@ def _rng_file(rank: int) -> str:
     return "rng.safetensors" if rank == 0 else f"rng_rank{rank}.safetensors"
 
 
-def restore_training_state(ckpt: Path, state, rank: int = 0, place=None) -> int:
-    """Load optimiser, scheduler, EMA, method parameters and process ``rank``'s random states from ``ckpt``
-    into ``state`` (whose model was already loaded from ``ckpt / "model"``); return the step it was saved at.
-    ``place(tensor, like)`` lays a whole tensor out as the parameter ``like`` is (``Engine.place``: a
-    sharded run takes its share)."""
-    place = place or (lambda tensor, like: tensor)  # a whole run: as read
+def restore_training_state(ckpt: Path, state, engine=None) -> int:
+    """Load optimiser, scheduler, EMA, method parameters and this process's random states from ``ckpt`` into
+    ``state`` (whose model was already loaded from ``ckpt / "model"``); return the step it was saved at.
+    ``engine`` (default: one process) lays the whole tensors out as its parameters are (``Engine.place``: a
+    sharded run takes its share) and names the process."""
+    from physalign.train.engine import LocalEngine
+
+    engine = engine or LocalEngine()
     meta = json.loads((ckpt / "state.json").read_text())
-    opt = _unflatten_optimizer(load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer"])
-    params = [p for group in state.opt.param_groups for p in group["params"]]
-    opt["state"] = {i: {k: place(v, params[i] if i < len(params) else None) if torch.is_tensor(v) else v
-                        for k, v in entry.items()} for i, entry in opt["state"].items()}
-    state.opt.load_state_dict(opt)
+    engine.load_optimizer(state.opt, _unflatten_optimizer(load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer"]))
     state.sched.load_state_dict(meta["scheduler"])
     shadow = load_file(str(ckpt / "ema.safetensors"))
     like = getattr(state.ema, "params", {})
-    state.ema.load_state_dict({k: place(v, like[k]) if k in like else v for k, v in shadow.items()})
+    state.ema.load_state_dict({k: engine.place(v, like.get(k)) for k, v in shadow.items()})
     missing, unexpected = state.method.load_state_dict(load_file(str(ckpt / "method.safetensors")), strict=False)
     if unexpected or set(missing) & set(trainable_state(state.method)):
         raise KeyError(f"{ckpt}/method.safetensors does not fit the method: missing {missing}, unexpected {unexpected}")
     ranks = meta.get("rng_ranks", [meta["rng"]])
-    if rank >= len(ranks):
-        raise ValueError(f"{ckpt} was saved by {len(ranks)} processes; process {rank} has no random state there "
-                         "(resume with the same number of processes)")
-    restore_rng_state(load_file(str(ckpt / _rng_file(rank))), ranks[rank])
+    if engine.rank >= len(ranks):
+        raise ValueError(f"{ckpt} was saved by {len(ranks)} processes; process {engine.rank} has no random state "
+                         "there (resume with the same number of processes)")
+    restore_rng_state(load_file(str(ckpt / _rng_file(engine.rank))), ranks[engine.rank])
     method_ranks = meta.get("method_ranks", [])
-    state.method.load_extra_state(method_ranks[rank] if rank < len(method_ranks) else {})
+    state.method.load_extra_state(method_ranks[engine.rank] if engine.rank < len(method_ranks) else {})
     return int(meta["step"])
 
 

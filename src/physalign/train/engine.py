@@ -19,9 +19,10 @@ physalign.cli train ...``) run the same loop:
   :class:`ShardedEngine`: torch's ``fully_shard`` (FSDP2) on every backbone block and on the backbone, so its
   parameters, gradients and AdamW moments are split over the ranks (ZeRO stage 3 for the backbone). Parts
   outside the backbone (text encoder, a method's projector) stay whole and are averaged as above;
+- an accelerate DeepSpeed config (``configs/accelerate/deepspeed.yaml``, ZeRO stage 1 or 2) selects the
+  DeepSpeed engine of :mod:`physalign.train.zero`, whose :meth:`Engine.update` is DeepSpeed's backward and step;
 - whatever is sharded is gathered whole for each checkpoint (:meth:`Engine.gathered`), so a checkpoint is an
-  ordinary single-process one: any number of processes can resume it. DeepSpeed launches are refused with an
-  error (:func:`refuse_wrapping_launches`).
+  ordinary single-process one: any number of processes, under any engine, can resume it.
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ def _env_flag(name: str) -> bool:
 
 
 def make_engine(mixed_precision: str = "no") -> "Engine":
-    """The engine the launch asks for: :class:`ShardedEngine` under an accelerate FSDP config (accelerate's
-    launcher sets ``ACCELERATE_USE_FSDP``), else :class:`Engine`."""
+    """The engine the launch asks for: :class:`ShardedEngine` under an accelerate FSDP config, the DeepSpeed
+    engine (:mod:`physalign.train.zero`) under a DeepSpeed one (accelerate's launcher sets
+    ``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``), else :class:`Engine`."""
+    if _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        from physalign.train.zero import DeepSpeedEngine
+
+        return DeepSpeedEngine(mixed_precision)
     return ShardedEngine(mixed_precision) if _env_flag("ACCELERATE_USE_FSDP") else Engine(mixed_precision)
 
 
@@ -114,11 +120,37 @@ class Engine:
         """Make ``model`` ready for this engine, after the method's ``setup`` and before the optimiser is
         built (nothing to do for a whole model)."""
 
+    def wrap(self, state, cfg):
+        """``state`` ready for this engine's :meth:`update`, after a resume restored it (the same state for
+        engines that step the optimiser themselves)."""
+        return state
+
+    def update(self, state, loss: torch.Tensor, max_norm: float) -> float:
+        """Backward ``loss``, average and clip the gradients to ``max_norm``, step the optimiser; return the
+        gradient norm before clipping. A norm that is not finite on some rank steps nothing and is returned as
+        ``inf`` on every rank."""
+        loss.backward()
+        params = [p for group in state.opt.param_groups for p in group["params"]]
+        self.sync_gradients(params)
+        norm = self.clip_gradients(params, max_norm)
+        if self.mean({"bad": float(not math.isfinite(norm))})["bad"] > 0:
+            state.opt.zero_grad(set_to_none=True)
+            return math.inf
+        state.opt.step()
+        return norm
+
+    def load_optimizer(self, opt: torch.optim.Optimizer, whole: dict) -> None:
+        """Load a checkpoint's optimiser state (whole tensors, indexed by parameter) into ``opt``."""
+        params = [p for group in opt.param_groups for p in group["params"]]
+        whole = {**whole, "state": {i: {k: self.place(v, params[i] if i < len(params) else None) if torch.is_tensor(v)
+                                        else v for k, v in entry.items()} for i, entry in whole["state"].items()}}
+        opt.load_state_dict(whole)
+
     def clip_gradients(self, params: list[torch.nn.Parameter], max_norm: float) -> float:
         """Scale the gradients to a total 2-norm of at most ``max_norm``; return the norm before scaling."""
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
-    def place(self, tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def place(self, tensor: torch.Tensor, like: torch.Tensor | None) -> torch.Tensor:
         """A whole tensor read from a checkpoint, laid out as ``like`` (a parameter or its state) is."""
         return tensor
 
@@ -141,14 +173,9 @@ class Engine:
 
 
 def refuse_wrapping_launches() -> None:
-    """A DeepSpeed launch, or an FSDP one other than FSDP2, is refused with what to use instead: the engine
-    synchronises gradients itself and never hands the model to ``accelerator.prepare``, so the sharding such a
-    config asks for would silently not happen."""
-    if _env_flag("ACCELERATE_USE_DEEPSPEED"):
-        raise ConfigError(
-            "the accelerate config asks for DeepSpeed (ACCELERATE_USE_DEEPSPEED), which physalign's engine does not "
-            "support. Launch with configs/accelerate/fsdp.yaml (FSDP2: parameters, gradients and optimiser state "
-            "sharded), or configs/accelerate/ddp.yaml with --set train.shard_optimizer=true (ZeRO stage 1)")
+    """An FSDP launch other than FSDP2 is refused with what to use instead: the engine synchronises gradients
+    itself and never hands the model to ``accelerator.prepare``, so the sharding FSDP1 asks for would silently
+    not happen."""
     if _env_flag("ACCELERATE_USE_FSDP") and os.environ.get("FSDP_VERSION", "1") != "2":
         raise ConfigError(
             f"the accelerate config asks for FSDP version {os.environ.get('FSDP_VERSION', '1')}; physalign shards "
@@ -256,11 +283,20 @@ def _make_whole(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torc
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
-    swapped = []
+    return _swap_parameters(model, _is_sharded, lambda p: p.full_tensor())
+
+
+def _swap_parameters(model: torch.nn.Module, which, make) -> list[tuple[torch.nn.Module, str, torch.nn.Parameter]]:
+    """Replace each parameter ``p`` of ``model`` with ``which(p)`` by a new parameter holding ``make(p)`` (one
+    for a parameter that several modules share, e.g. tied embeddings); return (module, name, the old
+    parameter) to put back."""
+    swapped, new = [], {}
     for module in model.modules():
         for name, param in list(module._parameters.items()):
-            if param is not None and _is_sharded(param):
-                module._parameters[name] = torch.nn.Parameter(param.full_tensor(), requires_grad=param.requires_grad)
+            if param is not None and which(param):
+                if id(param) not in new:
+                    new[id(param)] = torch.nn.Parameter(make(param), requires_grad=param.requires_grad)
+                module._parameters[name] = new[id(param)]
                 swapped.append((module, name, param))
     return swapped
 

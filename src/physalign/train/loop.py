@@ -149,7 +149,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     model, method = state.model, state.method
     if engine.rank:  # every rank built the same model; from here on each draws its own noise
         seed_everything(cfg.train.seed + RANK_SEED_STRIDE * engine.rank)
-    start = restore_training_state(ckpt, state, engine.rank, engine.place) if resume else 0
+    start = restore_training_state(ckpt, state, engine) if resume else 0
+    state = engine.wrap(state, cfg)
     if engine.is_main:
         run.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run / "config.yaml")
@@ -286,14 +287,9 @@ def train_step(state: TrainState, batch: dict, grad_clip: float, step: int, engi
     state.opt.zero_grad(set_to_none=True)
     if _any_rank(engine, not all(math.isfinite(v) for v in values.values())):
         return {**values, "skipped": 1.0}
-    terms["loss"].backward()
-    params = [p for group in state.opt.param_groups for p in group["params"]]
-    engine.sync_gradients(params)
-    values["grad_norm"] = engine.clip_gradients(params, grad_clip or math.inf)  # 0 = no clipping
-    if _any_rank(engine, not math.isfinite(values["grad_norm"])):
-        state.opt.zero_grad(set_to_none=True)
+    values["grad_norm"] = engine.update(state, terms["loss"], grad_clip or math.inf)  # 0 = no clipping
+    if not math.isfinite(values["grad_norm"]):  # on some rank: no rank stepped
         return {**values, "skipped": 1.0}
-    state.opt.step()
     state.sched.step()
     state.ema.update()
     return values
