@@ -288,17 +288,29 @@ def test_two_processes_on_precomputed_clips_match_one(user, tmp_path):
     assert gap < 1e-4 < moved, (gap, moved)
 
 
-FSDP_METHODS = ("physhpo", "diffphy", "mtsa")  # LoRA and its reference pass, a judged decode, a projector and taps
+# LoRA and its reference pass, a judged decode and the fact branch, a projector and taps
+SHARDED = [("fsdp", m) for m in ("physhpo", "diffphy", "mtsa")] + [("deepspeed", m) for m in ("physhpo", "diffphy")]
 
 
-@pytest.mark.parametrize("method", FSDP_METHODS)
-def test_methods_train_under_fsdp_on_two_processes(user, method, tmp_path):
-    """An FSDP2 launch (what configs/accelerate/fsdp.yaml sets) of a method whose parts sit in and beside the
-    sharded backbone: every term finite on both steps, the exported (whole) transformer moved and loadable."""
+def launcher(engine: str, port: int) -> list[str]:
+    """The two-process CPU launch of each engine: torchrun with the variables configs/accelerate/fsdp.yaml sets
+    (accelerate starts CPU processes through MPI only), or accelerate's own launch of deepspeed.yaml."""
+    import sys
+
+    if engine == "fsdp":
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(CONFIGS / "accelerate" / "deepspeed.yaml"), "--num_processes", "2", "--main_process_port", str(port)]
+
+
+@pytest.mark.parametrize("engine, method", SHARDED, ids=[f"{e}-{m}" for e, m in SHARDED])
+def test_methods_train_sharded_on_two_processes(user, engine, method, tmp_path):
+    """An FSDP2 launch of a method whose parts sit in and beside the sharded backbone, or a DeepSpeed ZeRO-2
+    launch (every trainable part sharded): every term finite on both steps, the exported (whole) transformer
+    moved and loadable."""
     import os
     import socket
     import subprocess
-    import sys
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -308,12 +320,12 @@ def test_methods_train_under_fsdp_on_two_processes(user, method, tmp_path):
            "--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "train.log_every=1",
            "--set", "train.save_every=2", "--set", "train.tensorboard=false", "--set", "optim.warmup_steps=1",
            *method_args(method, user), "--out", tmp_path / "run"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(port), "-m", "physalign.cli", *map(str, run)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+                                                    if engine == "fsdp" else {})}
+    done = subprocess.run([*launcher(engine, port), "-m", "physalign.cli", *map(str, run)], env=env,
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "FSDP2: the backbone's" in done.stdout
+    assert {"fsdp": "FSDP2: the backbone's", "deepspeed": "DeepSpeed ZeRO stage 2"}[engine] in done.stdout
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [0, 1] and TERMS[method] <= set(log[0])
     assert all(math.isfinite(v) for r in log for v in r.values()), log
