@@ -3,6 +3,7 @@
     .venv/bin/python scripts/estimate_memory.py configs/scale/tsa_cogvideox_2b.yaml [--frames 49 --height 480 --width 720]
     .venv/bin/python scripts/estimate_memory.py CONFIG --measure     # re-measure the per-token bytes of one block
     .venv/bin/python scripts/estimate_memory.py CONFIG --fsdp 8      # per GPU under configs/accelerate/fsdp.yaml
+    .venv/bin/python scripts/estimate_memory.py CONFIG --zero2 8     # per GPU under configs/accelerate/deepspeed.yaml
 
 Parameter counts are exact: the real diffusers/transformers classes built on the meta device from the model
 folder's own configs (``model.init``, if it exists here) or from the published configs in :data:`PRESETS`.
@@ -33,6 +34,12 @@ Accounting, in bytes (P = parameters of a part, P_t = trained parameters):
   parameters of two blocks (the one computing and the one being gathered next); the text encoder, the VAE,
   a projector and DiReCT's frozen copy stay whole on every process. Activations are per process: the batch
   is the global batch over N.
+
+- ``--zero2 N`` (DeepSpeed ZeRO stage 2 over N processes, ``physalign.train.zero``): every trained
+  parameter (backbone, projector, adapter) keeps its whole float32 weights and bf16 autocast copy on every
+  process, plus DeepSpeed's float32 master copy of its 1/N share; its gradients (one reduce bucket of
+  ``reduce_bucket_size`` = 5e8 float32 elements, DeepSpeed's default, plus the 1/N partition) and AdamW
+  moments divide by N. Frozen parts and DiReCT's copy stay whole. Activations are per process.
 
 Not counted: the allocator's fragmentation, kernel workspaces, the optimizer step's temporaries and the CUDA
 context (0.5-1 GB): add 10-20%. Without ``--fsdp`` one process holds everything (plain data parallel).
@@ -210,9 +217,12 @@ def forward_passes(cfg) -> int:
     return 1
 
 
-def static_terms(cfg, kind: str, counts: dict, tc: dict, fsdp: int = 1) -> dict:
-    """Weights, gradients, AdamW and the method's extra weights, in bytes, on one of ``fsdp`` processes; and
-    the trained parameter count."""
+REDUCE_BUCKET = 5e8  # DeepSpeed's default zero_optimization.reduce_bucket_size, in elements
+
+
+def static_terms(cfg, kind: str, counts: dict, tc: dict, fsdp: int = 1, zero2: int = 1) -> dict:
+    """Weights, gradients, AdamW and the method's extra weights, in bytes, on one of ``fsdp`` processes (or of
+    ``zero2``); and the trained parameter count."""
     lora_rank = cfg.method.get("lora_rank", 16) if cfg.train.method in ("diffphy", "physhpo") else None
     trained = lora_parameters(tc, kind, lora_rank) if lora_rank else sum(counts[p] for p in cfg.model.trainable)
     frozen = {p: c for p, c in counts.items() if lora_rank or p not in cfg.model.trainable}
@@ -230,7 +240,12 @@ def static_terms(cfg, kind: str, counts: dict, tc: dict, fsdp: int = 1) -> dict:
         weights["trained"] = 6 * (trained - in_backbone + in_backbone / fsdp)
         extras += 2 * 4 * counts["transformer"] / tc["num_layers"]  # two whole float32 blocks, gathered
     state = trained - in_backbone + in_backbone / fsdp
-    return {"trained": trained, "weights": sum(weights.values()), "gradients": 4 * state, "adamw": 8 * state,
+    gradients = 4 * state
+    if zero2 > 1:  # every trained parameter's state split; its weights whole, plus the master copy's share
+        state = trained / zero2
+        weights["trained"] = 6 * trained + 4 * state
+        gradients = 4 * (state + min(REDUCE_BUCKET, trained))
+    return {"trained": trained, "weights": sum(weights.values()), "gradients": gradients, "adamw": 8 * state,
             "extras": extras}
 
 
@@ -246,22 +261,25 @@ def activation_terms(cfg, kind: str, tc: dict, seq: int, video, a: float, decode
 
 
 def estimate(cfg, video: tuple[int, int, int] | None = None, block_bytes: float | None = None,
-             decode_bytes: float | None = None, fsdp: int = 1) -> dict:
+             decode_bytes: float | None = None, fsdp: int = 1, zero2: int = 1) -> dict:
     """Every term in GB for config ``cfg`` at ``video`` = (frames, height, width) (default: the preset's), on
-    one process of ``fsdp`` (1: unsharded; ``train.batch_size`` is the global batch)."""
-    if fsdp < 1 or cfg.train.batch_size % fsdp:
-        raise ValueError(f"--fsdp {fsdp}: must be >= 1 and divide train.batch_size {cfg.train.batch_size}")
+    one process of ``fsdp`` or ``zero2`` (1: unsharded; ``train.batch_size`` is the global batch)."""
+    for flag, n in (("--fsdp", fsdp), ("--zero2", zero2)):
+        if n < 1 or cfg.train.batch_size % n:
+            raise ValueError(f"{flag} {n}: must be >= 1 and divide train.batch_size {cfg.train.batch_size}")
+    if fsdp > 1 and zero2 > 1:
+        raise ValueError("--fsdp and --zero2 are two launches: give one")
     name, preset = preset_for(cfg.model.init)
     kind, video = preset["kind"], video or preset["video"]
     counts = parameter_counts(kind, preset, cfg.model.init)
     tc = {**preset["transformer"], **folder_configs(cfg.model.init, preset)["transformer"]}
     n, grid = token_count(kind, tc, video)
     seq = n + (TEXT_TOKENS[kind] if kind == "CogVideoXVideoModel" else 0)  # joint attention: text tokens ride along
-    static = static_terms(cfg, kind, counts, tc, fsdp)
+    static = static_terms(cfg, kind, counts, tc, fsdp, zero2)
     act = activation_terms(cfg, kind, tc, seq, video, block_bytes or preset["block_bytes_per_token"],
                            decode_bytes or preset["decode_bytes_per_pixel"])
     fixed = sum(v for k, v in static.items() if k != "trained") + act["judged decode"]
-    batch = cfg.train.batch_size // fsdp
+    batch = cfg.train.batch_size // (fsdp * zero2)
     return {
         "preset": name, "video": tuple(video), "grid": grid, "tokens": seq, "parameters": counts, "batch": batch,
         "block_bytes_per_token": block_bytes or preset["block_bytes_per_token"], "trained": static["trained"],
@@ -298,6 +316,8 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=int)
     parser.add_argument("--fsdp", type=int, default=1, help="processes of an FSDP2 launch (configs/accelerate/"
                         "fsdp.yaml): memory per process, the batch split over them")
+    parser.add_argument("--zero2", type=int, default=1, help="processes of a DeepSpeed ZeRO-2 launch (configs/"
+                        "accelerate/deepspeed.yaml): memory per process, the batch split over them")
     parser.add_argument("--measure", action="store_true", help="re-measure A (one real-width block) and the VAE's "
                         "decode bytes per pixel instead of the recorded figures (minutes on a CPU)")
     args = parser.parse_args(argv)
@@ -308,7 +328,7 @@ def main(argv=None) -> None:
     if args.measure:
         measured = dict(block_bytes=measure_block_bytes(preset["kind"], preset["transformer"]),
                         decode_bytes=measure_decode_bytes(preset["kind"]))
-    print(report(cfg, estimate(cfg, video, fsdp=args.fsdp, **measured)))
+    print(report(cfg, estimate(cfg, video, fsdp=args.fsdp, zero2=args.zero2, **measured)))
 
 
 if __name__ == "__main__":

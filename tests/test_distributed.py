@@ -3,6 +3,7 @@ launcher starts CPU processes only through MPI) train exactly what one process t
 batch, and a two-process run resumes exactly."""
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -206,14 +207,15 @@ def test_fsdp1_launches_are_refused_not_ignored(monkeypatch, world, tmp_path):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def deepspeed_launch(cfg, tmp: Path, run: Path, resume: bool = False, stage: int = 2) -> str:
+def deepspeed_launch(cfg, tmp: Path, run: Path, resume: bool = False, stage: int = 2,
+                     main: tuple = ("-m", "physalign.cli")) -> str:
     """Train ``cfg`` in ``run`` with the command a user runs, ``accelerate launch --config_file
     configs/accelerate/deepspeed.yaml``, on two CPU processes; return their stdout."""
     path = tmp / f"{run.name}.yaml"
     save_config(cfg, path)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "configs" / "accelerate" / "deepspeed.yaml"), "--num_processes", "2", "--zero_stage", str(stage),
-           "--main_process_port", str(free_port()), "-m", "physalign.cli", "train", "--out", str(run),
+           "--main_process_port", str(free_port()), *main, "train", "--out", str(run),
            *(["--resume"] if resume else ["--config", str(path)])]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -262,6 +264,21 @@ def test_deepspeed_zero1_trains_like_one_process(world, tmp_path):
     out = deepspeed_launch(config(world, tmp_path), tmp_path, tmp_path / "zero1", stage=1)
     assert "DeepSpeed ZeRO stage 1" in out
     assert gap(weights(one), weights(tmp_path / "zero1" / "model")) < 1e-4
+
+
+def test_a_non_finite_gradient_on_one_process_skips_the_deepspeed_step_everywhere(world, tmp_path):
+    """A NaN gradient on rank 1 alone at step 1 (a finite loss): DeepSpeed's overflow check skips the step on
+    both processes and the loop reports it; the run ends where one process that skipped step 1 ends."""
+    import _nan_grad  # noqa: F401  (registers test_nan_grad here too)
+
+    more = ("train.method=test_nan_grad", "method.bad=[1]", "train.steps=3", "train.save_every=10")
+    deepspeed_launch(config(world, tmp_path, *more, "method.ranks=[1]"), tmp_path, tmp_path / "zero",
+                     main=(str(Path(__file__).parent / "_nan_grad.py"),))
+    log = log_of(tmp_path / "zero")
+    assert [r.get("skipped") for r in log] == [None, 1.0, None] and math.isfinite(log[1]["loss"])
+    one = train(config(world, tmp_path, *more, "method.ranks=[0]"), tmp_path / "one", progress=False)
+    assert [r.get("skipped") for r in log_of(tmp_path / "one")] == [None, 1.0, None]
+    assert gap(weights(one), weights(tmp_path / "zero" / "model")) < 1e-4
 
 
 def log_of(run: Path) -> list[dict]:

@@ -397,6 +397,15 @@ def test_memory_estimates_follow_from_the_shapes():
     assert four["weights"] == pytest.approx(one["weights"] - 0.75 * 6 * one["parameters"]["transformer"] / 1e9)
     with pytest.raises(ValueError, match="divide train.batch_size 8"):
         est.estimate(cfg, fsdp=3)
+    # ZeRO-2 over 4: the moments quartered, gradients a quarter plus one reduce bucket, the weights whole plus a
+    # quarter of the float32 master copy
+    zero = est.estimate(cfg, zero2=4)
+    trained = one["trained"] / 1e9
+    assert zero["batch"] == 2 and zero["adamw"] == pytest.approx(one["adamw"] / 4)
+    assert zero["gradients"] == pytest.approx(one["gradients"] / 4 + 4 * min(5e8 / 1e9, trained))
+    assert zero["weights"] == pytest.approx(one["weights"] + trained)
+    with pytest.raises(ValueError, match="two launches"):
+        est.estimate(cfg, fsdp=2, zero2=2)
     small = dict(patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
                  text_dim=32, freq_dim=32, ffn_dim=64, num_layers=1)
     a = est.measure_block_bytes("WanVideoModel", small)
