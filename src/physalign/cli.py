@@ -25,6 +25,7 @@ def _register() -> None:
     app.command("train-autoencoder")(train.train_autoencoder_command)
     app.command("export")(train.export_command)
     app.command("train-teacher")(teacher.train_teacher_command)
+    app.command("convert-teacher")(teacher.convert_teacher_command)
     app.command("train-judge")(judge.train_judge_command)
     app.command("sample")(sample.sample_command)
     app.command("eval")(evaluate.eval_command)

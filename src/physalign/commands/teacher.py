@@ -61,3 +61,20 @@ def _record(out: Path, figures: dict) -> None:
     record["evaluation"] = figures
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     typer.echo(json.dumps(figures, indent=2))
+
+
+def convert_teacher_command(
+    source: Path = typer.Argument(..., help="The VideoMAEv2 release's encoder weights, a .safetensors file."),
+    out: Path = typer.Option(..., help="Teacher folder to write (config.json + model.safetensors): method.teacher."),
+    heads: Optional[int] = typer.Option(None, help="Attention heads (default from the width: S 6, B 12, L/H/g 16)."),
+    frames: int = typer.Option(16, help="Frames the teacher reads (its fixed position table's length)."),
+    image_size: str = typer.Option("224", help="Frame size the teacher reads: 224, or HEIGHT,WIDTH (e.g. 160,240)."),
+):
+    """Convert a VideoMAEv2 encoder (the alignment papers' teacher) into a transformers VideoMAEModel folder."""
+    from physalign.teacher.convert import ConversionError, convert_file
+
+    sizes = [int(v) for v in image_size.split(",")]
+    with training_errors(ConversionError, FileNotFoundError):
+        folder = convert_file(source, out, heads=heads, frames=frames,
+                              image_size=sizes[0] if len(sizes) == 1 else tuple(sizes))
+    typer.echo(f"teacher written to {folder}")
