@@ -108,6 +108,10 @@ class Engine:
         torch.distributed.all_reduce(t)
         return dict(zip(values, (t / self.world).tolist()))
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on some rank (the same answer on every rank)."""
+        return self.mean({"flag": float(flag)})["flag"] > 0
+
     def gather(self, obj) -> list:
         """[obj of rank 0, obj of rank 1, ...] on every rank."""
         if self.world == 1:
@@ -121,8 +125,8 @@ class Engine:
         built (nothing to do for a whole model)."""
 
     def wrap(self, state, cfg):
-        """``state`` ready for this engine's :meth:`update`, after a resume restored it (the same state for
-        engines that step the optimiser themselves)."""
+        """``state`` ready for this engine's :meth:`update`, called once a resume has restored it (here: as
+        it is; the DeepSpeed engine hands the optimiser to DeepSpeed)."""
         return state
 
     def update(self, state, loss: torch.Tensor, max_norm: float) -> float:
@@ -133,7 +137,7 @@ class Engine:
         params = [p for group in state.opt.param_groups for p in group["params"]]
         self.sync_gradients(params)
         norm = self.clip_gradients(params, max_norm)
-        if self.mean({"bad": float(not math.isfinite(norm))})["bad"] > 0:
+        if self.any_rank(not math.isfinite(norm)):
             state.opt.zero_grad(set_to_none=True)
             return math.inf
         state.opt.step()
@@ -196,7 +200,7 @@ def _whole_values(d: dict) -> dict:
     return {k: _whole(v) for k, v in d.items()}
 
 
-class _Tensors:
+class WholeState:
     """Stands in for an optimiser or an EMA in a gathered state: ``state_dict()`` returns the whole one."""
 
     def __init__(self, state: dict):
@@ -262,7 +266,7 @@ class ShardedEngine(Engine):
         ema = _whole_values(state.ema.state_dict())
         swapped = _make_whole(state.model)
         try:
-            yield dataclasses.replace(state, opt=_Tensors(opt), ema=_Tensors(ema))
+            yield dataclasses.replace(state, opt=WholeState(opt), ema=WholeState(ema))
         finally:
             for module, name, param in swapped:
                 module._parameters[name] = param
@@ -283,10 +287,10 @@ def _make_whole(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torc
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
-    return _swap_parameters(model, _is_sharded, lambda p: p.full_tensor())
+    return swap_parameters(model, _is_sharded, lambda p: p.full_tensor())
 
 
-def _swap_parameters(model: torch.nn.Module, which, make) -> list[tuple[torch.nn.Module, str, torch.nn.Parameter]]:
+def swap_parameters(model: torch.nn.Module, which, make) -> list[tuple[torch.nn.Module, str, torch.nn.Parameter]]:
     """Replace each parameter ``p`` of ``model`` with ``which(p)`` by a new parameter holding ``make(p)`` (one
     for a parameter that several modules share, e.g. tied embeddings); return (module, name, the old
     parameter) to put back."""

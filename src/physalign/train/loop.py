@@ -285,7 +285,7 @@ def train_step(state: TrainState, batch: dict, grad_clip: float, step: int, engi
         raise TrainingError(f"method {type(state.method).__name__} returned no 'loss' term (got {sorted(terms)})")
     values = {k: float(v.detach()) for k, v in terms.items()}
     state.opt.zero_grad(set_to_none=True)
-    if _any_rank(engine, not all(math.isfinite(v) for v in values.values())):
+    if engine.any_rank(not all(math.isfinite(v) for v in values.values())):
         return {**values, "skipped": 1.0}
     values["grad_norm"] = engine.update(state, terms["loss"], grad_clip or math.inf)  # 0 = no clipping
     if not math.isfinite(values["grad_norm"]):  # on some rank: no rank stepped
@@ -293,10 +293,6 @@ def train_step(state: TrainState, batch: dict, grad_clip: float, step: int, engi
     state.sched.step()
     state.ema.update()
     return values
-
-
-def _any_rank(engine: Engine, flag: bool) -> bool:
-    return engine.mean({"flag": float(flag)})["flag"] > 0
 
 
 def _trim_log(path: Path, start: int) -> None:

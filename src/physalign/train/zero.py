@@ -36,7 +36,7 @@ import torch
 
 from physalign.train.checkpoint import restore_rng_state, rng_state
 from physalign.train.config import ConfigError
-from physalign.train.engine import Engine, _Tensors, _swap_parameters
+from physalign.train.engine import Engine, WholeState, swap_parameters
 from physalign.train.ema import trainable_parameters
 
 # physalign sets these itself; a DeepSpeed config may leave them out or "auto", or repeat the same value
@@ -188,7 +188,7 @@ class DeepSpeedEngine(Engine):
         whole = self._whole_optimizer(state.opt)
         swapped = _own_storage(state)
         try:
-            yield type(state)(state.model, state.method, _Tensors(whole), state.sched, state.ema)
+            yield type(state)(state.model, state.method, WholeState(whole), state.sched, state.ema)
         finally:
             for module, name, param in swapped:
                 module._parameters[name] = param
@@ -205,5 +205,5 @@ def _own_storage(state) -> list:
     """Swap each trainable parameter of the model and the method for a copy with its own storage; return what
     to put back."""
     both = torch.nn.ModuleDict({"model": state.model, "method": state.method})  # one copy of a shared parameter
-    return _swap_parameters(both, lambda p: p.requires_grad, lambda p: p.detach().clone())
+    return swap_parameters(both, lambda p: p.requires_grad, lambda p: p.detach().clone())
 
