@@ -14,15 +14,21 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,deepspeed]'
+	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# DeepSpeed (configs/accelerate/deepspeed.yaml) for the tests only: `make demo` does not need it.
+TEST_STAMP := $(VENV)/.physalign-test-extras
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,deepspeed]'
+	touch $(TEST_STAMP)
 
 # The main job: the quick comparison of every method against SFT, from the shipped base, on the physics world
 # (README, "Post-training methods and `physalign bench`"); `physalign demo` alone samples and scores the base model.
 demo: setup
 	$(VENV)/bin/physalign bench --profile quick --out runs/demo
 
-test: setup
+test: setup $(TEST_STAMP)
 	$(PY) -m pytest -q
 
 # The base model recipe (README, "The base model"): v1 (stages one to three, rebuilt at the commit that made
