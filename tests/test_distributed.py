@@ -296,6 +296,14 @@ def test_unsupported_deepspeed_configs_are_refused_naming_the_key(launch, match)
         deepspeed_config(launch, batch_size=8, world=2, grad_clip=0.5)
 
 
+def test_zero_over_zero_is_refused():
+    from physalign.train.config import ConfigError
+    from physalign.train.zero import deepspeed_config
+
+    with pytest.raises(ConfigError, match="ZeRO already shards the optimiser state; drop train.shard_optimizer"):
+        deepspeed_config({"zero_optimization": {"stage": 2}}, 8, 2, 0.5, shard_optimizer=True)
+
+
 def test_deepspeed_config_is_filled_from_the_run():
     from physalign.train.zero import deepspeed_config
 

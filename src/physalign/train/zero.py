@@ -83,10 +83,13 @@ def check_supported(launch: dict) -> int:
     return stage
 
 
-def deepspeed_config(launch: dict, batch_size: int, world: int, grad_clip: float) -> dict:
+def deepspeed_config(launch: dict, batch_size: int, world: int, grad_clip: float, shard_optimizer: bool = False) -> dict:
     """``launch`` (a DeepSpeed config) completed for a run of global batch ``batch_size`` on ``world``
     processes with clipping at ``grad_clip`` (0 = none)."""
     check_supported(launch)
+    if shard_optimizer:
+        raise ConfigError("train.shard_optimizer=true under DeepSpeed: ZeRO already shards the optimiser state; "
+                          "drop train.shard_optimizer")
     if batch_size % world:
         raise ConfigError(f"train.batch_size {batch_size} must be divisible by the number of processes {world}")
     ours = {"train_batch_size": batch_size, "train_micro_batch_size_per_gpu": batch_size // world,
@@ -126,12 +129,12 @@ class DeepSpeedEngine(Engine):
     def wrap(self, state, cfg):
         """Hand the trainable parameters and the run's AdamW (with a resumed run's whole state) to
         ``deepspeed.initialize``; ``state.opt`` becomes the ZeRO optimiser."""
-        named = trainable_parameters(state.model, state.method)
-        self.params = list(named.values())
+        config = deepspeed_config(self.launch, cfg.train.batch_size, self.world, cfg.optim.grad_clip,
+                                  cfg.train.shard_optimizer)
+        self.params = list(trainable_parameters(state.model, state.method).values())
         whole = state.opt.state_dict()  # before ZeRO re-points the optimiser at its flat partitions
         self.groups = whole["param_groups"]
         holder = torch.nn.ModuleDict({"model": state.model, "method": state.method})
-        config = deepspeed_config(self.launch, cfg.train.batch_size, self.world, cfg.optim.grad_clip)
         rng = rng_state()  # initialize must not move the random streams (exact resume)
         self.ds, opt, _, _ = self.deepspeed.initialize(model=holder, optimizer=state.opt, model_parameters=self.params,
                                                        config=config, dist_init_required=False)
