@@ -289,7 +289,8 @@ def test_two_processes_on_precomputed_clips_match_one(user, tmp_path):
 
 
 # LoRA and its reference pass, a judged decode and the fact branch, a projector and taps
-SHARDED = [("fsdp", m) for m in ("physhpo", "diffphy", "mtsa")] + [("deepspeed", m) for m in ("physhpo", "diffphy")]
+SHARDED = ([("fsdp", "wan", m) for m in ("physhpo", "diffphy", "mtsa")] + [("deepspeed", "wan", m) for m in ("physhpo", "diffphy")]
+           + [("deepspeed", "cogvideox", "mtsa")])
 
 
 def launcher(engine: str, port: int) -> list[str]:
@@ -303,8 +304,8 @@ def launcher(engine: str, port: int) -> list[str]:
             str(CONFIGS / "accelerate" / "deepspeed.yaml"), "--num_processes", "2", "--main_process_port", str(port)]
 
 
-@pytest.mark.parametrize("engine, method", SHARDED, ids=[f"{e}-{m}" for e, m in SHARDED])
-def test_methods_train_sharded_on_two_processes(user, engine, method, tmp_path):
+@pytest.mark.parametrize("engine, kind, method", SHARDED, ids=[f"{e}-{k}-{m}" for e, k, m in SHARDED])
+def test_methods_train_sharded_on_two_processes(user, engine, kind, method, tmp_path):
     """An FSDP2 launch of a method whose parts sit in and beside the sharded backbone, or a DeepSpeed ZeRO-2
     launch (every trainable part sharded): every term finite on both steps, the exported (whole) transformer
     moved and loadable."""
@@ -315,8 +316,8 @@ def test_methods_train_sharded_on_two_processes(user, engine, method, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = ["train", "--config", CONFIGS / "methods" / f"{method}.yaml", "--set", f"model.init={user.folders['wan']}",
-           "--set", "data.source=precomputed", "--set", f"data.precomputed={user.caches['wan']}",
+    run = ["train", "--config", CONFIGS / "methods" / f"{method}.yaml", "--set", f"model.init={user.folders[kind]}",
+           "--set", "data.source=precomputed", "--set", f"data.precomputed={user.caches[kind]}",
            "--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "train.log_every=1",
            "--set", "train.save_every=2", "--set", "train.tensorboard=false", "--set", "optim.warmup_steps=1",
            *method_args(method, user), "--out", tmp_path / "run"]
@@ -329,6 +330,6 @@ def test_methods_train_sharded_on_two_processes(user, engine, method, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [0, 1] and TERMS[method] <= set(log[0])
     assert all(math.isfinite(v) for r in log for v in r.values()), log
-    before, after = transformer_weights(user.folders["wan"]), transformer_weights(tmp_path / "run" / "model")
+    before, after = transformer_weights(user.folders[kind]), transformer_weights(tmp_path / "run" / "model")
     assert before.keys() == after.keys()  # LoRA merged: a plain transformer
     assert max(float((after[k].float() - before[k].float()).abs().max()) for k in before) > 0
