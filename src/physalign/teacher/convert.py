@@ -66,26 +66,32 @@ def release_config(state: dict[str, torch.Tensor], heads: int | None, frames: in
         use_mean_pooling="norm.weight" not in state)
 
 
-def renamed(state: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
-    """The release's tensors under ``VideoMAEModel``'s names (module docstring)."""
-    out = {"embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
-           "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"]}
+def renamed(state: dict[str, torch.Tensor], depth: int) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """The release's tensors under ``VideoMAEModel``'s names (module docstring), and the release keys read."""
+    read: set[str] = set()
+
+    def take(key: str) -> torch.Tensor:
+        read.add(key)
+        return state[key]
+
+    out = {"embeddings.patch_embeddings.projection.weight": take("patch_embed.proj.weight"),
+           "embeddings.patch_embeddings.projection.bias": take("patch_embed.proj.bias")}
     parts = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
              "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
     for i in range(depth):
         src, dst = f"blocks.{i}.", f"encoder.layer.{i}."
         for old, new in parts.items():
             for kind in ("weight", "bias"):
-                out[f"{dst}{new}.{kind}"] = state[f"{src}{old}.{kind}"]
-        query, key, value = state[f"{src}attn.qkv.weight"].chunk(3)
+                out[f"{dst}{new}.{kind}"] = take(f"{src}{old}.{kind}")
+        query, key, value = take(f"{src}attn.qkv.weight").chunk(3)
         attention = f"{dst}attention.attention."
         out |= {f"{attention}query.weight": query, f"{attention}key.weight": key, f"{attention}value.weight": value}
         for bias, name in (("q_bias", "query"), ("v_bias", "value")):
             if f"{src}attn.{bias}" in state:
-                out[f"{attention}{name}.bias"] = state[f"{src}attn.{bias}"]
+                out[f"{attention}{name}.bias"] = take(f"{src}attn.{bias}")
     if "norm.weight" in state:
-        out |= {"layernorm.weight": state["norm.weight"], "layernorm.bias": state["norm.bias"]}
-    return {k: v.contiguous() for k, v in out.items()}
+        out |= {"layernorm.weight": take("norm.weight"), "layernorm.bias": take("norm.bias")}
+    return {k: v.contiguous() for k, v in out.items()}, read
 
 
 def convert_videomae_v2(state: dict[str, torch.Tensor], heads: int | None = None, frames: int = 16,
@@ -94,27 +100,15 @@ def convert_videomae_v2(state: dict[str, torch.Tensor], heads: int | None = None
     :data:`DROPPED`; the model's every weight set)."""
     state = strip_prefix(state)
     config = release_config(state, heads, frames, image_size)
-    weights = renamed(state, config.num_hidden_layers)
-    model = VideoMAEModel(config)
-    expected = {k for k in model.state_dict() if "position_embeddings" not in k}  # the fixed sinusoid buffer
-    missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
-    if missing or extra:
-        raise ConversionError(f"the converted weights do not fit VideoMAEModel: missing {missing[:4]}, extra {extra[:4]}")
-    used = {k for k in state if not k.startswith(DROPPED)}
-    unread = sorted(used - _sources(config.num_hidden_layers, state))
+    weights, read = renamed(state, config.num_hidden_layers)
+    unread = sorted(k for k in set(state) - read if not k.startswith(DROPPED))
     if unread:
         raise ConversionError(f"tensors the conversion does not know: {unread[:6]}")
-    model.load_state_dict(weights, strict=False)
+    model = VideoMAEModel(config)
+    missing, extra = model.load_state_dict(weights, strict=False)
+    if missing or extra:
+        raise ConversionError(f"the converted weights do not fit VideoMAEModel: missing {missing[:4]}, extra {extra[:4]}")
     return model.eval()
-
-
-def _sources(depth: int, state: dict) -> set[str]:
-    """The release keys :func:`renamed` reads."""
-    keys = {"patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias"}
-    for i in range(depth):
-        keys |= {f"blocks.{i}.{p}.{k}" for p in ("norm1", "norm2", "attn.proj", "mlp.fc1", "mlp.fc2") for k in ("weight", "bias")}
-        keys |= {f"blocks.{i}.attn.qkv.weight", f"blocks.{i}.attn.q_bias", f"blocks.{i}.attn.v_bias"}
-    return keys & set(state)
 
 
 def convert_file(source: str | Path, out: str | Path, **options) -> Path:

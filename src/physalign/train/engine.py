@@ -134,7 +134,7 @@ class Engine:
         gradient norm before clipping. A norm that is not finite on some rank steps nothing and is returned as
         ``inf`` on every rank."""
         loss.backward()
-        params = [p for group in state.opt.param_groups for p in group["params"]]
+        params = optimised_parameters(state.opt)
         self.sync_gradients(params)
         norm = self.clip_gradients(params, max_norm)
         if self.any_rank(not math.isfinite(norm)):
@@ -145,7 +145,7 @@ class Engine:
 
     def load_optimizer(self, opt: torch.optim.Optimizer, whole: dict) -> None:
         """Load a checkpoint's optimiser state (whole tensors, indexed by parameter) into ``opt``."""
-        params = [p for group in opt.param_groups for p in group["params"]]
+        params = optimised_parameters(opt)
         whole = {**whole, "state": {i: {k: self.place(v, params[i] if i < len(params) else None) if torch.is_tensor(v)
                                         else v for k, v in entry.items()} for i, entry in whole["state"].items()}}
         opt.load_state_dict(whole)
@@ -268,8 +268,7 @@ class ShardedEngine(Engine):
         try:
             yield dataclasses.replace(state, opt=WholeState(opt), ema=WholeState(ema))
         finally:
-            for module, name, param in swapped:
-                module._parameters[name] = param
+            put_back(swapped)
 
     def release(self, state) -> None:
         """Swap every sharded parameter for its whole tensor for good and re-point the EMA at them."""
@@ -303,6 +302,17 @@ def swap_parameters(model: torch.nn.Module, which, make) -> list[tuple[torch.nn.
                 module._parameters[name] = new[id(param)]
                 swapped.append((module, name, param))
     return swapped
+
+
+def put_back(swapped: list[tuple[torch.nn.Module, str, torch.nn.Parameter]]) -> None:
+    """Undo :func:`swap_parameters`."""
+    for module, name, param in swapped:
+        module._parameters[name] = param
+
+
+def optimised_parameters(opt: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
+    """The parameters ``opt`` steps, in its state's order."""
+    return [p for group in opt.param_groups for p in group["params"]]
 
 
 class LocalEngine(Engine):

@@ -36,7 +36,7 @@ import torch
 
 from physalign.train.checkpoint import restore_rng_state, rng_state
 from physalign.train.config import ConfigError
-from physalign.train.engine import Engine, WholeState, swap_parameters
+from physalign.train.engine import Engine, WholeState, put_back, swap_parameters
 from physalign.train.ema import trainable_parameters
 
 # physalign sets these itself; a DeepSpeed config may leave them out or "auto", or repeat the same value
@@ -193,8 +193,7 @@ class DeepSpeedEngine(Engine):
         try:
             yield type(state)(state.model, state.method, WholeState(whole), state.sched, state.ema)
         finally:
-            for module, name, param in swapped:
-                module._parameters[name] = param
+            put_back(swapped)
 
     def release(self, state) -> None:
         """Give every trainable parameter its own storage for good (ZeRO made them views of one flat buffer,
