@@ -31,8 +31,9 @@ demo: setup
 test: setup $(TEST_STAMP)
 	$(PY) -m pytest -q
 
-# The base model recipe (README, "The base model"): v1 (stages one to three, rebuilt at the commit that made
-# it), then v2's three fine-tuning stages on the current world and v3's stage seven. See scripts/make_base.sh.
+# The base model recipe (configs/base/README.md): v1 (stages one to three, rebuilt at the commit that made
+# it), then v2's three fine-tuning stages on the current world, v3's stage seven and v4's stage eight. See
+# scripts/make_base.sh.
 base: setup
 	scripts/make_base.sh
 

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from physalign.eval.score import evaluate_video
-from physalign.models.interface import load_model
-from physalign.train.data import read_all_videos, to_model_range, to_uint8
-from physalign.world.dataset import load_manifest
+from physalign.models.interface import load_model, to_model_range, to_uint8
+from physalign.world.dataset import load_manifest, read_all_videos
 from physalign.world.scene import Scene
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from physalign.judges import PLAUSIBILITY_QUESTION, load_world_judge, prompt_question
-from physalign.train.data import read_all_videos, to_model_range
-from physalign.world.dataset import load_manifest
+from physalign.models.interface import to_model_range
+from physalign.world.dataset import load_manifest, read_all_videos
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:

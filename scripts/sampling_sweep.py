@@ -17,8 +17,8 @@ import torch
 
 from physalign.eval import evaluate_manifest
 from physalign.eval.stats import summarize
-from physalign.generate import sample_to_folder
 from physalign.models.interface import load_model
+from physalign.models.sample_folder import sample_to_folder
 from physalign.world.dataset import generate, load_manifest
 
 

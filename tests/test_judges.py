@@ -12,8 +12,8 @@ from physalign.judges.train import (answer_items, gaussian_blur, load_judge_conf
 from physalign.judges.vlm import ANSWER_TEMPLATE, VLMJudge
 from physalign.judges.world import (JudgeSizes, WorldJudge, WorldJudgeNet, build_question_tokenizer,
                                     encode_questions, load_world_judge, save_world_judge)
+from physalign.models.interface import to_model_range
 from physalign.train.config import ConfigError
-from physalign.train.data import to_model_range
 from physalign.world import scene as grammar
 
 from _tiny_models import CLIP_MEAN, CLIP_STD

@@ -12,10 +12,10 @@ import torch
 from physalign.models.interface import load_model
 from physalign.models.lora import has_lora, lora_disabled, lora_folder
 from physalign.train.config import load_config
-from physalign.train.data import corrupted_latents, encoded_videos, manifest_rows
+from physalign.train.data import corrupted_latents, encoded_videos
 from physalign.train.loop import build_run, train
 from physalign.train.methods.fm import sample_t
-from physalign.world.dataset import generate
+from physalign.world.dataset import generate, manifest_rows
 
 TINY = dict(layers=2, heads=2, head_dim=16, ffn_dim=64, text_dim=32, text_layers=1, vae_channels=[16, 32], frames=8, resolution=16)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

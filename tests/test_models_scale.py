@@ -20,9 +20,9 @@ from physalign.models.cogvideox import (CogVideoXVideoModel, ddpm_timestep, flow
                                         videorepa_frames, videorepa_grid)
 from physalign.models.interface import CONFIG_FILE, MODELS, load_model
 from physalign.models.lora import LoraSpec, add_lora, has_lora, lora_disabled, merge_lora
+from physalign.models.sampling import sample
 from physalign.models.wan import WanVideoModel
 from physalign.objectives import flow_matching_loss, interpolate
-from physalign.sample import sample
 from physalign.teacher.projector import Projector
 from physalign.train.config import load_config
 from physalign.train.methods import build_method

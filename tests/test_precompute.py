@@ -16,10 +16,10 @@ from physalign.cli import app
 from physalign.data import FrameSampling, PrecomputedClips, decode_clip, load_clip_manifest, precompute_clips
 from physalign.data import precompute as precompute_mod
 from physalign.data import shards as shards_mod
+from physalign.models.interface import to_model_range
 from physalign.models.world import WorldVideoModel
 from physalign.objectives import tubelet_motion
 from physalign.teacher.model import teacher_config, teacher_features
-from physalign.train.data import to_model_range
 from physalign.video import VideoError, read_video, write_mp4
 from physalign.world.dataset import ManifestError
 
@@ -323,8 +323,8 @@ def test_cli_precompute_end_to_end(clips, model, tmp_path):
 
 
 def test_a_world_manifest_loads_as_it_is_and_matches_the_world_latent_cache(model, tmp_path):
-    from physalign.train.data import encoded_videos, manifest_rows
-    from physalign.world.dataset import generate
+    from physalign.train.data import encoded_videos
+    from physalign.world.dataset import generate, manifest_rows
 
     manifest = generate(tmp_path / "world", n=3, split="train", seed=0, frames=4, resolution=16, counterfactuals=True,
                         progress=False)

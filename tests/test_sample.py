@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from physalign.cli import app
 from physalign.models.interface import TextEmbedding
+from physalign.models.sampling import sample, sample_latents
 from physalign.models.world import WorldModelConfig, WorldVideoModel
-from physalign.sample import sample, sample_latents
 from physalign.world.dataset import load_manifest
 from physalign.world.scene import prompt_to_scene
 

@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 
 from physalign.cli import app
 from physalign.data import FrameSampling, decode_clip
-from physalign.models.interface import CONFIG_FILE
+from physalign.models.interface import CONFIG_FILE, to_model_range
 from physalign.objectives import motion_mask
 from physalign.teacher.model import save_teacher, teacher_config
 from physalign.train.config import load_config
-from physalign.train.data import DataError, to_model_range
 from physalign.train.loop import build_run
+from physalign.train.methods import DataError
 from physalign.video import write_mp4
 
 from _tiny_models import model_class, sized_options, user_folder, vlm_folder

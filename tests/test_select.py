@@ -318,6 +318,11 @@ def test_cli_end_to_end(tmp_path):
     assert all(s["reasons"] for s in scores if not s["kept"])
     report = (out / "report.md").read_text()
     assert "Precision" in report and "1 unreadable videos" in report and "no judge" in report
+    summary = json.loads((out / "summary.json").read_text())  # the report's figures as data
+    assert summary["kept"] == 7 and summary["unreadable"] == 1 and summary["not_run"] == ["plausibility", "text"]
+    assert summary["precision"] == pytest.approx(sum(s["kept"] and s["degradation"] == "none" for s in scores) / 7)
+    assert sum(d["candidates"] for d in summary["by_degradation"].values()) == 14
+    assert f"**Precision {summary['precision']:.3f}**" in report and "none" in summary["left_out"]
 
 
 def test_bad_manifest_lines_are_named(tmp_path, pool):

@@ -10,6 +10,7 @@ from transformers import VideoMAEForPreTraining, VideoMAEModel
 from typer.testing import CliRunner
 
 from physalign.cli import app
+from physalign.models.interface import to_model_range
 from physalign.teacher import cache as cache_mod
 from physalign.teacher.cache import cache_teacher_features
 from physalign.teacher.evaluate import object_tokens, patch_targets, probe_accuracy, reconstruction_figures
@@ -18,10 +19,10 @@ from physalign.teacher.model import (load_teacher, save_teacher, teacher_config,
 from physalign.teacher.pretrain import TeacherConfig, load_teacher_config, mask_tokens, pretrain_teacher, step_generator
 from physalign.teacher.projector import Projector
 from physalign.train.config import ConfigError
-from physalign.train.data import read_videos, to_model_range
 from physalign.train.loop import TrainingError
 from physalign.video import write_mp4
 from physalign.world import spec
+from physalign.world.dataset import read_videos
 from physalign.world.scene import sample_scene, scene_to_prompt
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -14,7 +14,7 @@ from physalign.models.interface import load_model
 from physalign.objectives import flow_matching_loss, interpolate
 from physalign.train import checkpoint as ckpt_mod
 from physalign.train import data as data_mod
-from physalign.train.config import ConfigError, load_config
+from physalign.train.config import ConfigError, load_config, save_config
 from physalign.train.data import latent_data, object_mask
 from physalign.train.loop import TrainingError, build_model, lr_factor, train
 from physalign.train.methods import METHODS, Method, build_method, register
@@ -65,10 +65,10 @@ def log_of(run: Path) -> list[dict]:
 
 
 def test_config_loads_yaml_applies_overrides_and_names_bad_keys(tmp_path):
-    for name in ("base.yaml", "autoencoder.yaml", "base_decoder.yaml"):  # the shipped configs parse and build their methods
-        cfg = load_config(CONFIGS / name)
+    for path in sorted((CONFIGS / "base").glob("*.yaml")):  # the base recipe's configs parse and build their methods
+        cfg = load_config(path)
         build_method(cfg.train.method, cfg.method)
-    cfg = load_config(CONFIGS / "base.yaml", ["train.steps=7", "optim.lr=1e-3", "model.trainable=[vae]", "method.cfg_dropout=0.2"])
+    cfg = load_config(CONFIGS / "base" / "base.yaml", ["train.steps=7", "optim.lr=1e-3", "model.trainable=[vae]", "method.cfg_dropout=0.2"])
     assert (cfg.train.steps, cfg.optim.lr, cfg.model.trainable, cfg.method["cfg_dropout"]) == (7, 1e-3, ["vae"], 0.2)
     with pytest.raises(ConfigError, match=r"unknown key 'train.stepz'; train has \['batch_size'.*'steps'"):
         load_config(None, ["train.stepz=3"])
@@ -85,6 +85,24 @@ def test_config_loads_yaml_applies_overrides_and_names_bad_keys(tmp_path):
     bad.write_text("train:\n  steps: [3\n")
     with pytest.raises(ConfigError, match="c.yaml: not valid YAML"):
         load_config(bad)
+
+
+def test_overrides_keep_strings_strings(tmp_path):
+    """YAML 1.1 reads `no` as False and `2024` as an int; a string field keeps the text as typed."""
+    cfg = load_config(None, ["train.mixed_precision=no", "train.wandb_project=2024", "model.init=", "data.split=off"])
+    assert (cfg.train.mixed_precision, cfg.train.wandb_project, cfg.model.init, cfg.data.split) == ("no", "2024", "", "off")
+    assert load_config(None, ['train.wandb_project="quoted name"']).train.wandb_project == "quoted name"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: no\n  shard_optimizer: true\n")
+    cfg = load_config(path)
+    assert (cfg.train.mixed_precision, cfg.train.shard_optimizer) == ("no", True)
+    with pytest.raises(ConfigError, match="train.shard_optimizer must be bool, got 'yes'"):  # only true/false are booleans
+        load_config(None, ["train.shard_optimizer=yes"])
+    with pytest.raises(ConfigError, match="train.steps must be int, got 'no'"):  # typed fields still checked
+        load_config(None, ["train.steps=no"])
+    saved = tmp_path / "saved.yaml"
+    save_config(load_config(None, ["train.mixed_precision=no"]), saved)
+    assert load_config(saved).train.mixed_precision == "no"
 
 
 def test_methods_are_plugins_with_checked_parameters():
@@ -343,7 +361,7 @@ def test_decoder_stage_keeps_the_encoder_and_its_latent_scale(world, tmp_path):
     start_cfg = load_config(None, overrides(world, tmp_path, "train.method=autoencoder", "model.trainable=[vae]",
                                             "train.steps=1", "train.save_every=1"))
     first = train(start_cfg, tmp_path / "ae", progress=False)
-    cfg = load_config(CONFIGS / "base_decoder.yaml", overrides(world, tmp_path, f"model.init={first}", "train.steps=2",
+    cfg = load_config(CONFIGS / "base" / "base_decoder.yaml", overrides(world, tmp_path, f"model.init={first}", "train.steps=2",
                                                                "train.save_every=2", "optim.lr=1e-3", "model.sizes={}"))
     out = train(cfg, tmp_path / "dec", progress=False)
     a, b = load_model(first), load_model(out)
@@ -403,7 +421,7 @@ def test_cli_train_then_sample_from_the_run(world, tmp_path):
 
 def test_cli_train_autoencoder_runs_the_shared_loop(world, tmp_path):
     sets = [a for o in overrides(world, tmp_path, "train.steps=2") for a in ("--set", o)]
-    res = CliRunner().invoke(app, ["train-autoencoder", "--config", str(CONFIGS / "autoencoder.yaml"), "--run",
+    res = CliRunner().invoke(app, ["train-autoencoder", "--config", str(CONFIGS / "base" / "autoencoder.yaml"), "--run",
                                    str(tmp_path / "run"), "--out", str(tmp_path / "ae"), *sets])
     assert res.exit_code == 0, res.output
     assert load_model(tmp_path / "ae").cfg.scaling_factor != 1.0

@@ -3,6 +3,10 @@
 Videos are ``uint8`` arrays of shape ``(T, H, W, 3)``. World videos are tiny (32 x 32), where the usual
 4:2:0 chroma subsampling would average colours over 2 x 2 pixels and smear the objects the evaluator
 tracks; ``libx264rgb`` at CRF 0 stores the frames bit-exactly.
+
+It stands at the package root as the lowest-level I/O module: the world, the evaluator, the data and
+selection pipelines, training and the bench all read and write videos through it, and it imports nothing
+of physalign (only PyAV, numpy and, for GIFs, imageio), so no layer pulls another in by using it.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from physalign.assets import resolve, shipped
 from physalign.bench.profiles import VARIANTS, Profile
 from physalign.bench.timing import step_times
 from physalign.eval import evaluate_manifest
@@ -32,9 +33,6 @@ from physalign.train.config import Config, load_config, save_config
 from physalign.world import spec
 from physalign.world.dataset import generate
 
-REPO = Path(__file__).resolve().parents[3]
-METHOD_CONFIGS = REPO / "configs" / "methods"
-DEFAULT_BASE = REPO / "checkpoints" / "base"
 
 
 class BenchError(RuntimeError):
@@ -57,12 +55,15 @@ class Arm:
         return out / "runs" / self.name
 
 
-def run_bench(profile: Profile, out: str | Path, base: str | Path = DEFAULT_BASE, jobs: int = 2,
-              data_root: str | Path = "data", configs: str | Path = METHOD_CONFIGS) -> Path:
-    """Run the comparison into ``out``; returns the report's path (``out/report.md``)."""
+def run_bench(profile: Profile, out: str | Path, base: str | Path | None = None, jobs: int = 2,
+              data_root: str | Path = "data", configs: str | Path | None = None) -> Path:
+    """Run the comparison into ``out``; returns the report's path (``out/report.md``). ``base`` and ``configs``
+    default to the shipped base model and method configs (:mod:`physalign.assets`)."""
     from physalign.bench.report import write_bench_report
 
-    out, base = Path(out), Path(base)
+    out = Path(out)
+    base = resolve(base) if base else shipped("checkpoints/base")
+    configs = resolve(configs) if configs else shipped("configs/methods")
     if not (base / "physalign_model.json").is_file():
         raise BenchError(f"{base}: no base model (physalign_model.json missing); train one with `make base`")
     out.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,8 @@ import torch
 from tqdm import tqdm
 
 from physalign.benchmarks.suites import SuitePrompt
-from physalign.models.interface import VideoModel
-from physalign.sample import sample_latents
-from physalign.train.data import to_uint8
+from physalign.models.interface import VideoModel, to_uint8
+from physalign.models.sampling import sample_latents
 from physalign.video import write_mp4
 
 MANIFEST = "manifest.json"

@@ -7,18 +7,18 @@ from typing import Optional
 
 import typer
 
+from physalign.assets import AssetError
 from physalign.bench import BenchError, get_profile, run_bench
-from physalign.bench.runner import DEFAULT_BASE, METHOD_CONFIGS
 
 
 def bench_command(
     profile: str = typer.Option("quick", help="quick (~15 min on 2 cores, a smoke comparison), full (the README's figures) or ablation (PhysHPO's levels, each left out)."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: the profile's), e.g. sft,tsa,direct."),
     out: Path = typer.Option(Path("runs/bench"), help="Output folder; re-running it resumes and reuses finished stages."),
-    base: Path = typer.Option(DEFAULT_BASE, help="The base model every method starts from."),
+    base: Optional[Path] = typer.Option(None, help="The base model every method starts from (default: the shipped checkpoints/base)."),
     jobs: int = typer.Option(2, help="Training / sampling runs at a time (one thread each)."),
     data_root: Path = typer.Option(Path("data"), help="Where the shared post-training data and caches live."),
-    configs: Path = typer.Option(METHOD_CONFIGS, help="Folder of the methods' configs (<method>.yaml)."),
+    configs: Optional[Path] = typer.Option(None, help="Folder of the methods' configs, <method>.yaml (default: the shipped configs/methods)."),
     steps: Optional[int] = typer.Option(None, help="Override the profile's training steps."),
 ) -> None:
     """Post-train every method from the same base, sample held-out prompts, score them, write a report."""
@@ -29,7 +29,7 @@ def bench_command(
         if steps is not None:
             p = replace(p, steps=steps)
         report = run_bench(p, out, base=base, jobs=jobs, data_root=data_root, configs=configs)
-    except (BenchError, ValueError) as err:
+    except (BenchError, ValueError, AssetError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     typer.echo((report).read_text())

@@ -16,8 +16,12 @@ def demo_command(
     guidance: float = typer.Option(4.0, help="Classifier-free guidance scale."),
 ) -> None:
     """Generate test prompts, sample the base model, evaluate it against the simulator, write a report."""
-    from physalign.demo import DEFAULT_CHECKPOINT, run_demo
+    from physalign.bench.demo import run_demo
 
-    report = run_demo(out, checkpoint or DEFAULT_CHECKPOINT, n, seed, steps, guidance)
+    try:
+        report = run_demo(out, checkpoint, n, seed, steps, guidance)
+    except FileNotFoundError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
     typer.echo(report.read_text())
     typer.echo(f"report: {report}")

@@ -24,8 +24,8 @@ def sample_command(
     """Sample videos for prompts and write them with a manifest in the world's format."""
     import torch
 
-    from physalign.generate import rows_for_prompts, sample_to_folder
     from physalign.models.interface import load_model
+    from physalign.models.sample_folder import rows_for_prompts, sample_to_folder
     from physalign.world.dataset import ManifestError, load_manifest
     from physalign.world.scene import PromptError
 

@@ -1,5 +1,5 @@
 """`physalign train` (any method, from a config) and `physalign train-autoencoder` (the same loop with
-configs/autoencoder.yaml, writing the model folder where the base recipe expects it)."""
+configs/base/autoencoder.yaml, writing the model folder where the base recipe expects it)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def train_command(
 def train_autoencoder_command(
     manifest: Optional[Path] = typer.Option(None, help="World manifest.jsonl (default: the config's data.manifest)."),
     out: Path = typer.Option(..., help="Model folder to write: the trained autoencoder plus a new backbone."),
-    config: Path = typer.Option(Path("configs/autoencoder.yaml"), help="Autoencoder config."),
+    config: Path = typer.Option(Path("configs/base/autoencoder.yaml"), help="Autoencoder config."),
     run: Path = typer.Option(Path("runs/autoencoder"), help="Run folder: log.jsonl, checkpoints/."),
     steps: Optional[int] = typer.Option(None, help="Override train.steps."),
     seed: Optional[int] = typer.Option(None, help="Override train.seed."),
@@ -65,7 +65,7 @@ def export_command(
 
 def _run(config: Path | None, overrides: list[str], out: Path, resume: bool, export: Path | None) -> Path:
     from physalign.train.config import load_config
-    from physalign.train.data import DataError
+    from physalign.train.methods import DataError
     from physalign.train.loop import train
 
     with training_errors(DataError):  # DataError: the data lacks what the method needs

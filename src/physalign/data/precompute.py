@@ -36,8 +36,7 @@ from tqdm import tqdm
 from physalign.data.frames import FrameSampling, decode_clip
 from physalign.data.manifest import ClipRow, load_clip_manifest
 from physalign.data.shards import FORMAT, INDEX, shard_meta, shard_path, write_shard, write_text
-from physalign.models.interface import VideoModel
-from physalign.train.data import to_model_range
+from physalign.models.interface import VideoModel, to_model_range
 from physalign.video import VideoError
 
 TEXT_PROBE = "a red ball falls, bounces twice on the floor and rolls to the left"

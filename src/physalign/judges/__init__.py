@@ -17,6 +17,7 @@ PhysHPO's data selection)::
 import json
 from pathlib import Path
 
+from physalign.assets import resolve
 from physalign.judges.base import PLAUSIBILITY_QUESTION, Judge, fact_question, prompt_question
 from physalign.judges.world import WorldJudge, load_world_judge
 
@@ -30,7 +31,8 @@ def load_judge(path: str | Path, device: str = "cpu") -> Judge:
     """The frozen judge in folder ``path``: a video-language model if its ``config.json`` has a transformers
     ``model_type`` (one of :data:`VLM_TYPES`; :class:`~physalign.judges.vlm.VLMJudge`, frames as given), else
     the world judge (``config.json`` holds its sizes, which have no ``model_type``)."""
-    config = Path(path) / "config.json"
+    path = resolve(path)
+    config = path / "config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{path}: not a judge folder (no config.json)")
     kind = json.loads(config.read_text()).get("model_type")

@@ -46,10 +46,11 @@ from physalign.judges.data import (DEFAULT_PLAUSIBILITY_KINDS, DEFAULT_PROMPT_KI
                                    build_split)
 from physalign.judges.world import (JudgeSizes, WorldJudgeNet, build_question_tokenizer, encode_questions,
                                     save_world_judge)
+from physalign.models.interface import to_model_range, to_uint8
 from physalign.models.tokenizer import world_vocabulary
 from physalign.teacher.pretrain import lr_factor
 from physalign.train.config import ConfigError, load_flat_config
-from physalign.train.data import batch_indices, to_model_range, to_uint8
+from physalign.train.data import batch_indices
 from physalign.train.loop import TrainingError, seed_everything
 from physalign.world import scene as grammar
 from physalign.world.corrupt import CORRUPTIONS

@@ -38,6 +38,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
+from physalign.assets import resolve
 from physalign.judges.base import Judge, check_batch
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
@@ -235,7 +236,7 @@ def save_world_judge(net: WorldJudgeNet, tokenizer: PreTrainedTokenizerFast, pat
 def load_world_judge(path: str | Path, device: str | torch.device = "cpu") -> WorldJudge:
     """The judge saved at ``path``, frozen (no parameter gradients) and in eval mode. Gradients still flow
     to the videos it is given. Weights are read from ``model.safetensors`` only, never unpickled."""
-    path = Path(path)
+    path = resolve(path)
     config, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not config.is_file():
         raise FileNotFoundError(f"{path}: not a world judge folder (no {CONFIG_FILE})")

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
+
+from physalign.assets import resolve
 
 CONFIG_FILE = "physalign_model.json"  # in every model folder: {"class": <name in MODELS>, ...sizes}
 
@@ -50,6 +53,16 @@ class TextEmbedding:
     @staticmethod
     def cat(parts: Sequence["TextEmbedding"]) -> "TextEmbedding":
         return TextEmbedding(torch.cat([p.hidden for p in parts]), torch.cat([p.mask for p in parts]))
+
+
+def to_model_range(videos: np.ndarray) -> torch.Tensor:
+    """uint8 (N, T, H, W, 3) -> float (N, 3, T, H, W) in [-1, 1], what :meth:`VideoModel.encode` takes."""
+    return torch.from_numpy(videos).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+
+
+def to_uint8(videos: torch.Tensor) -> np.ndarray:
+    """float (N, 3, T, H, W) in [-1, 1], what :meth:`VideoModel.decode` returns -> uint8 (N, T, H, W, 3)."""
+    return videos.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy()
 
 
 class VideoModel(nn.Module, abc.ABC):
@@ -226,7 +239,8 @@ def load_model(path: str | Path, options: dict | None = None) -> VideoModel:
     """Load the model folder ``path`` with the class its ``physalign_model.json`` names (or, for a diffusers
     pipeline folder without one, the class of the pipeline its ``model_index.json`` names). ``options`` (a
     config's ``model.sizes``) override the folder's options, for classes whose ``from_pretrained`` takes them."""
-    config, index = Path(path) / CONFIG_FILE, Path(path) / "model_index.json"
+    path = resolve(path)
+    config, index = path / CONFIG_FILE, path / "model_index.json"
     if not config.is_file() and index.is_file():
         pipeline = json.loads(index.read_text()).get("_class_name")
         if pipeline not in PIPELINES:

@@ -5,7 +5,8 @@
 - autoencoder: diffusers ``AutoencoderKL`` applied per frame (temporal stride 1, spatial stride 4).
 
 Why a per-frame image autoencoder rather than a tiny ``AutoencoderKLWan``, measured on this project's
-2-core CPU (``docs/world-notes.md``, and a step-time comparison, 32 x 32 frames):
+2-core CPU (the planning notes in the workplace's shared/docs/world-notes.md, outside this repository, and a
+step-time comparison, 32 x 32 frames):
 
 - a latent-space DiT after a per-frame AE drew coherent objects after ~15 min of training; a pixel-space
   DiT had not after 30;
@@ -32,6 +33,7 @@ import torch
 from diffusers import AutoencoderKL, WanTransformer3DModel
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
+from physalign.assets import resolve
 from physalign.models.interface import (CONFIG_FILE, TextEmbedding, VideoModel, capture_blocks, from_fields, save_parts,
                                        wan_token_grid)
 from physalign.models.lora import load_adapter, lora_folder
@@ -211,7 +213,7 @@ class WorldVideoModel(VideoModel):
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "WorldVideoModel":
-        path = Path(path)
+        path = resolve(path)
         config_path = path / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path}: not a physalign model folder (no {CONFIG_FILE})")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from physalign.judges.base import PLAUSIBILITY_QUESTION, Judge, prompt_question
-from physalign.train.data import to_model_range
+from physalign.models.interface import to_model_range
 
 MOTION_LEVEL = 0.05  # a pixel moves when a channel changes by more than 5% of the range (13 levels) in a frame
 LIGHT = ("motion", "sharpness", "flicker")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -65,6 +66,17 @@ class SelectConfig:
         """The same config with ``criterion`` given weight 0 and no threshold (an ablation)."""
         weights = {**self.weights, criterion: 0.0}
         return replace(self, weights=weights, thresholds={c: t for c, t in self.thresholds.items() if c != criterion})
+
+
+@dataclass
+class Scored:
+    """A pool's candidates and their raw criteria (what :func:`select` ranks): ``values[c]`` is (N,), NaN where
+    unreadable; ``errors[i]`` says why candidate i could not be read (None if it could)."""
+
+    manifest: Path
+    rows: list[dict]
+    values: dict[str, np.ndarray]
+    errors: list[str | None]
 
 
 @dataclass

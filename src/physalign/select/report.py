@@ -1,5 +1,6 @@
 """``report.md`` of a selection: what ran, what was kept and dropped and why, and, for a labelled pool
-(``degradation`` on every line), how clean the kept set is.
+(``degradation`` on every line), how clean the kept set is; ``summary.json`` holds the same figures as data
+(no per-candidate records: those are in ``scores.jsonl``).
 
 Precision = clean kept / kept (the fraction of kept candidates with ``degradation`` none); recall = clean
 kept / clean. Selecting at random would give a precision equal to the pool's clean share. The ablation
@@ -8,17 +9,14 @@ re-selects from the same measured criteria with one criterion left out (weight 0
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from physalign.select.rank import CRITERIA, SelectConfig, Selection, select
-
-if TYPE_CHECKING:
-    from physalign.select.run import Scored
+from physalign.select.rank import CRITERIA, Scored, SelectConfig, Selection, select
 
 EXAMPLES = 5  # top and bottom candidates shown
 
@@ -49,7 +47,7 @@ def ablation(values: dict[str, np.ndarray], config: SelectConfig, clean: np.ndar
     return rows
 
 
-def markdown(scored: "Scored", selection: Selection, config: SelectConfig) -> str:
+def markdown(scored: Scored, selection: Selection, config: SelectConfig) -> str:
     n, kept = len(scored.rows), int(selection.kept.sum())
     lines = ["# Data selection", "", f"`{scored.manifest}`: {n} candidates, **{kept} kept** (keep {config.keep:g}), "
              f"{n - kept} dropped. Video paths in `selected.jsonl` are relative to its folder.", ""]
@@ -79,18 +77,12 @@ def _config_lines(selection: Selection, config: SelectConfig) -> list[str]:
     return lines
 
 
-def _labelled_lines(scored: "Scored", selection: Selection, config: SelectConfig, clean: np.ndarray) -> list[str]:
+def _labelled_lines(scored: Scored, selection: Selection, config: SelectConfig, clean: np.ndarray) -> list[str]:
     precision, recall = precision_recall(clean, selection.kept)
     lines = ["## By degradation", ""]
-    labels = [r["degradation"] for r in scored.rows]
     head = ("degradation", "candidates", "kept", "kept share") + tuple(f"mean {c}" for c in selection.criteria)
-    body = []
-    for label in dict.fromkeys(sorted(labels, key=lambda d: (d != "none", d))):
-        mask = np.array([d == label for d in labels])
-        means = [np.nanmean(scored.values[c][mask]) if np.isfinite(scored.values[c][mask]).any() else math.nan
-                 for c in selection.criteria]
-        body.append((label, str(mask.sum()), str(selection.kept[mask].sum()), f"{selection.kept[mask].mean():.2f}",
-                     *(f"{m:.4g}" for m in means)))
+    body = [(label, str(d["candidates"]), str(d["kept"]), f"{d['kept_share']:.2f}",
+             *(f"{d['mean'][c]:.4g}" for c in selection.criteria)) for label, d in by_degradation(scored, selection).items()]
     lines += _table(head, body) + ["", "## Precision", "",
               f"**Precision {precision:.3f}** (clean share of the kept), recall {recall:.3f} (kept share of the "
               f"clean); a random selection's precision would be the pool's clean share, {clean.mean():.3f}.", "",
@@ -100,7 +92,50 @@ def _labelled_lines(scored: "Scored", selection: Selection, config: SelectConfig
     return lines
 
 
-def _examples(scored: "Scored", selection: Selection) -> list[str]:
+def by_degradation(scored: Scored, selection: Selection) -> dict[str, dict]:
+    """Per degradation label (clean first): candidates, kept, kept share and each criterion's mean raw value."""
+    labels = [r["degradation"] for r in scored.rows]
+    out = {}
+    for label in dict.fromkeys(sorted(labels, key=lambda d: (d != "none", d))):
+        mask = np.array([d == label for d in labels])
+        means = {c: float(np.nanmean(scored.values[c][mask])) if np.isfinite(scored.values[c][mask]).any() else math.nan
+                 for c in selection.criteria}
+        out[label] = {"candidates": int(mask.sum()), "kept": int(selection.kept[mask].sum()),
+                      "kept_share": float(selection.kept[mask].mean()), "mean": means}
+    return out
+
+
+def summary(scored: Scored, selection: Selection, config: SelectConfig) -> dict:
+    """The report's figures as a JSON-ready dict (NaN as null): settings, counts per reason and, on a labelled
+    pool, per degradation, precision / recall and the leave-one-out ablation."""
+    out = {"manifest": str(scored.manifest), "candidates": len(scored.rows), "kept": int(selection.kept.sum()),
+           "keep": config.keep, "criteria": list(selection.criteria),
+           "not_run": [c for c in CRITERIA if c not in selection.criteria],
+           "weights": {c: config.weights.get(c, 0.0) for c in selection.criteria},
+           "thresholds": {c: t for c, t in config.thresholds.items() if c in selection.criteria},
+           "references": dict(selection.references), "quantile": config.quantile,
+           "dropped_by_reason": dict(Counter(r for rs in selection.reasons for r in rs).most_common()),
+           "unreadable": sum(e is not None for e in scored.errors)}
+    clean = clean_labels(scored.rows)
+    if clean is not None:
+        precision, recall = precision_recall(clean, selection.kept)
+        out |= {"precision": precision, "recall": recall, "clean_share": float(clean.mean()),
+                "by_degradation": by_degradation(scored, selection),
+                "left_out": {c: {"precision": p, "recall": r} for c, p, r in ablation(scored.values, config, clean)}}
+    return _finite(out)
+
+
+def _finite(x):
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _examples(scored: Scored, selection: Selection) -> list[str]:
     """The EXAMPLES highest- and lowest-scoring readable candidates."""
     readable = [i for i in range(len(scored.rows)) if math.isfinite(selection.score[i])]
     order = sorted(readable, key=lambda i: (-selection.score[i], i))
@@ -119,9 +154,10 @@ def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def write_report(scored: "Scored", selection: Selection, config: SelectConfig, out: str | Path) -> Path:
-    """Write ``OUT/report.md``; return its path."""
+def write_report(scored: Scored, selection: Selection, config: SelectConfig, out: str | Path) -> Path:
+    """Write ``OUT/report.md`` and ``OUT/summary.json``; return the report's path."""
     path = Path(out) / "report.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(markdown(scored, selection, config))
+    (path.parent / "summary.json").write_text(json.dumps(summary(scored, selection, config), indent=2) + "\n")
     return path

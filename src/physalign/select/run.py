@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +24,10 @@ from tqdm import tqdm
 from physalign.judges.base import Judge
 from physalign.select.criteria import JUDGED, LIGHT, judge_criteria, light_criteria
 from physalign.select.pool import DEGRADATIONS, write_jsonl
-from physalign.select.rank import SelectConfig, Selection, select
+from physalign.select.rank import Scored, SelectConfig, Selection, select
 from physalign.select.report import write_report
 from physalign.video import VideoError, read_video
 from physalign.world.dataset import ManifestError, load_manifest
-
-
-@dataclass
-class Scored:
-    """A pool's candidates and their raw criteria: ``values[c]`` is (N,), NaN where unreadable."""
-
-    manifest: Path
-    rows: list[dict]
-    values: dict[str, np.ndarray]
-    errors: list[str | None]
 
 
 def read_pool(manifest: str | os.PathLike) -> list[dict]:

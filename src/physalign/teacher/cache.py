@@ -24,8 +24,9 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import VideoMAEModel
 
+from physalign.models.interface import to_model_range
 from physalign.teacher.model import teacher_features, teacher_fingerprint
-from physalign.train.data import manifest_rows, read_all_videos, to_model_range
+from physalign.world.dataset import manifest_rows, read_all_videos
 
 
 @dataclass

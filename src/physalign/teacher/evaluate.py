@@ -21,11 +21,13 @@ import torch
 import torch.nn.functional as F
 from transformers import VideoMAEForPreTraining, VideoMAEModel
 
+from physalign.models.interface import to_model_range
 from physalign.teacher.model import load_teacher, teacher_config, teacher_features, teacher_grid, to_teacher_input
 from physalign.teacher.pretrain import mask_tokens, step_generator
 from physalign.train.checkpoint import latest_checkpoint
-from physalign.train.data import manifest_rows, object_mask, read_videos, to_model_range
+from physalign.train.data import object_mask
 from physalign.world import spec
+from physalign.world.dataset import manifest_rows, read_videos
 
 PROBE_ATTRIBUTES = ("kinematics", "force", "material")
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)

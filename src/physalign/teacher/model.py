@@ -21,6 +21,7 @@ import torch
 from transformers import VideoMAEConfig, VideoMAEForPreTraining, VideoMAEModel
 from transformers.utils.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from physalign.assets import resolve
 from physalign.models.interface import capture_blocks
 
 # The shipped teacher's sizes (configs/teacher.yaml may override any VideoMAEConfig field). Chosen by
@@ -74,7 +75,7 @@ def _pair(value) -> tuple[int, int]:
 
 def load_teacher(path: str | Path) -> VideoMAEModel:
     """The frozen teacher (eval mode, no gradients) saved at ``path`` by :func:`save_teacher`."""
-    path = Path(path)
+    path = resolve(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a teacher folder (no config.json)")
     if not (path / "model.safetensors").is_file():

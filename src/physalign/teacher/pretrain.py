@@ -33,13 +33,15 @@ import yaml
 from tqdm import tqdm
 from transformers import VideoMAEForPreTraining
 
+from physalign.models.interface import to_model_range
 from physalign.teacher.model import save_teacher, teacher_config, teacher_grid, to_teacher_input, video_shape
 from physalign.train.checkpoint import latest_checkpoint, restore_training_state, save_checkpoint
 from physalign.train.config import ConfigError, load_flat_config
-from physalign.train.data import batch_indices, manifest_rows, read_videos, to_model_range
+from physalign.train.data import batch_indices
 from physalign.train.ema import NoEMA
 from physalign.train.loop import TrainingError, TrainState, seed_everything
 from physalign.train.methods import Method
+from physalign.world.dataset import manifest_rows, read_videos
 
 MASKINGS = ("tube", "random")
 

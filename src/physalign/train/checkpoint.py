@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from physalign.train.config import save_config
+from physalign.train.engine import LocalEngine
+from physalign.train.rng import restore_rng_state, rng_state
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -50,31 +50,6 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def python_rng_to_json(state: tuple) -> list:
-    """``random.Random.getstate()`` as JSON-able ``[version, [ints...], gauss]``."""
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def python_rng_from_json(state: list) -> tuple:
-    """Inverse of :func:`python_rng_to_json`, ready for ``random.Random.setstate``."""
-    version, internal, gauss = state
-    return version, tuple(internal), gauss
-
-
-def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy = {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
-    return {"torch": torch.get_rng_state()}, {"python": python_rng_to_json(random.getstate()), "numpy": numpy}
-
-
-def restore_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    torch.set_rng_state(tensors["torch"])
-    random.setstate(python_rng_from_json(meta["python"]))
-    n = meta["numpy"]
-    np.random.set_state((n["kind"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-
-
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: p.detach().contiguous() for k, p in module.named_parameters() if p.requires_grad}
 
@@ -82,7 +57,7 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2, rng_states: list | None = None,
                     method_states: list | None = None) -> Path:
     """Write ``state`` (model, method, opt, sched, ema) at ``step``; keep the newest ``keep`` checkpoints.
-    ``rng_states`` and ``method_states``: every rank's :func:`rng_state` and ``method.extra_state()`` in rank
+    ``rng_states`` and ``method_states``: every rank's :func:`~physalign.train.rng.rng_state` and ``method.extra_state()`` in rank
     order (default: this process's alone)."""
     root = Path(run) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -137,8 +112,6 @@ def restore_training_state(ckpt: Path, state, engine=None) -> int:
     ``state`` (whose model was already loaded from ``ckpt / "model"``); return the step it was saved at.
     ``engine`` (default: one process) lays the whole tensors out as its parameters are (``Engine.place``: a
     sharded run takes its share) and names the process."""
-    from physalign.train.engine import LocalEngine
-
     engine = engine or LocalEngine()
     meta = json.loads((ckpt / "state.json").read_text())
     engine.load_optimizer(state.opt, _unflatten_optimizer(load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer"]))

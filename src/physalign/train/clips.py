@@ -43,7 +43,7 @@ from physalign.data.precompute import text_fingerprint
 from physalign.data.shards import PrecomputedClips, ShardColumn
 from physalign.models.interface import TextEmbedding
 from physalign.objectives.motion import salient_tokens
-from physalign.train.data import DataError
+from physalign.train.methods import DataError
 
 PRECOMPUTE = "physalign precompute --manifest M --model MODEL --out DIR"
 BATCH = ("latents", "frame_indices")  # read for every batch; text embeddings too when valid

@@ -8,6 +8,7 @@ arguments of the method's constructor (checked against its signature when the me
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,9 +17,28 @@ from typing import Any
 
 import yaml
 
+from physalign.assets import resolve
+
 
 class ConfigError(ValueError):
     """A config file or override that does not fit; the message names the key and what was expected."""
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only ``true`` / ``false`` are booleans, so ``no``, ``off``
+    and ``yes`` stay strings (``train.mixed_precision: no``); YAML 1.1 would read them as False and True."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+
+
+def read_yaml(text: str) -> Any:
+    """``text`` parsed as YAML with :class:`YamlLoader`."""
+    return yaml.load(text, Loader=YamlLoader)
 
 
 @dataclass
@@ -104,14 +124,15 @@ def from_dict(data: Any, where: str = "config") -> Config:
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read YAML ``path`` (or the defaults when None) and apply ``section.key=value`` overrides in order;
-    each value is read as YAML (``train.steps=100``, ``model.trainable=[vae]``)."""
+    each value is read as YAML (``train.steps=100``, ``model.trainable=[vae]``), except that a string field
+    takes the text as typed (``train.wandb_project=2024`` is "2024")."""
     cfg = Config()
     if path is not None:
-        path = Path(path)
+        path = resolve(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
         try:
-            cfg = from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
+            cfg = from_dict(read_yaml(path.read_text()) or {}, str(path))
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from None
     for item in overrides:
@@ -119,15 +140,22 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=100")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text)
+            value = read_yaml(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
-        set_key(cfg, key.strip(), value, f"override {item!r}")
+        set_key(cfg, key.strip(), value, f"override {item!r}", text)
     return cfg
 
 
-def set_key(cfg: Config, dotted: str, value: Any, where: str = "config") -> None:
-    """Set ``section.key`` to ``value``, checked against the field's declared type."""
+def as_typed(value: Any, text: str | None, kind: Any) -> Any:
+    """An override's value for a field of type ``kind``: its raw ``text`` where the field is a string and YAML
+    read something else (a number, a boolean, null), else the YAML value."""
+    return text.strip() if kind is str and text is not None and not isinstance(value, str) else value
+
+
+def set_key(cfg: Config, dotted: str, value: Any, where: str = "config", text: str | None = None) -> None:
+    """Set ``section.key`` to ``value``, checked against the field's declared type (``text``: the override's
+    raw value, kept as typed for a string field)."""
     section, _, key = dotted.partition(".")
     if section not in SECTIONS or not key or "." in key:
         raise ConfigError(f"{where}: unknown key {dotted!r}; keys are section.key with section in {list(SECTIONS)}")
@@ -137,7 +165,7 @@ def set_key(cfg: Config, dotted: str, value: Any, where: str = "config") -> None
     types = typing.get_type_hints(type(getattr(cfg, section)))
     if key not in types:
         raise ConfigError(f"{where}: unknown key {dotted!r}; {section} has {sorted(types)}")
-    setattr(getattr(cfg, section), key, coerce(value, types[key], dotted, where))
+    setattr(getattr(cfg, section), key, coerce(as_typed(value, text, types[key]), types[key], dotted, where))
 
 
 def coerce(value: Any, kind: Any, key: str, where: str) -> Any:
@@ -173,23 +201,27 @@ def load_flat_config(cls: type, path: str | Path | None = None, overrides: list[
     where it came from. The teacher's and the judge's training configs are of this kind."""
     values = {}
     if path is not None:
-        if not Path(path).is_file():
+        path = resolve(path)
+        if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        values = read_yaml(Path(path).read_text()) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of keys, got {type(values).__name__}")
-    merged = {key: (value, str(path)) for key, value in values.items()}
+    merged = {key: (value, str(path), None) for key, value in values.items()}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. steps=100")
         key, text = item.split("=", 1)
-        merged[key.strip()] = (yaml.safe_load(text), f"override {item!r}")
+        try:
+            merged[key.strip()] = (read_yaml(text), f"override {item!r}", text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
     hints = typing.get_type_hints(cls)
     typed = {}
-    for key, (value, where) in merged.items():
+    for key, (value, where, text) in merged.items():
         if key not in hints:
             raise ConfigError(f"{where}: unknown key {key!r}; keys: {sorted(hints)}")
-        typed[key] = coerce(value, hints[key], key, where)
+        typed[key] = coerce(as_typed(value, text, hints[key]), hints[key], key, where)
     return cls(**typed)
 
 

@@ -17,9 +17,12 @@ batch), in :data:`SOURCES`:
   precompute``.
 
 Every ``latents`` source offers the same per-clip extras, which methods ask for once in ``setup`` and look
-up by ``batch["index"]`` (each source builds them its own way, or raises :class:`DataError` naming what is
-missing and the command that provides it): ``prompts``, ``perturbed_prompts``, ``partition_ids``,
-``teacher_features``, ``motion_masks``, ``counterfactual_latents``, ``loser_latents``, ``expected_facts``.
+up by ``batch["index"]`` (each source builds them its own way, or raises
+:class:`~physalign.train.methods.DataError` naming what is missing and the command that provides it):
+``prompts``, ``perturbed_prompts``, ``partition_ids``, ``teacher_features``, ``motion_masks``,
+``counterfactual_latents``, ``loser_latents``, ``expected_facts``. What the sources share with the tools
+around them lives lower down: a manifest's rows and decoded videos in :mod:`physalign.world.dataset`, the
+model's pixel range in :mod:`physalign.models.interface`.
 """
 
 from __future__ import annotations
@@ -37,66 +40,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from physalign.models.interface import to_model_range
 from physalign.objectives.motion import motion_mask
+from physalign.train.clips import clip_data
 from physalign.train.config import ConfigError
-from physalign.video import VideoError, read_video
+from physalign.train.methods import DataError
 from physalign.world import corrupt as corruptions
 from physalign.world import spec
-from physalign.world.dataset import load_manifest, make_example
+from physalign.world.dataset import make_example, manifest_rows, read_all_videos, read_videos
 from physalign.world.scene import Scene
 
 BACKGROUND_TOLERANCE = 40.0  # RGB distance under which a pixel counts as background or structure colour
-
-
-class DataError(ValueError):
-    """The data lacks what a method needs; the message names the missing column or feature and its source."""
-
-
-def manifest_rows(manifest: str | Path, split: str = "") -> list[dict]:
-    rows = [r for r in load_manifest(manifest) if not split or r.get("split") == split]
-    if not rows:
-        raise ValueError(f"{manifest}: no lines with split {split!r}")
-    return rows
-
-
-def to_model_range(videos: np.ndarray) -> torch.Tensor:
-    """uint8 (N, T, H, W, 3) -> float (N, 3, T, H, W) in [-1, 1]."""
-    return torch.from_numpy(videos).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
-
-
-def to_uint8(videos: torch.Tensor) -> np.ndarray:
-    """float (N, 3, T, H, W) in [-1, 1] -> uint8 (N, T, H, W, 3)."""
-    return videos.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy()
-
-
-def read_videos(manifest: str | Path, rows: list[dict]) -> tuple[np.ndarray, list[dict]]:
-    """Decode the rows' videos (paths relative to the manifest's folder) to uint8 (N, T, H, W, 3).
-    Unreadable ones are skipped and named on stdout; the kept rows are returned with the videos."""
-    root, videos, kept, failed = Path(manifest).parent, [], [], []
-    for row in tqdm(rows, desc="decode", unit="video", leave=False):
-        try:
-            videos.append(read_video(root / row["video"]))
-            kept.append(row)
-        except VideoError as err:
-            failed.append(str(err))
-    if failed:
-        print(f"skipped {len(failed)} unreadable videos, e.g. {failed[:3]}")
-    if not videos:
-        raise ValueError(f"{manifest}: none of the videos could be read")
-    shapes = {v.shape for v in videos}
-    if len(shapes) > 1:
-        raise ValueError(f"{manifest}: videos differ in shape {sorted(shapes)}; training needs one shape")
-    return np.stack(videos), kept
-
-
-def read_all_videos(manifest: str | Path, rows: list[dict]) -> np.ndarray:
-    """Like :func:`read_videos`, but every row's video must be readable (for per-row data that has to line
-    up with the rows): uint8 (N, T, H, W, 3), or ValueError naming the unreadable ones."""
-    videos, kept = read_videos(manifest, rows)
-    if len(kept) != len(rows):
-        missing = sorted({r["video"] for r in rows} - {r["video"] for r in kept})
-        raise ValueError(f"{manifest}: cannot read {len(missing)} videos, e.g. {missing[:3]}")
-    return videos
 
 
 def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
@@ -242,12 +196,6 @@ def frame_data(section, model) -> FrameData:
     backgrounds = np.repeat([spec.BACKGROUNDS[r["scene"]["background"]] for r in rows], videos.shape[1], axis=0)
     mask = np.concatenate([object_mask(frames[i : i + 4096], backgrounds[i : i + 4096]) for i in range(0, len(frames), 4096)])
     return FrameData(torch.from_numpy(frames), torch.from_numpy(mask))  # chunks: float copies of 64k frames are 0.8 GB
-
-
-def clip_data(section, model):
-    from physalign.train.clips import clip_data  # on use: it imports physalign.data, which imports this module
-
-    return clip_data(section, model)
 
 
 SOURCES = {("world", "latents"): latent_data, ("world", "frames"): frame_data, ("precomputed", "latents"): clip_data}

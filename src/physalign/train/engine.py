@@ -1,7 +1,8 @@
 """The training engine: accelerate's process state, seen by the loop through a few branch-free calls.
 
 One process (``physalign train``) or many (``accelerate launch --config_file configs/accelerate/ddp.yaml -m
-physalign.cli train ...``) run the same loop:
+physalign.cli train ...``) run the same loop, on the engine the launch asks for
+(:func:`physalign.train.loop.make_engine`):
 
 - the global batch of ``train.batch_size`` rows is drawn the same on every rank (``batch_indices``) and each
   rank takes its contiguous share (:meth:`Engine.shard`), so the data a run sees does not depend on the
@@ -39,19 +40,9 @@ from physalign.train.config import ConfigError
 from physalign.train.ema import trainable_parameters
 
 
-def _env_flag(name: str) -> bool:
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to a true value (accelerate's launcher's flags)."""
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
-
-
-def make_engine(mixed_precision: str = "no") -> "Engine":
-    """The engine the launch asks for: :class:`ShardedEngine` under an accelerate FSDP config, the DeepSpeed
-    engine (:mod:`physalign.train.zero`) under a DeepSpeed one (accelerate's launcher sets
-    ``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``), else :class:`Engine`."""
-    if _env_flag("ACCELERATE_USE_DEEPSPEED"):
-        from physalign.train.zero import DeepSpeedEngine
-
-        return DeepSpeedEngine(mixed_precision)
-    return ShardedEngine(mixed_precision) if _env_flag("ACCELERATE_USE_FSDP") else Engine(mixed_precision)
 
 
 class Engine:
@@ -180,7 +171,7 @@ def refuse_wrapping_launches() -> None:
     """An FSDP launch other than FSDP2 is refused with what to use instead: the engine synchronises gradients
     itself and never hands the model to ``accelerator.prepare``, so the sharding FSDP1 asks for would silently
     not happen."""
-    if _env_flag("ACCELERATE_USE_FSDP") and os.environ.get("FSDP_VERSION", "1") != "2":
+    if env_flag("ACCELERATE_USE_FSDP") and os.environ.get("FSDP_VERSION", "1") != "2":
         raise ConfigError(
             f"the accelerate config asks for FSDP version {os.environ.get('FSDP_VERSION', '1')}; physalign shards "
             "with FSDP2 only: set fsdp_config.fsdp_version: 2 (as configs/accelerate/fsdp.yaml does)")

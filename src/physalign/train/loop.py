@@ -22,14 +22,15 @@ from tqdm import tqdm
 
 from physalign.models.interface import VideoModel, load_model, model_class
 from physalign.models.lora import export_pipeline_lora, has_lora
-from physalign.sample import sample
-from physalign.train.checkpoint import (latest_checkpoint, restore_rng_state, restore_training_state, rng_state,
-                                        save_checkpoint)
+from physalign.models.sampling import sample
+from physalign.train.checkpoint import latest_checkpoint, restore_training_state, save_checkpoint
 from physalign.train.config import Config, ModelSection, save_config
 from physalign.train.data import batch_indices, data_source
 from physalign.train.ema import build_ema, trainable_parameters
-from physalign.train.engine import Engine, LocalEngine, make_engine
+from physalign.train.engine import Engine, LocalEngine, ShardedEngine, env_flag
 from physalign.train.methods import Method, build_method
+from physalign.train.rng import restore_rng_state, rng_state
+from physalign.train.zero import DeepSpeedEngine
 from physalign.video import tile, write_gif, write_mp4
 
 
@@ -49,6 +50,15 @@ class TrainState:
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     ema: object  # EMA or NoEMA
+
+
+def make_engine(mixed_precision: str = "no") -> Engine:
+    """The engine the launch asks for: :class:`~physalign.train.engine.ShardedEngine` under an accelerate FSDP
+    config, :class:`~physalign.train.zero.DeepSpeedEngine` under a DeepSpeed one (accelerate's launcher sets
+    ``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``), else :class:`~physalign.train.engine.Engine`."""
+    if env_flag("ACCELERATE_USE_DEEPSPEED"):
+        return DeepSpeedEngine(mixed_precision)
+    return ShardedEngine(mixed_precision) if env_flag("ACCELERATE_USE_FSDP") else Engine(mixed_precision)
 
 
 def build_model(section: ModelSection, path: str | Path | None = None) -> VideoModel:

@@ -34,10 +34,10 @@ import os
 
 import torch
 
-from physalign.train.checkpoint import restore_rng_state, rng_state
 from physalign.train.config import ConfigError
-from physalign.train.engine import Engine, WholeState, put_back, swap_parameters
 from physalign.train.ema import trainable_parameters
+from physalign.train.engine import Engine, WholeState, put_back, swap_parameters
+from physalign.train.rng import restore_rng_state, rng_state
 
 # physalign sets these itself; a DeepSpeed config may leave them out or "auto", or repeat the same value
 FILLED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")

@@ -33,7 +33,7 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from physalign.video import write_mp4
+from physalign.video import VideoError, read_video, write_mp4
 from physalign.world import scene as grammar
 from physalign.world import spec
 from physalign.world.phenomena import phenomena
@@ -43,7 +43,7 @@ from physalign.world.sim import Rollout, simulate
 SPLITS = ("train", "val", "test")
 OOD_EVERY = 3  # every third test video comes from a held-out combination
 REQUIRED_FIELDS = {"video": str, "prompt": str, "scene": dict, "phenomena": list}
-# Checked when present: sample manifests (physalign.generate) carry some of them, not "truth".
+# Checked when present: sample manifests (physalign.models.sample_folder) carry some of them, not "truth".
 OPTIONAL_FIELDS = {"seed": int, "split": str, "ood": bool, "truth": dict, "perturbed": dict}
 TRUTH_FIELDS = {"pos": dict, "contacts": list}
 PERTURBED_FIELDS = {"axis": str, "prompt": str, "scene": dict, "video": str}
@@ -225,3 +225,44 @@ def _check_scene(d: dict, where: str, field: str) -> None:
 
 def scene_of(row: dict) -> grammar.Scene:
     return grammar.Scene.from_dict(row["scene"])
+
+
+# -- reading a manifest's videos back (training, the teacher, scripts) --------------------------------------
+
+
+def manifest_rows(manifest: str | Path, split: str = "") -> list[dict]:
+    """The manifest's lines of ``split`` (every line when empty); ValueError if there are none."""
+    rows = [r for r in load_manifest(manifest) if not split or r.get("split") == split]
+    if not rows:
+        raise ValueError(f"{manifest}: no lines with split {split!r}")
+    return rows
+
+
+def read_videos(manifest: str | Path, rows: list[dict]) -> tuple[np.ndarray, list[dict]]:
+    """Decode the rows' videos (paths relative to the manifest's folder) to uint8 (N, T, H, W, 3).
+    Unreadable ones are skipped and named on stdout; the kept rows are returned with the videos."""
+    root, videos, kept, failed = Path(manifest).parent, [], [], []
+    for row in tqdm(rows, desc="decode", unit="video", leave=False):
+        try:
+            videos.append(read_video(root / row["video"]))
+            kept.append(row)
+        except VideoError as err:
+            failed.append(str(err))
+    if failed:
+        print(f"skipped {len(failed)} unreadable videos, e.g. {failed[:3]}")
+    if not videos:
+        raise ValueError(f"{manifest}: none of the videos could be read")
+    shapes = {v.shape for v in videos}
+    if len(shapes) > 1:
+        raise ValueError(f"{manifest}: videos differ in shape {sorted(shapes)}; training needs one shape")
+    return np.stack(videos), kept
+
+
+def read_all_videos(manifest: str | Path, rows: list[dict]) -> np.ndarray:
+    """Like :func:`read_videos`, but every row's video must be readable (for per-row data that has to line
+    up with the rows): uint8 (N, T, H, W, 3), or ValueError naming the unreadable ones."""
+    videos, kept = read_videos(manifest, rows)
+    if len(kept) != len(rows):
+        missing = sorted({r["video"] for r in rows} - {r["video"] for r in kept})
+        raise ValueError(f"{manifest}: cannot read {len(missing)} videos, e.g. {missing[:3]}")
+    return videos

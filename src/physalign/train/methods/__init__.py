@@ -30,6 +30,11 @@ from torch import nn
 from physalign.train.config import ConfigError, coerce
 
 
+class DataError(ValueError):
+    """The data lacks what a method needs (an extra of :mod:`physalign.train.data`, asked for in
+    :meth:`Method.setup`); the message names the missing column or feature and its source."""
+
+
 class Method(nn.Module):
     """Base class of training methods. A method is an ``nn.Module`` so it may own trainable parts (e.g. a
     REPA projector): its parameters that require grad are optimised with the model's and checkpointed.

@@ -6,11 +6,12 @@
     over the 3 channels
 
 The L1 form penalises small errors more, which keeps the corners of small blocks square; the shipped
-recipe uses it to sharpen the decoder with the encoder frozen (``configs/base_decoder.yaml``).
+recipe uses it to sharpen the decoder with the encoder frozen (``configs/base/base_decoder.yaml``).
 
 Objects cover a few percent of a world frame; an unweighted reconstruction loss is content to paint the
-background, hence the weight (21 in docs/world-notes.md). After the last step, the latent scaling factor
-becomes 1 / std of the data's latents, so the flow model sees unit-variance latents.
+background, hence the weight (21, from the planning notes in the workplace's shared/docs/world-notes.md).
+After the last step, the latent scaling factor becomes 1 / std of the data's latents, so the flow model sees
+unit-variance latents.
 """
 
 from __future__ import annotations

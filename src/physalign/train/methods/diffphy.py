@@ -35,10 +35,9 @@ from physalign.judges import load_judge as load_any_judge
 from physalign.judges.base import PLAUSIBILITY_QUESTION, fact_question, prompt_question
 from physalign.models.lora import LoraSpec, add_lora, merge_lora
 from physalign.objectives import flow_matching_loss, interpolate, phenomena_loss, predicted_x0, rating_loss
-from physalign.train.checkpoint import python_rng_from_json, python_rng_to_json
-from physalign.train.data import DataError
-from physalign.train.methods import Method, register
+from physalign.train.methods import DataError, Method, register
 from physalign.train.methods.fm import check_schedule, drop_prompts, encode_prompts, noisy_velocity, sample_t
+from physalign.train.rng import python_rng_from_json, python_rng_to_json
 
 
 def load_judge(path: str):

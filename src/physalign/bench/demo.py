@@ -1,4 +1,5 @@
-"""The main job on the physics world: test prompts -> base model samples -> evaluation -> report.
+"""``physalign demo``, the base model's job on the physics world: test prompts -> base model samples ->
+evaluation -> report.
 
 Writes OUT/report.md with the PC / SA / Joint table of the base model next to the simulator's own videos
 (the ceiling), and OUT/gifs/*.gif showing ground truth (left) beside the model's sample (right).
@@ -8,28 +9,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from physalign.assets import resolve, shipped
 from physalign.eval import evaluate_manifest
 from physalign.eval.report import fmt, write_report
 from physalign.eval.stats import METRICS, summarize
-from physalign.generate import sample_to_folder
+from physalign.models.sample_folder import sample_to_folder
 from physalign.models.world import WorldVideoModel
 from physalign.video import read_video, tile, write_gif
 from physalign.world import spec
 from physalign.world.dataset import generate, load_manifest
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "base"
-
-
-def run_demo(out: str | Path, checkpoint: str | Path = DEFAULT_CHECKPOINT, n: int = 48, seed: int = 1234,
+def run_demo(out: str | Path, checkpoint: str | Path | None = None, n: int = 48, seed: int = 1234,
              steps: int = 30, guidance: float = 4.0, gifs: int = 6) -> Path:
+    """Score ``checkpoint`` (default: the shipped base) and the simulator on ``n`` test prompts; OUT/report.md."""
     out = Path(out)
+    checkpoint = resolve(checkpoint) if checkpoint else shipped("checkpoints/base")
+    if not (checkpoint / "physalign_model.json").is_file():
+        raise FileNotFoundError(f"{checkpoint}: not a physalign model folder (no physalign_model.json)")
+    model = WorldVideoModel.from_pretrained(checkpoint)
     data = generate(out / "world", n, "test", seed)
-    runs = [("simulator", data)]
-    if (Path(checkpoint) / "physalign_model.json").is_file():
-        model = WorldVideoModel.from_pretrained(checkpoint)
-        runs.append(("base model", sample_to_folder(model, load_manifest(data), out / "samples", steps=steps, guidance=guidance, seed=seed)))
-    else:
-        print(f"no model at {checkpoint}: evaluating the simulator's videos only (train one with `make base`)")
+    samples = sample_to_folder(model, load_manifest(data), out / "samples", steps=steps, guidance=guidance, seed=seed)
+    runs = [("simulator", data), ("base model", samples)]
     summaries = {}
     for name, manifest in runs:
         results = evaluate_manifest(manifest)

@@ -1,5 +1,7 @@
 """Sample a model over manifest rows and write videos plus a manifest in the world's format, so that
-``physalign eval`` scores generated videos exactly as it scores simulated ones."""
+``physalign eval`` scores generated videos exactly as it scores simulated ones (``physalign sample``,
+``physalign demo``). The sampler itself, for any :class:`~physalign.models.interface.VideoModel`, is
+:mod:`physalign.models.sampling`."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from physalign.sample import sample
+from physalign.models.sampling import sample
 from physalign.video import write_mp4
 from physalign.world import spec
 from physalign.world.scene import prompt_to_scene, scene_to_prompt
@@ -25,6 +27,8 @@ def rows_for_prompts(prompts: Sequence[str]) -> list[dict]:
 
 
 def sample_to_folder(model, rows: list[dict], out, samples_per_prompt=1, steps=30, guidance=4.0, seed=0, batch_size=32) -> Path:
+    """``samples_per_prompt`` videos (T, H, W, 3) per row, as ``OUT/videos/sample_<row>_<k>.mp4``, and
+    ``OUT/manifest.jsonl`` with the rows' world fields and ``sample`` (k); returns the manifest's path."""
     out = Path(out)
     prompts = [r["prompt"] for r in rows for _ in range(samples_per_prompt)]
     videos = sample(model, prompts, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size)

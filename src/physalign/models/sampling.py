@@ -3,7 +3,8 @@
     x_{t'} = x_t + (t' - t) v(x_t, t),   t = 1 = t_0 > t_1 > ... > t_N = 0 evenly spaced,
 
 with classifier-free guidance ``v = v_uncond + g (v_cond - v_uncond)`` (the empty prompt is the
-unconditional one; g = 1 skips the unconditional pass). Works with any :class:`VideoModel`.
+unconditional one; g = 1 skips the unconditional pass). Works with any :class:`VideoModel`; writing the
+samples as a world data folder is :mod:`physalign.models.sample_folder`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from physalign.models.interface import TextEmbedding, VideoModel
-from physalign.train.data import to_uint8
+from physalign.models.interface import TextEmbedding, VideoModel, to_uint8
 
 
 def guided_velocity(model: VideoModel, x: torch.Tensor, t: torch.Tensor, text: TextEmbedding, guidance: float) -> torch.Tensor:
