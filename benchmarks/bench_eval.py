@@ -1,10 +1,11 @@
 """Speed of the evaluator on one core, and (with --rates) how it scores simulator and corrupted videos.
 
-    .venv/bin/python benchmarks/bench_eval.py [--n 300] [--runs 5] [--rates 300]
+    .venv/bin/python benchmarks/bench_eval.py [--n 300] [--runs 5] [--rates 300] [--out FILE.json]
 
 Scoring from arrays times ``evaluate_video`` on videos in memory; end to end times ``evaluate_manifest``
 on the same videos written as lossless mp4 (decode included). Each figure is the median of ``--runs``
-runs. Target: >= 200 videos/s for 32 x 32 x 16 videos.
+runs. Target: >= 200 videos/s for 32 x 32 x 16 videos. ``--out`` also writes what is printed as JSON, with the
+settings, the date, the torch version and the thread count.
 """
 
 import os
@@ -14,7 +15,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # b
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
+import datetime  # noqa: E402
 import json  # noqa: E402
+import platform  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -51,7 +54,7 @@ def median_rate(n: int, runs: int, fn) -> float:
     return n / statistics.median(times)
 
 
-def speed(data: list, runs: int) -> None:
+def speed(data: list, runs: int) -> dict:
     n = len(data)
     evaluate_video(data[0][2], data[0][0])  # warm up: the label table is built once
     arrays = median_rate(n, runs, lambda: [evaluate_video(v, s) for s, _, v in data])
@@ -63,12 +66,15 @@ def speed(data: list, runs: int) -> None:
         (Path(tmp) / "manifest.jsonl").write_text("\n".join(lines) + "\n")
         e2e = median_rate(n, runs, lambda: evaluate_manifest(Path(tmp) / "manifest.jsonl", progress=False))
     shape = "x".join(map(str, data[0][2].shape[:3]))
-    print(f"{n} videos ({shape}), median of {runs} runs, 1 thread, CPUs allowed: {sorted(os.sched_getaffinity(0))}")
+    cpus = sorted(os.sched_getaffinity(0))
+    print(f"{n} videos ({shape}), median of {runs} runs, 1 thread, CPUs allowed: {cpus}")
     for name, rate in (("scoring from arrays", arrays), ("end to end (mp4 decode + score)", e2e)):
         print(f"  {name:33s} {rate:7.0f} videos/s  ({1000 / rate:.2f} ms/video)  {'ok' if rate >= TARGET else 'BELOW'} target {TARGET:.0f}")
+    return {"videos": n, "shape": shape, "runs": runs, "cpus_allowed": cpus, "target_videos_per_s": TARGET,
+            "arrays_videos_per_s": arrays, "end_to_end_videos_per_s": e2e}
 
 
-def rates(data: list) -> None:
+def rates(data: list) -> dict:
     """Pass rates on the simulator's own videos; detection rate of each corruption where it applies."""
     clean = collections.Counter()
     applied, flagged_pc, flagged = collections.Counter(), collections.Counter(), collections.Counter()
@@ -83,9 +89,12 @@ def rates(data: list) -> None:
     n = len(data)
     print(f"simulator videos (n={n}) passing: " + ", ".join(f"{k.upper()} {clean[k] / n:.3f}" for k in ("pc", "sa", "joint")))
     print(f"  {'corruption':20s} {'applies to':>10s} {'flagged (PC)':>13s} {'flagged (Joint)':>16s}")
+    kinds = {}
     for kind in CORRUPTIONS:
         a = max(applied[kind], 1)
         print(f"  {kind:20s} {applied[kind]:10d} {flagged_pc[kind] / a:13.3f} {flagged[kind] / a:16.3f}")
+        kinds[kind] = {"applies_to": applied[kind], "flagged_pc": flagged_pc[kind] / a, "flagged_joint": flagged[kind] / a}
+    return {"scenes": n, "simulator": {k: clean[k] / n for k in ("pc", "sa", "joint")}, "corruptions": kinds}
 
 
 def main() -> None:
@@ -94,12 +103,23 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--rates", type=int, default=0, help="also measure pass / detection rates on this many scenes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, help="also write the figures, settings, date and versions to this JSON file")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    speed(clips(args.n, args.seed), args.runs)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    record = {"settings": {"n": args.n, "runs": args.runs, "rates": args.rates, "seed": args.seed}}
+    record["speed"] = speed(clips(args.n, args.seed), args.runs)
     if args.rates:
-        rates(clips(args.rates, args.seed + 1))
+        record["rates"] = rates(clips(args.rates, args.seed + 1))
+    if args.out:
+        import torch
+
+        record |= {"date": started.isoformat(timespec="seconds"), "seconds": round(time.time() - started.timestamp(), 1),
+                   "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+                   "machine": platform.machine(), "cpu_count": os.cpu_count()}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,354 @@
+"""Fill the result tables of docs/*.md and README.md from the recorded runs under results/.
+
+A doc marks a generated table with a block:
+
+    <!-- results: TABLE_NAME -->
+    ...generated markdown...
+    <!-- /results -->
+
+    python scripts/results_tables.py            # rewrite every block from results/ (changed files only, atomically)
+    python scripts/results_tables.py --check    # change nothing; exit 1 listing each block that differs
+    python scripts/results_tables.py --print stss   # one table to stdout
+    python scripts/results_tables.py --list
+
+``TABLES`` maps each TABLE_NAME to a function that reads ``results/<name>/...`` and returns the block's
+markdown. A block with an unknown name, or whose results files are missing, is reported (and left as it
+is); either makes the script exit 1. Blocks inside fenced code are not blocks. Each ``results/<name>/``
+holds the tools' JSON output and ``command.txt`` with the command(s), the date and machine notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START = re.compile(r"^<!-- results: (\S+) -->\s*$")
+END = re.compile(r"^<!-- /results -->\s*$")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+class MissingResults(Exception):
+    """A table's results file does not exist."""
+
+
+# ------------------------------------------------------------------------------------------- formatting
+
+
+def load(results: Path, relative: str) -> dict:
+    path = results / relative
+    if not path.is_file():
+        raise MissingResults(f"results/{relative}")
+    return json.loads(path.read_text())
+
+
+def num(x, digits: int = 3) -> str:
+    """``x`` with ``digits`` decimals; '–' for a missing value (null / NaN in the JSON)."""
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def signed(x) -> str:
+    """+0.042 / −0.005 (a true minus sign, as the docs write it)."""
+    return "–" if x is None else f"{x:+.3f}".replace("-", "−")
+
+
+def ci(m: dict) -> str:
+    """0.292 [0.198, 0.385] for {"mean", "lo", "hi"}."""
+    return num(m["mean"]) if m["mean"] is None else f"{num(m['mean'])} [{num(m['lo'])}, {num(m['hi'])}]"
+
+
+def signed_ci(d: dict) -> str:
+    return "–" if d["mean"] is None else f"{signed(d['mean'])} [{signed(d['lo'])}, {signed(d['hi'])}]"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def source(*names: str) -> str:
+    folders = ", ".join(f"`results/{n}/`" for n in names)
+    return f"Source: {folders} (command{'s' if len(names) > 1 else ''} in command.txt)"
+
+
+def with_source(md: str, *names: str) -> str:
+    return md + "\n\n" + source(*names)
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+CORRUPTION_NAMES = {"teleport": "teleport", "freeze_midair": "freeze in mid-air", "vanish": "vanish",
+                    "color_change": "colour change", "pass_through_floor": "pass through the floor",
+                    "gain_energy": "energy gain on a bounce", "gravity_upward": "upward gravity",
+                    "wrong_gravity": "wrong gravity", "size_change": "size change"}
+
+
+def eval_rates(results: Path) -> str:
+    """The simulator's pass rates and each corruption kind's detection rate (bench_eval.py --rates)."""
+    r = load(results, "eval_rates/eval_rates.json")["rates"]
+    sim = r["simulator"]
+    rows = [["simulator", str(r["scenes"]), " / ".join(num(sim[m]) for m in ("pc", "sa", "joint")), "", ""]]
+    for kind, c in r["corruptions"].items():
+        rows.append([CORRUPTION_NAMES.get(kind, kind), str(c["applies_to"]), "", num(c["flagged_pc"]), num(c["flagged_joint"])])
+    md = table(["videos", "scenes", "passing PC / SA / Joint", "flagged by PC", "flagged by Joint"], rows)
+    return with_source(md, "eval_rates")
+
+
+def eval_speed(results: Path) -> str:
+    """Single-thread evaluator speed (bench_eval.py)."""
+    data = load(results, "eval_rates/eval_rates.json")
+    s = data["speed"]
+    rows = []
+    for name, key in (("scoring from arrays", "arrays_videos_per_s"), ("end to end (lossless mp4 decode + score)", "end_to_end_videos_per_s")):
+        rate = s[key]
+        met = "met" if rate >= s["target_videos_per_s"] else "not met"
+        rows.append([name, f"{rate:.0f}", f"{1000 / rate:.2f}", f"≥ {s['target_videos_per_s']:.0f}: {met}"])
+    md = table(["measure", "videos/s", "ms/video", "target"], rows)
+    note = (f"{s['videos']} videos of {s['shape'].replace('x', '×')}, median of {s['runs']} runs, "
+            f"{data.get('threads', 1)} thread, {data['date'][:10]}.")
+    return md + "\n\n" + note + "\n" + source("eval_rates")
+
+
+def base_scores(results: Path) -> str:
+    """The shipped base model on the demo's test prompts against the simulator (physalign demo)."""
+    sim = load(results, "base_v4/simulator.json")["summary"]
+    base = load(results, "base_v4/base_model.json")["summary"]
+    second = load(results, "base_v4_seed4321/base_model.json")["summary"]
+    metrics = ("pc", "sa", "joint")
+    ind, ood = base["split"]["in-distribution"], base["split"]["ood"]
+    rows = [["simulator", *(num(sim["overall"][m]["mean"]) for m in metrics)],
+            ["base v4 (shipped)", *(ci(base["overall"][m]) for m in metrics)],
+            [f"base v4, in distribution ({ind['n']}) / OOD ({ood['n']})",
+             *(f"{num(ind[m]['mean'])} / {num(ood[m]['mean'])}" for m in metrics)],
+            [f"second test set (`--seed 4321`, {second['n']} prompts): base v4", *(ci(second["overall"][m]) for m in metrics)]]
+    return with_source(table(["videos", "PC", "SA", "Joint"], rows), "base_v4", "base_v4_seed4321")
+
+
+MODEL_NAMES = {"base": "base", "sft": "SFT", "dfm": "ΔFM", "repa": "REPA", "trd": "TRD", "tsa": "TSA", "mtsa": "M-TSA",
+               "direct": "DiReCT", "diffphy": "DiffPhy", "physhpo": "PhysHPO", "physhpo-anchored": "PhysHPO anchored"}
+
+
+def bench_table(results: Path, name: str) -> str:
+    """Per model of a ``physalign bench`` run: PC, SA, Joint [CI], paired Δ Joint vs SFT and vs the base,
+    Joint OOD, step time / SFT."""
+    b = load(results, f"{name}/bench.json")
+    rows = []
+    for model, s in b["summaries"].items():
+        if model == "simulator":
+            continue
+        vs_sft, vs_base = b["vs_sft"].get(model), b["vs_base"].get(model)
+        ratio = b["step_time"].get(model, {}).get("ratio")
+        rows.append([MODEL_NAMES.get(model, model), num(s["overall"]["pc"]["mean"]), num(s["overall"]["sa"]["mean"]),
+                     ci(s["overall"]["joint"]), signed_ci(vs_sft["joint"]) if vs_sft else "",
+                     signed_ci(vs_base["joint"]) if vs_base else "", num(s["split"]["ood"]["joint"]["mean"]),
+                     num(ratio, 2) if ratio is not None else ""])
+    md = table(["model", "PC", "SA", "Joint", "Δ Joint vs SFT", "Δ Joint vs base", "Joint OOD", "step time / SFT"], rows)
+    return with_source(md, name)
+
+
+def bench_quick(results: Path) -> str:
+    return bench_table(results, "bench_quick")
+
+
+def stss(results: Path) -> str:
+    """TSA forward + backward, chunked vs plain (bench_stss.py), the table the script prints."""
+    rows = []
+    for c in load(results, "stss/stss.json")["cases"]:
+        p, k = c["plain"], c["chunked"]
+        rows.append(["×".join(map(str, c["grid"])), f"{c['n']:,}", f"{p['seconds']:.2f} s", f"{k['seconds']:.2f} s",
+                     f"{c['time_ratio']:.2f}×", f"{p['peak_mib']:,.0f} MiB", f"{k['peak_mib']:,.0f} MiB",
+                     f"{c['memory_ratio']:.3f}×"])
+    md = table(["grid (F×H×W)", "N", "plain time", "chunked time", "time ratio", "plain peak", "chunked peak",
+                "memory ratio"], rows)
+    return with_source(md, "stss")
+
+
+DEGRADATIONS = {"noise": "noise", "blur": "blur", "static": "static", "dropped_frames": "dropped frames",
+                "wrong_caption": "wrong caption", "physics": "physics", "none": "none (clean)"}
+SELECTIONS = (("no_judge", "light criteria only (no judge)"), ("judge", "with the judge"))  # results/select_pool400/<folder>.json
+
+
+def select(results: Path) -> str:
+    """Precision / recall and kept share per degradation, without and with the judge (physalign select)."""
+    rows = []
+    for folder, label in SELECTIONS:
+        s = load(results, f"select_pool400/{folder}.json")
+        shares = [num(s["by_degradation"][d]["kept_share"], 2) if d in s["by_degradation"] else "–" for d in DEGRADATIONS]
+        rows.append([label, num(s["precision"]), num(s["recall"]), *shares])
+    md = table(["selection (keep 0.5)", "precision", "recall", *(f"kept: {d}" for d in DEGRADATIONS.values())], rows)
+    return with_source(md, "select_pool400")
+
+
+def select_left_out(results: Path) -> str:
+    """Precision with each criterion left out in turn, without and with the judge."""
+    runs = [load(results, f"select_pool400/{folder}.json")["left_out"] for folder, _ in SELECTIONS]
+    names = list(dict.fromkeys(c for run in reversed(runs) for c in run))  # the judged run has every criterion
+    rows = [["nothing (all criteria)" if c == "none" else c, *(num(run[c]["precision"]) if c in run else "–" for run in runs)]
+            for c in names]
+    return with_source(table(["left out", "precision, no judge", "precision, with the judge"], rows), "select_pool400")
+
+
+def teacher_reconstruction(results: Path) -> str:
+    """Masked reconstruction error on the held-out videos (checkpoints/teacher/teacher.json)."""
+    r = load(results, "teacher/teacher.json")["evaluation"]["reconstruction"]
+    labels = {"teacher": "teacher", "dataset_mean": "mean of the token's position over the val videos (an oracle baseline)",
+              "visible_mean": "mean of the same video's visible tokens"}
+    rows = [[label, f"{r['all'][k]:.4f}", f"{r['object_tokens'][k]:.3f}"] for k, label in labels.items()]
+    return with_source(table(["predictor", "all hidden tokens", "object tokens"], rows), "teacher")
+
+
+PROBE_ATTRIBUTES = {"kinematics": ("kinematics", 6), "force": ("gravity", 3), "material": ("material", 4)}  # world classes
+
+
+def teacher_probes(results: Path) -> str:
+    """Linear-probe accuracy of the scene's physics attributes; random init is the best of its layers."""
+    probe = load(results, "teacher/teacher.json")["evaluation"]["probe"]
+    layers = sorted(k for k in next(iter(probe.values())) if k.startswith("teacher/"))
+    rows = []
+    for key, p in probe.items():
+        name, classes = PROBE_ATTRIBUTES.get(key, (key, "?"))
+        random_init = max(v[0] for k, v in p.items() if k.startswith("random_init/"))
+        rows.append([f"{name} ({classes}, {p['majority']:.2f})", num(p["pixels"][0]), num(random_init),
+                     *(num(p[layer][0]) for layer in layers)])
+    heads = [f"teacher layer {layer.split('layer')[1]}" for layer in layers]
+    md = table(["attribute (classes, majority share)", "raw pixels", "random init", *heads], rows)
+    return with_source(md, "teacher")
+
+
+def judge_heldout(results: Path) -> str:
+    """Balanced held-out accuracy per question family and video condition (checkpoints/judge/judge.json)."""
+    h = load(results, "judge/judge.json")["heldout"]
+    rows = []
+    for family, label in (("fact", "facts"), ("plausibility", "plausibility"), ("prompt", "prompt match")):
+        rows.append([f"{label} ({h['rendered'][family]['n']:,})", *(num(h[c][family]["balanced_accuracy"]) for c in h)])
+    names = {"rendered": "rendered", "round_trip": "round trip"}
+    heads = [names.get(c, c.replace("blurred_sigma_", "blurred σ ")) for c in h]
+    return with_source(table(["question", *heads], rows), "judge")
+
+
+TABLES = {"eval_rates": eval_rates, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick,
+          "stss": stss, "select": select, "select_left_out": select_left_out,
+          "teacher_reconstruction": teacher_reconstruction, "teacher_probes": teacher_probes,
+          "judge_heldout": judge_heldout}
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+
+
+def blocks(lines: list[str]) -> tuple[list[tuple[str, int, int]], list[tuple[int, str]]]:
+    """(name, start line, end line) of every block (0-based, the marker lines), and (line, problem) for
+    markers that do not pair up. Markers inside fenced code are ignored."""
+    found, problems, fence, open_at = [], [], None, None
+    for i, line in enumerate(lines):
+        m = FENCE.match(line)
+        if m:
+            fence = None if fence == m.group(1) else (fence or m.group(1))
+            continue
+        if fence:
+            continue
+        if START.match(line):
+            if open_at is not None:
+                problems.append((open_at, "block not closed before the next one"))
+            open_at = i
+        elif END.match(line):
+            if open_at is None:
+                problems.append((i, "'<!-- /results -->' without a block"))
+            else:
+                found.append((START.match(lines[open_at]).group(1), open_at, i))
+                open_at = None
+    if open_at is not None:
+        problems.append((open_at, "block not closed"))
+    return found, problems
+
+
+def render(name: str, results: Path) -> str:
+    return TABLES[name](results).rstrip("\n") + "\n"
+
+
+def process(path: Path, root: Path, check: bool) -> tuple[str, list[str]]:
+    """The file's text with every known block rendered, and the problems (one line each)."""
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    found, problems = blocks(lines)
+    where = path.relative_to(root)
+    report = [f"{where}:{i + 1}: {p}" for i, p in problems]
+    out, last = [], 0
+    for name, start, end in found:
+        out += lines[last : start + 1]
+        body = "".join(lines[start + 1 : end])
+        if name not in TABLES:
+            report.append(f"{where}:{start + 1}: unknown table '{name}' (known: {', '.join(TABLES)})")
+        else:
+            try:
+                new = render(name, root / "results")
+            except MissingResults as err:
+                report.append(f"{where}:{start + 1}: table '{name}': results file missing: {err}")
+            else:
+                if new != body and check:
+                    report.append(f"{where}:{start + 1}: table '{name}' differs from its results files")
+                body = new
+        out.append(body)
+        last = end
+    out += lines[last:]
+    return "".join(out), report
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, path.stat().st_mode & 0o777)
+    os.replace(tmp, path)
+
+
+def doc_files(root: Path) -> list[Path]:
+    files = sorted((root / "docs").glob("*.md")) if (root / "docs").is_dir() else []
+    return files + ([root / "README.md"] if (root / "README.md").is_file() else [])
+
+
+def run(root: Path = ROOT, check: bool = False) -> tuple[list[str], list[str]]:
+    """Process every doc; return (problems, files rewritten)."""
+    problems, changed = [], []
+    for path in doc_files(root):
+        new, report = process(path, root, check)
+        problems += report
+        if not check and new != path.read_text():
+            write_atomic(path, new)
+            changed.append(str(path.relative_to(root)))
+    return problems, changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if any block differs from results/")
+    ap.add_argument("--root", type=Path, default=ROOT, help="the checkout (docs/, README.md, results/)")
+    ap.add_argument("--print", dest="show", metavar="TABLE", help="print one table and exit")
+    ap.add_argument("--list", action="store_true", help="list the table names and exit")
+    args = ap.parse_args(argv)
+    if args.list:
+        print("\n".join(f"{name}: {fn.__doc__.splitlines()[0] if fn.__doc__ else ''}" for name, fn in TABLES.items()))
+        return 0
+    if args.show:
+        if args.show not in TABLES:
+            print(f"unknown table '{args.show}' (known: {', '.join(TABLES)})", file=sys.stderr)
+            return 2
+        print(render(args.show, args.root / "results"), end="")
+        return 0
+    problems, changed = run(args.root, args.check)
+    for line in changed:
+        print(f"rewrote {line}")
+    for line in problems:
+        print(line, file=sys.stderr)
+    if args.check and not problems:
+        print("every results block matches results/")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
