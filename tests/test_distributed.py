@@ -69,6 +69,23 @@ def gap(a: dict, b: dict) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+def test_collectives_get_tensors_on_the_engine_device(tmp_path):
+    """Every tensor the engine all-reduces is on its device, not the default one (NCCL has no CPU backend; a
+    CPU tensor failed every GPU launch's first step). tests/_collective_devices.py runs the engine's collectives
+    with "meta" as the default device on two processes and checks the values they agree on."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(Path(__file__).parent / "_collective_devices.py"), str(tmp_path)]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    outs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [o["rank"] for o in outs] == [0, 1]
+    for o in outs:
+        assert o["means"] == {"loss": 0.5, "two": 2.0} and o["flagged"] is True
+        assert o["grad"] == [0.5] * 3 and o["unused"] == [0.0] * 2  # a missing gradient counts as zero
+        assert o["gathered"] == [{"rank": 0}, {"rank": 1}]
+        assert o["collectives"] == ["all_reduce"] * 3
+
+
 def test_two_processes_match_one_on_the_same_global_batch(world, tmp_path):
     one = train(config(world, tmp_path), tmp_path / "one", progress=False)
     launch(config(world, tmp_path), tmp_path, tmp_path / "two")

@@ -92,10 +92,11 @@ class Engine:
             offset += g.numel()
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
-        """Each float averaged over the ranks (keys in the same order on every rank)."""
+        """Each float averaged over the ranks (keys in the same order on every rank). The tensor lives on the
+        engine's device: NCCL has no CPU backend, so a CPU tensor would fail every GPU launch's first step."""
         if self.world == 1:
             return values
-        t = torch.tensor(list(values.values()), dtype=torch.float64)
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return dict(zip(values, (t / self.world).tolist()))
 
