@@ -12,15 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, WanPipeline
+from diffusers import (CogVideoXDDIMScheduler, CogVideoXPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler,
+                       WanPipeline)
 from typer.testing import CliRunner
 
 from physalign.cli import app
-from physalign.models.cogvideox import (CogVideoXVideoModel, ddpm_timestep, flow_scale, flow_times, velocity_from_v,
+from physalign.models.cogvideox import (CogVideoXVideoModel, ddpm_timestep, flow_scale, velocity_from_v,
                                         videorepa_frames, videorepa_grid)
 from physalign.models.interface import CONFIG_FILE, MODELS, load_model
 from physalign.models.lora import LoraSpec, add_lora, has_lora, lora_disabled, merge_lora
 from physalign.models.sampling import sample
+from physalign.models.times import FlowTimes, ddpm_flow_times, shift_times
+from physalign.models.world import WorldVideoModel
+from physalign.train.methods.fm import noisy_velocity, sample_t
 from physalign.models.wan import WanVideoModel
 from physalign.objectives import flow_matching_loss, interpolate
 from physalign.teacher.projector import Projector
@@ -182,7 +186,7 @@ def test_cogvideox_time_and_velocity_mapping_against_the_scheduler():
     sched = CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True, snr_shift_scale=3.0)
     x0, eps = torch.randn(4, 4, 3, 4, 6, dtype=torch.float64), torch.randn(4, 4, 3, 4, 6, dtype=torch.float64)
     k = torch.tensor([0, 10, 500, 999])
-    t = flow_times(sched.alphas_cumprod)[k]
+    t = ddpm_flow_times(sched.alphas_cumprod)[k]
     assert torch.all(t[1:] > t[:-1]) and t[-1] == 1.0  # zero terminal SNR: timestep 999 is pure noise
     assert torch.allclose(ddpm_timestep(t, sched.alphas_cumprod), k.float(), atol=1e-3)
     x_t = interpolate(x0, eps, t.double())
@@ -192,6 +196,64 @@ def test_cogvideox_time_and_velocity_mapping_against_the_scheduler():
     assert torch.allclose(u, eps - x0, atol=1e-5)
     between = ddpm_timestep(torch.tensor([0.0, 0.5 * (t[1] + t[2]).item()]), sched.alphas_cumprod)
     assert between[0] == 0 and 10 < between[1] < 500  # below the least noise: timestep 0; else interpolated
+
+
+@pytest.mark.parametrize("shift", [3.0, 5.0])
+def test_the_flow_shift_is_the_schedulers(shift):
+    """Wan's times against diffusers': the training sigmas of FlowMatchEulerDiscreteScheduler(shift) are the
+    shift of evenly spaced u; the sampling grid is within 1/1000 (in u) of UniPC's flow sigmas (Wan's own
+    scheduler, which stops at u = 0.999) and has as many steps above t = 0.9 (13 at s = 3, 18 at s = 5, 5 unshifted)."""
+    train = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+    assert torch.allclose(shift_times(torch.linspace(1.0, 1e-3, 1000, dtype=torch.float64), shift), train.sigmas[:1000].double(), atol=1e-6)
+    unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift)
+    unipc.set_timesteps(50)
+    grid = FlowTimes(shift, "uniform").grid(50)
+    assert grid[0] == 1.0 and grid[-1] == 0.0 and torch.all(grid[1:] < grid[:-1])
+    assert torch.allclose(grid, unipc.sigmas.float(), atol=shift * 1e-3)
+    assert int((grid[:-1] > 0.9).sum()) == int((unipc.sigmas[:-1] > 0.9).sum()) == {3.0: 13, 5.0: 18}[shift]
+    assert int((FlowTimes().grid(50)[:-1] > 0.9).sum()) == 5
+    draws = FlowTimes(shift, "uniform").sample(200_000, torch.Generator().manual_seed(0))
+    expected = 1 - 0.8 / (shift - (shift - 1) * 0.8)  # P(shift(u) > 0.8) for uniform u
+    assert abs(float((draws > 0.8).float().mean()) - expected) < 0.005  # 43% at s = 3, 56% at s = 5
+
+
+def test_wan_trains_and_samples_on_its_schedulers_shift(folders):
+    model = tiny(folders["wan"])
+    assert model.times == FlowTimes(3.0, "uniform")  # the folder's UniPC flow_shift
+    assert WanVideoModel.from_pretrained(folders["wan"], flow_shift=5.0).times.shift == 5.0  # the option overrides
+    x0 = torch.randn(2, *model.latent_shape(model.video_shape))
+    torch.manual_seed(3)
+    _, _, t, _ = noisy_velocity(model, x0, PROMPTS[:2], 0.0, "model")
+    torch.manual_seed(3)
+    torch.randn_like(x0)  # noisy_velocity draws eps first
+    assert torch.equal(t, shift_times(torch.rand(2), 3.0))
+    assert torch.equal(sample_t(4, "logit_normal", torch.Generator().manual_seed(1), model.times),
+                       shift_times(torch.sigmoid(torch.randn(4, generator=torch.Generator().manual_seed(1))), 3.0))
+
+
+def test_cogvideox_trains_on_uniform_timesteps_and_samples_on_its_schedulers():
+    """CogVideoX's times are its scheduler's: draws at t_k of k uniform over 0..999 (10% above 900, 10% below
+    100; a logit-normal t would give none above 900 and 31% below 100), and the grid at the scheduler's own
+    inference timesteps, which the model's forward then runs at exactly."""
+    sched = CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True, snr_shift_scale=3.0,
+                                   timestep_spacing="trailing")
+    model = CogVideoXVideoModel.__new__(CogVideoXVideoModel)  # the times need the scheduler alone
+    object.__setattr__(model, "scheduler", sched)
+    grid = model.times.grid(50)
+    sched.set_timesteps(50)
+    assert len(grid) == 51 and grid[0] == 1.0 and grid[-1] == 0.0
+    assert torch.allclose(ddpm_timestep(grid[:-1], sched.alphas_cumprod), sched.timesteps.float(), atol=1e-3)
+    k = ddpm_timestep(model.times.sample(100_000, torch.Generator().manual_seed(0)), sched.alphas_cumprod)
+    assert torch.allclose(k, k.round(), atol=1e-3)  # integer timesteps
+    assert abs(float((k > 899.5).float().mean()) - 0.1) < 0.005 and abs(float((k < 99.5).float().mean()) - 0.1) < 0.005
+
+
+def test_the_world_model_keeps_its_times():
+    """Unshifted logit-normal draws and evenly spaced steps, as the shipped base was trained and sampled."""
+    assert WorldVideoModel.times == FlowTimes(1.0, "logit_normal")
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    assert torch.equal(sample_t(6, "model", g(), WorldVideoModel.times), torch.sigmoid(torch.randn(6, generator=g())))
+    assert torch.equal(WorldVideoModel.times.grid(30), torch.linspace(1.0, 0.0, 31))
 
 
 @pytest.mark.parametrize("kind", ["cogvideox", "cogvideox-rotary"])
@@ -211,7 +273,7 @@ def test_cogvideox_forward_matches_the_pipeline_rotary_text_and_timestep(folders
             assert torch.equal(ours, theirs)
     x0, eps, _ = inputs(model)
     k = torch.tensor([200, 700])
-    t = flow_times(model.scheduler.alphas_cumprod)[k]
+    t = ddpm_flow_times(model.scheduler.alphas_cumprod)[k]
     x_t = interpolate(x0, eps, t)
     with torch.no_grad():
         u = model(x_t, t, text)[0]

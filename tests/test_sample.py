@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from physalign.cli import app
 from physalign.models.interface import TextEmbedding
 from physalign.models.sampling import sample, sample_latents
+from physalign.models.times import FlowTimes
 from physalign.models.world import WorldModelConfig, WorldVideoModel
 from physalign.world.dataset import load_manifest
 from physalign.world.scene import prompt_to_scene
@@ -32,15 +33,15 @@ def model():
 class ConstantVelocity:
     """v = cond for real prompts, uncond for the empty prompt: Euler must land on noise - v exactly."""
 
-    def __init__(self, cond: float, uncond: float):
-        self.cond, self.uncond, self.times = cond, uncond, []
+    def __init__(self, cond: float, uncond: float, times=FlowTimes()):
+        self.cond, self.uncond, self.times, self.seen = cond, uncond, times, []
 
     def encode_text(self, prompts):
         flags = torch.tensor([p != "" for p in prompts])
         return TextEmbedding(flags[:, None, None].float(), flags[:, None])
 
     def __call__(self, x, t, text):
-        self.times.append(t[0].item())
+        self.seen.append(t[0].item())
         return torch.where(text.mask[:, :1, None, None, None], self.cond, self.uncond).expand_as(x), {}
 
 
@@ -49,11 +50,19 @@ def test_euler_integration_with_guidance_against_the_closed_form():
     stub = ConstantVelocity(cond=0.5, uncond=-1.0)
     x0 = sample_latents(stub, ["a", "b"], noise, steps=4, guidance=3.0)
     assert torch.allclose(x0, noise - (-1.0 + 3.0 * (0.5 - -1.0)))  # v = uncond + g (cond - uncond)
-    assert stub.times == [1.0, 0.75, 0.5, 0.25]
+    assert stub.seen == [1.0, 0.75, 0.5, 0.25]
     stub = ConstantVelocity(cond=0.5, uncond=-1.0)
     assert torch.allclose(sample_latents(stub, ["a", "b"], noise, steps=3, guidance=1.0), noise - 0.5)  # no guidance
     with pytest.raises(ValueError, match="3 prompts for 2 noise"):
         sample_latents(stub, ["a", "b", "c"], noise)
+
+
+def test_the_sampler_steps_on_the_models_time_grid():
+    """A shifted model (Wan's flow_shift) is integrated on its shifted grid: still exact for a constant velocity."""
+    noise = torch.randn(2, 4, 3, 2, 2)
+    stub = ConstantVelocity(cond=0.5, uncond=-1.0, times=FlowTimes(3.0, "uniform"))
+    assert torch.allclose(sample_latents(stub, ["a", "b"], noise, steps=4, guidance=1.0), noise - 0.5)
+    assert stub.seen == pytest.approx([1.0, 0.9, 0.75, 0.5])  # 3u / (1 + 2u) at u = 1, 0.75, 0.5, 0.25
 
 
 def test_sampler_is_deterministic_from_the_seed_and_shaped_like_the_model(model):

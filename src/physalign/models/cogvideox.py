@@ -40,6 +40,7 @@ from transformers import T5Config, T5EncoderModel
 
 from physalign.models.interface import TextEmbedding, capture_blocks
 from physalign.models.pipeline_folder import FolderOptions, PipelineVideoModel
+from physalign.models.times import DDPMTimes, ddpm_flow_times
 
 
 @dataclass
@@ -52,16 +53,10 @@ class CogVideoXOptions(FolderOptions):
 # -- rectified flow <-> CogVideoX's DDPM ------------------------------------------------------------------
 
 
-def flow_times(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """The rectified-flow time of each DDPM timestep k: ``t_k = b_k / (a_k + b_k)`` (K,), increasing in k."""
-    a, b = alphas_cumprod.double().sqrt(), (1 - alphas_cumprod.double()).sqrt()
-    return (b / (a + b)).float()
-
-
 def ddpm_timestep(t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """Continuous DDPM timesteps s (B,) of the same SNR as flow times t (B,): k interpolated linearly in t
     between the scheduler's timesteps, clamped to [0, K - 1]."""
-    times = flow_times(alphas_cumprod).to(t.device)  # (K,)
+    times = ddpm_flow_times(alphas_cumprod).to(t.device)  # (K,)
     hi = torch.searchsorted(times, t.float().contiguous()).clamp(1, len(times) - 1)  # (B,)
     lo = hi - 1
     frac = (t.float() - times[lo]) / (times[hi] - times[lo]).clamp_min(1e-12)
@@ -118,6 +113,15 @@ class CogVideoXVideoModel(PipelineVideoModel):
         if scheduler.config.prediction_type != "v_prediction":
             raise ValueError(f"scheduler config prediction_type must be 'v_prediction' (CogVideoX's). "
                              f"Got {scheduler.config.prediction_type!r}.")
+
+    @property
+    def times(self) -> DDPMTimes:
+        """Trained on uniform integer timesteps; sampled on the scheduler's own inference timesteps."""
+        return DDPMTimes(self.scheduler.alphas_cumprod, self._inference_timesteps)
+
+    def _inference_timesteps(self, steps: int) -> torch.Tensor:
+        self.scheduler.set_timesteps(steps)
+        return self.scheduler.timesteps.clone()
 
     @classmethod
     def default_scheduler(cls, **kwargs):

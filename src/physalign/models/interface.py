@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from physalign.assets import resolve
+from physalign.models.times import FlowTimes
 
 CONFIG_FILE = "physalign_model.json"  # in every model folder: {"class": <name in MODELS>, ...sizes}
 
@@ -73,6 +74,8 @@ class VideoModel(nn.Module, abc.ABC):
     """
 
     parts: tuple[str, ...] = ()
+    # training-time distribution and sampling grid (physalign.models.times): unshifted, logit-normal draws
+    times = FlowTimes()
 
     @abc.abstractmethod
     def encode(self, video: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """Sampling: Euler integration of the learned velocity from noise (t = 1) to data (t = 0).
 
-    x_{t'} = x_t + (t' - t) v(x_t, t),   t = 1 = t_0 > t_1 > ... > t_N = 0 evenly spaced,
+    x_{t'} = x_t + (t' - t) v(x_t, t),   t = 1 = t_0 > t_1 > ... > t_N = 0 on the model's grid,
 
+the grid ``model.times.grid(N)`` (:mod:`physalign.models.times`: evenly spaced for the world model, shifted
+for Wan 2.1, CogVideoX's scheduler timesteps),
 with classifier-free guidance ``v = v_uncond + g (v_cond - v_uncond)`` (the empty prompt is the
 unconditional one; g = 1 skips the unconditional pass). Works with any :class:`VideoModel`; writing the
 samples as a world data folder is :mod:`physalign.models.sample_folder`.
@@ -37,7 +39,7 @@ def sample_latents(model: VideoModel, prompts: Sequence[str], noise: torch.Tenso
     text = model.encode_text(list(prompts))
     if guidance != 1.0:
         text = TextEmbedding.cat([text, model.encode_text([""] * len(prompts))])
-    x, ts = noise, torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
+    x, ts = noise, model.times.grid(steps).to(noise.device)
     for t, t_next in zip(ts[:-1], ts[1:]):
         x = x + (t_next - t) * guided_velocity(model, x, t, text, guidance)
         if bar is not None:

@@ -5,8 +5,10 @@ Parts: ``WanTransformer3DModel``, ``AutoencoderKLWan``, ``UMT5EncoderModel`` wit
 as ``WanPipeline`` has them:
 
 - Wan 2.1 is a rectified-flow model in physalign's own convention: ``x_t = (1 - t) x0 + t eps``, the transformer
-  takes ``timestep = 1000 t`` and predicts ``eps - x0``, so :meth:`forward` is the transformer itself. (Wan's
-  samplers shift the times, ``flow_shift``; the physalign sampler spaces them evenly.)
+  takes ``timestep = 1000 t`` and predicts ``eps - x0``, so :meth:`forward` is the transformer itself;
+- times (:mod:`physalign.models.times`): trained and sampled with the flow shift ``s u / (1 + (s - 1) u)``,
+  ``s`` = the scheduler config's ``flow_shift`` (3 at 480p, 5 at 720p) unless the option ``flow_shift`` is set;
+  training draws ``u`` uniformly;
 - latents: ``z = (mu - latents_mean) / latents_std`` per channel, with the VAE config's constants; ``mu`` is the
   posterior mean (deterministic, so latents can be cached);
 - the VAE is causal in time: ``T = 1 + 4k`` frames give ``1 + k`` latent frames (the first frame alone),
@@ -26,6 +28,7 @@ from transformers import UMT5Config, UMT5EncoderModel
 
 from physalign.models.interface import TextEmbedding, capture_blocks, wan_token_grid
 from physalign.models.pipeline_folder import FolderOptions, PipelineVideoModel
+from physalign.models.times import FlowTimes
 
 
 @dataclass
@@ -34,6 +37,7 @@ class WanOptions(FolderOptions):
     height: int = 480
     width: int = 832
     max_text_tokens: int = 512
+    flow_shift: float = 0.0  # the time shift of training and sampling; 0 = the scheduler config's
 
 
 class WanVideoModel(PipelineVideoModel):
@@ -41,6 +45,21 @@ class WanVideoModel(PipelineVideoModel):
     transformer_class, vae_class = WanTransformer3DModel, AutoencoderKLWan
     text_encoder_class, config_class = UMT5EncoderModel, UMT5Config
     options_class = WanOptions
+
+    @property
+    def times(self) -> FlowTimes:
+        return FlowTimes(shift=self.flow_shift, draw="uniform")
+
+    @property
+    def flow_shift(self) -> float:
+        """The option's shift, else the scheduler config's (UniPC's ``flow_shift``, FlowMatchEuler's ``shift``)."""
+        if self.options.flow_shift:
+            return self.options.flow_shift
+        shift = self.scheduler.config.get("flow_shift") or self.scheduler.config.get("shift")
+        if not shift:
+            raise ValueError(f"scheduler config ({type(self.scheduler).__name__}) has no flow_shift or shift: "
+                             "set the model option flow_shift")
+        return float(shift)
 
     @classmethod
     def default_scheduler(cls, **kwargs):

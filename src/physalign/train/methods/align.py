@@ -28,7 +28,7 @@ class Alignment(Method):
 
     def __init__(self, weight: float = 0.5, block: int = 3, teacher: str = "checkpoints/teacher",
                  teacher_layer: int = -1, projector_dim: int = 256, cfg_dropout: float = 0.1,
-                 t_schedule: str = "logit_normal"):
+                 t_schedule: str = "model"):
         super().__init__()
         check_schedule(type(self).__name__, cfg_dropout, t_schedule)
         if weight < 0:

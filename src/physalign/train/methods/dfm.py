@@ -21,7 +21,7 @@ class ContrastiveFlowMatching(Method):
     """Batch: {"latents": (B, C, T, H, W), "prompts", "index"}. Terms: loss, fm, neg (||v - u~||^2)."""
 
     def __init__(self, weight: float = 0.05, partition_keys: list[str] = (), cfg_dropout: float = 0.1,
-                 t_schedule: str = "logit_normal"):
+                 t_schedule: str = "model"):
         super().__init__()
         check_schedule("dfm", cfg_dropout, t_schedule)
         if not 0.0 <= weight < 1.0:

@@ -98,7 +98,7 @@ class DiffPhy(Method):
                  tau: float = 5.0, t_max: float = 0.5, judge_fraction: float = 0.25, max_facts: int = 4,
                  enhanced_prompts: bool = False, inject_blocks: list[int] = (2, 3), branch_off: float = 0.5,
                  branch_rank: int = 16, lora_rank: int = 16, lora_alpha: float = 16.0, cfg_dropout: float = 0.1,
-                 t_schedule: str = "logit_normal"):
+                 t_schedule: str = "model"):
         super().__init__()
         check_schedule("diffphy", cfg_dropout, t_schedule)
         if not (0 < t_max <= 1 and 0 < judge_fraction <= 1 and 0 <= branch_off <= 1 and max_facts >= 1 and beta >= 0):
@@ -147,7 +147,7 @@ class DiffPhy(Method):
     def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
         x0, idx = batch["latents"], batch["index"].tolist()
         b, k = x0.shape[0], max(1, round(self.judge_fraction * x0.shape[0]))
-        eps, t = torch.randn_like(x0), sample_t(b, self.t_schedule).to(x0.device)
+        eps, t = torch.randn_like(x0), sample_t(b, self.t_schedule, times=model.times).to(x0.device)
         t[:k] = self.t_max * torch.rand(k, device=x0.device)  # the judged samples: low noise
         prompts = drop_prompts([self.prompts[i] for i in idx], self.cfg_dropout)
         x_t = interpolate(x0, eps, t)

@@ -38,7 +38,7 @@ class DiReCT(Method):
     def __init__(self, macro_weight: float = 0.05, micro_weight: float = 0.05, reg_weight: float = 0.1,
                  reg: str = "mmd", reg_fraction: float = 0.25, gate: bool = False,
                  partition_keys: list[str] = ("kind", "color"), micro: str = "counterfactual",
-                 cfg_dropout: float = 0.1, t_schedule: str = "logit_normal"):
+                 cfg_dropout: float = 0.1, t_schedule: str = "model"):
         super().__init__()
         check_schedule("direct", cfg_dropout, t_schedule)
         if micro not in MICRO or reg not in REGULARIZERS or not 0.0 < reg_fraction <= 1.0:
@@ -68,7 +68,7 @@ class DiReCT(Method):
     def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
         x0, idx = batch["latents"], batch["index"]
         b = x0.shape[0]
-        eps, t = torch.randn_like(x0), sample_t(b, self.t_schedule).to(x0.device)
+        eps, t = torch.randn_like(x0), sample_t(b, self.t_schedule, times=model.times).to(x0.device)
         prompts = drop_prompts(batch["prompts"], self.cfg_dropout)
         x_t = interpolate(x0, eps, t)
         v, _ = model(x_t, t, encode_prompts(model, prompts, batch))

@@ -2,6 +2,9 @@
 
     t ~ p(t),  eps ~ N(0, I),  x_t = (1 - t) x0 + t eps,  L_FM = mean ||v_theta(x_t, t, c) - (eps - x0)||^2
 
+p(t) is the model's own training-time distribution (``t_schedule: model``, :mod:`physalign.models.times`:
+logit-normal for the world model, shifted uniform for Wan 2.1, CogVideoX's DDPM timesteps), or "uniform" /
+"logit_normal" draws mapped by the model (Wan's shift).
 with the prompt c replaced by "" with probability ``cfg_dropout`` (so the model also learns the
 unconditional velocity that classifier-free guidance needs).
 """
@@ -11,20 +14,20 @@ from __future__ import annotations
 import torch
 
 from physalign.models.interface import TextEmbedding
+from physalign.models.times import DRAWS, FlowTimes, training_times
 from physalign.objectives import flow_matching_loss, interpolate
 from physalign.train.methods import Method, register
 
-T_SCHEDULES = ("uniform", "logit_normal")
+T_SCHEDULES = ("model", *DRAWS)
 
 
-def sample_t(batch: int, schedule: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training times (B,) in (0, 1): "uniform", or "logit_normal" = sigmoid of N(0, 1) (SD3's default:
-    more weight on the middle times, where the velocity is hardest to predict)."""
-    if schedule == "uniform":
-        return torch.rand(batch, generator=generator)
-    if schedule == "logit_normal":
-        return torch.sigmoid(torch.randn(batch, generator=generator))
-    raise ValueError(f"t_schedule must be one of {T_SCHEDULES}. Got {schedule!r}.")
+def sample_t(batch: int, schedule: str, generator: torch.Generator | None = None, times=FlowTimes()) -> torch.Tensor:
+    """Training times (B,) in (0, 1) of a model whose times are ``times`` (``model.times``): its own
+    distribution for ``schedule`` "model", else "uniform" or "logit_normal" (sigmoid of N(0, 1), SD3's: more
+    weight on the middle times) mapped by the model."""
+    if schedule not in T_SCHEDULES:
+        raise ValueError(f"t_schedule must be one of {T_SCHEDULES}. Got {schedule!r}.")
+    return training_times(times, batch, schedule, generator)
 
 
 def drop_prompts(prompts: list[str], p: float, generator: torch.Generator | None = None) -> list[str]:
@@ -59,13 +62,13 @@ def noisy_velocity(model, x0: torch.Tensor, prompts: list[str], cfg_dropout: flo
     Returns (v, eps, t, features): v and eps like x0, t (B,), features {block: (B, F, H, W, D)} for ``taps``.
     """
     eps = torch.randn_like(x0) if eps is None else eps
-    t = sample_t(x0.shape[0], t_schedule).to(x0.device) if t is None else t
+    t = sample_t(x0.shape[0], t_schedule, times=model.times).to(x0.device) if t is None else t
     text = encode_prompts(model, drop_prompts(prompts, cfg_dropout), batch)
     v, features = model(interpolate(x0, eps, t), t, text, taps=taps)
     return v, eps, t, features
 
 
-def per_sample_draws(batch: dict, like: torch.Tensor, t_schedule: str, cfg_dropout: float):
+def per_sample_draws(batch: dict, like: torch.Tensor, t_schedule: str, cfg_dropout: float, times=FlowTimes()):
     """eps (like ``like``), t (B,) and prompt-keep flags (B,) drawn per sample from a generator seeded by
     (``batch["seed"]``, ``batch["step"]``, the row index): the same draws however a global batch is split
     across processes, so a multi-process run reproduces a single-process one exactly."""
@@ -73,7 +76,7 @@ def per_sample_draws(batch: dict, like: torch.Tensor, t_schedule: str, cfg_dropo
     for i in batch["index"].tolist():
         g = torch.Generator().manual_seed(hash_seed(batch["seed"], batch["step"], i))
         eps.append(torch.randn(like.shape[1:], generator=g))
-        t.append(sample_t(1, t_schedule, g))
+        t.append(sample_t(1, t_schedule, g, times))
         keep.append(bool(torch.rand(1, generator=g) >= cfg_dropout))
     return torch.stack(eps).to(like), torch.cat(t).to(like.device), keep
 
@@ -92,7 +95,7 @@ def check_schedule(name: str, cfg_dropout: float, t_schedule: str) -> None:
 class FlowMatching(Method):
     """L = L_FM on the batch's latents. Batch: {"latents": (B, C, T, H, W), "prompts": list[str]}."""
 
-    def __init__(self, cfg_dropout: float = 0.1, t_schedule: str = "logit_normal", per_sample_noise: bool = False):
+    def __init__(self, cfg_dropout: float = 0.1, t_schedule: str = "model", per_sample_noise: bool = False):
         super().__init__()
         check_schedule("fm", cfg_dropout, t_schedule)
         self.cfg_dropout, self.t_schedule, self.per_sample_noise = cfg_dropout, t_schedule, per_sample_noise
@@ -100,7 +103,7 @@ class FlowMatching(Method):
     def forward(self, model, batch: dict) -> dict[str, torch.Tensor]:
         x0 = batch["latents"]  # (B, C, T, H, W)
         if self.per_sample_noise:  # draws that do not depend on the batch's split over processes
-            eps, t, keep = per_sample_draws(batch, x0, self.t_schedule, self.cfg_dropout)
+            eps, t, keep = per_sample_draws(batch, x0, self.t_schedule, self.cfg_dropout, model.times)
             prompts = [p if k else "" for p, k in zip(batch["prompts"], keep)]
             v, eps, _, _ = noisy_velocity(model, x0, prompts, 0.0, self.t_schedule, eps=eps, t=t, batch=batch)
         else:

@@ -38,7 +38,7 @@ class PhysHPO(Method):
     def __init__(self, beta: float = 100.0, instance_weight: float = 1.0, state_weight: float = 1.0,
                  motion_weight: float = 1.0, semantic_weight: float = 1.0, fm_weight: float = 0.0,
                  lora_rank: int = 16, lora_alpha: float = 16.0, loser_group: str = "physical", loser_seed: int = 0,
-                 t_schedule: str = "logit_normal"):
+                 t_schedule: str = "model"):
         super().__init__()
         check_schedule("physhpo", 0.0, t_schedule)
         self.weights = dict(zip(LEVELS, (instance_weight, state_weight, motion_weight, semantic_weight)))
@@ -61,7 +61,7 @@ class PhysHPO(Method):
         x_w, idx = batch["latents"], batch["index"]
         x_l = self.losers[idx].to(x_w)
         b = x_w.shape[0]
-        eps, t = torch.randn_like(x_w), sample_t(b, self.t_schedule).to(x_w.device)  # shared by each pair
+        eps, t = torch.randn_like(x_w), sample_t(b, self.t_schedule, times=model.times).to(x_w.device)  # shared by each pair
         clips, prompts = [x_w, x_l], batch["prompts"] * 2  # winner, loser under the prompt
         if self.weights["semantic"] > 0:  # and the winner under the prompt it does not match
             clips.append(x_w)
