@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed
 
+import physalign.train.engine
 from physalign.train.engine import Engine
 
 engine = Engine()
@@ -33,15 +34,17 @@ for name in ("all_reduce", "broadcast", "reduce", "all_gather_into_tensor", "red
     setattr(torch.distributed, name, recording(getattr(torch.distributed, name)))
 
 rank = engine.rank
-weight, unused = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
-weight.grad = torch.full((3,), float(rank))
+physalign.train.engine.BUCKET_BYTES = 16  # gradients averaged in buckets of up to 4 floats: [weight], [unused, bias]
+weight, unused, bias = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(2))
+weight.grad, bias.grad = torch.full((3,), float(rank)), torch.full((2,), 2.0 * rank)
+before = weight.grad
 with torch.device("meta"):
     means = engine.mean({"loss": float(rank), "two": 2.0})
     flagged = engine.any_rank(rank == 1)
-    engine.sync_gradients([weight, unused])
+    engine.sync_gradients([weight, unused, bias])
     gathered = engine.gather({"rank": rank})
-record = {"rank": rank, "means": means, "flagged": flagged, "grad": weight.grad.tolist(),
-          "unused": unused.grad.tolist(), "gathered": gathered, "collectives": seen}
+record = {"rank": rank, "means": means, "flagged": flagged, "grad": weight.grad.tolist(), "in_place": weight.grad is before,
+          "unused": unused.grad.tolist(), "bias": bias.grad.tolist(), "gathered": gathered, "collectives": seen}
 (Path(sys.argv[1]) / f"rank{rank}.json").write_text(json.dumps(record))
 engine.barrier()
 torch.distributed.destroy_process_group()

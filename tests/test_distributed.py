@@ -69,6 +69,14 @@ def gap(a: dict, b: dict) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+def test_gradient_buckets_cut_by_size_dtype_and_order():
+    from physalign.train.engine import gradient_buckets
+
+    a, b, c, d = torch.zeros(2), torch.zeros(3), torch.zeros(2, dtype=torch.bfloat16), torch.zeros(10)
+    assert [[x.numel() for x in bucket] for bucket in gradient_buckets([a, b, c, d], limit=24)] == [[2, 3], [2], [10]]
+    assert [len(bucket) for bucket in gradient_buckets([a, b, d], limit=8)] == [1, 1, 1]
+
+
 def test_collectives_get_tensors_on_the_engine_device(tmp_path):
     """Every tensor the engine all-reduces is on its device, not the default one (NCCL has no CPU backend; a
     CPU tensor failed every GPU launch's first step). tests/_collective_devices.py runs the engine's collectives
@@ -81,9 +89,10 @@ def test_collectives_get_tensors_on_the_engine_device(tmp_path):
     assert [o["rank"] for o in outs] == [0, 1]
     for o in outs:
         assert o["means"] == {"loss": 0.5, "two": 2.0} and o["flagged"] is True
-        assert o["grad"] == [0.5] * 3 and o["unused"] == [0.0] * 2  # a missing gradient counts as zero
+        assert o["grad"] == [0.5] * 3 and o["in_place"] and o["bias"] == [1.0] * 2
+        assert o["unused"] == [0.0]  # a missing gradient counts as zero
         assert o["gathered"] == [{"rank": 0}, {"rank": 1}]
-        assert o["collectives"] == ["all_reduce"] * 3
+        assert o["collectives"] == ["all_reduce"] * 4  # the mean, any_rank, two gradient buckets
 
 
 def test_two_processes_match_one_on_the_same_global_batch(world, tmp_path):

@@ -79,17 +79,20 @@ class Engine:
         return indices[self.rank * share : (self.rank + 1) * share]
 
     def sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        """Average every gradient over the ranks (a parameter without a gradient counts as zero)."""
+        """Average every gradient over the ranks, in place, one bucket of at most :data:`BUCKET_BYTES` at a time
+        (a parameter without a gradient counts as zero): the extra memory is one bucket, not a copy of every
+        gradient (DDP's default bucket size)."""
         if self.world == 1 or not params:
             return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        torch.distributed.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p, g in zip(params, grads):
-            p.grad = flat[offset : offset + g.numel()].view_as(p).clone()
-            offset += g.numel()
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        for bucket in gradient_buckets([p.grad for p in params], BUCKET_BYTES):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            torch.distributed.all_reduce(flat)
+            flat /= self.world
+            for g, mean in zip(bucket, flat.split([g.numel() for g in bucket])):
+                g.copy_(mean.view_as(g))
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Each float averaged over the ranks (keys in the same order on every rank). The tensor lives on the
@@ -166,6 +169,23 @@ class Engine:
 
     def autocast(self):
         return self.accelerator.autocast() if self.accelerator.mixed_precision != "no" else contextlib.nullcontext()
+
+
+BUCKET_BYTES = 25 * 2**20
+
+
+def gradient_buckets(grads: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
+    """``grads`` in order, cut into runs of one dtype and device of at most ``limit`` bytes each (a larger
+    gradient is a bucket of its own)."""
+    buckets, size = [], 0
+    for g in grads:
+        nbytes = g.numel() * g.element_size()
+        if not buckets or size + nbytes > limit or (g.dtype, g.device) != (buckets[-1][0].dtype, buckets[-1][0].device):
+            buckets.append([])
+            size = 0
+        buckets[-1].append(g)
+        size += nbytes
+    return buckets
 
 
 def refuse_wrapping_launches() -> None:
