@@ -193,6 +193,20 @@ def test_fsdp_shards_the_backbone_and_trains_like_one_process(world, tmp_path, r
     assert gap(weights(tmp_path / "one" / "checkpoints" / "step_000004" / "model"), weights(ckpt / "model")) < 1e-4
 
 
+def test_fsdp_under_bf16_gathers_bf16_and_reduces_float32(world, tmp_path):
+    """With train.mixed_precision=bf16 the blocks all-gather bf16 parameters and reduce-scatter float32
+    gradients (MixedPrecisionPolicy), and its losses and gradient norms stay close to one bf16-autocast
+    process's (weights are not compared: Adam turns bf16 noise on near-zero gradients into whole steps)."""
+    more = ("train.steps=3", "train.mixed_precision=bf16")
+    one = train(config(world, tmp_path, *more), tmp_path / "one", progress=False)
+    out = launch(config(world, tmp_path, *more), tmp_path, tmp_path / "fsdp", env=FSDP_ENV)
+    assert "all-gathered in torch.bfloat16, gradients reduced in torch.float32" in out, out
+    log, log_one = log_of(tmp_path / "fsdp"), log_of(one.parent)
+    assert len(log) == 3 and all(math.isfinite(r["loss"]) for r in log)
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in log_one], rel=1e-2)
+    assert [r["grad_norm"] for r in log] == pytest.approx([r["grad_norm"] for r in log_one], rel=3e-2)
+
+
 def test_an_fsdp_run_resumes_exactly_from_its_whole_checkpoint(world, tmp_path):
     """A sharded run saves whole tensors; it resumes on two processes to the uninterrupted run's weights, and
     one process can resume it too."""

@@ -238,14 +238,26 @@ class ShardedEngine(Engine):
         from torch.distributed.fsdp import fully_shard
 
         reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false"
+        policy = self.precision_policy()
         for block in model.backbone_blocks:
-            fully_shard(block, reshard_after_forward=reshard)
-        fully_shard(model.backbone, reshard_after_forward=reshard)
+            fully_shard(block, reshard_after_forward=reshard, mp_policy=policy)
+        fully_shard(model.backbone, reshard_after_forward=reshard, mp_policy=policy)
         if self.is_main:
             params = list(model.backbone.parameters())
             mine, total = sum(p.to_local().numel() for p in params), sum(p.numel() for p in params)
             print(f"FSDP2: the backbone's {total:,} parameters sharded over {self.world} processes; rank 0 holds "
-                  f"{mine:,} ({mine / total:.0%}), and its gradients and AdamW moments to match", flush=True)
+                  f"{mine:,} ({mine / total:.0%}), and its gradients and AdamW moments to match; all-gathered in "
+                  f"{policy.param_dtype or 'their own dtype'}, gradients reduced in {policy.reduce_dtype or 'theirs'}",
+                  flush=True)
+
+    def precision_policy(self):
+        """Under bf16 / fp16 autocast the blocks all-gather their parameters in that dtype and reduce-scatter
+        gradients in float32: the matmuls read that dtype anyway, and gathering float32 masters would double
+        the traffic. Otherwise the parameters' own dtype both ways."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.accelerator.mixed_precision)
+        return MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32 if low else None)
 
     def sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
         super().sync_gradients([p for p in params if not _is_sharded(p)])  # FSDP averaged the sharded ones
