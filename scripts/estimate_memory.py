@@ -249,13 +249,13 @@ def static_terms(cfg, kind: str, counts: dict, tc: dict, fsdp: int = 1, zero2: i
             "extras": extras}
 
 
-def activation_terms(cfg, kind: str, tc: dict, seq: int, video, a: float, decode: float) -> dict:
+def activation_terms(cfg, kind: str, tc: dict, seq: int, video, a: float, decode: float, batch: int) -> dict:
     """Per-sample activation bytes with and without gradient checkpointing, and DiffPhy's judged decode."""
     d, layers, passes = tc["num_attention_heads"] * tc["attention_head_dim"], tc["num_layers"], forward_passes(cfg)
     cross = 2 * TEXT_TOKENS[kind] * 2 * d if kind == "WanVideoModel" else 0  # Wan's cross-attention keys and values
     judged = 0.0
     if cfg.train.method == "diffphy":  # the VAE decodes x0_hat with gradient; it has no gradient checkpointing
-        judged = max(1, round(cfg.method.get("judge_fraction", 0.25) * cfg.train.batch_size)) * math.prod(video) * decode
+        judged = max(1, round(cfg.method.get("judge_fraction", 0.25) * batch)) * math.prod(video) * decode
     return {"no checkpointing": passes * layers * (seq * a + cross),
             "checkpointing": passes * (layers * seq * d * 2 + seq * a), "judged decode": judged}
 
@@ -263,10 +263,12 @@ def activation_terms(cfg, kind: str, tc: dict, seq: int, video, a: float, decode
 def estimate(cfg, video: tuple[int, int, int] | None = None, block_bytes: float | None = None,
              decode_bytes: float | None = None, fsdp: int = 1, zero2: int = 1) -> dict:
     """Every term in GB for config ``cfg`` at ``video`` = (frames, height, width) (default: the preset's), on
-    one process of ``fsdp`` or ``zero2`` (1: unsharded; ``train.batch_size`` is the global batch)."""
+    one process of ``fsdp`` or ``zero2`` (1: unsharded; ``train.batch_size`` is the global batch, unless
+    ``train.batch_size_per_process`` gives each process's)."""
     for flag, n in (("--fsdp", fsdp), ("--zero2", zero2)):
-        if n < 1 or cfg.train.batch_size % n:
+        if n < 1 or not cfg.train.batch_size_per_process and cfg.train.batch_size % n:
             raise ValueError(f"{flag} {n}: must be >= 1 and divide train.batch_size {cfg.train.batch_size}")
+    batch = cfg.train.batch_size_per_process or cfg.train.batch_size // (fsdp * zero2)
     if fsdp > 1 and zero2 > 1:
         raise ValueError("--fsdp and --zero2 are two launches: give one")
     name, preset = preset_for(cfg.model.init)
@@ -277,9 +279,8 @@ def estimate(cfg, video: tuple[int, int, int] | None = None, block_bytes: float 
     seq = n + (TEXT_TOKENS[kind] if kind == "CogVideoXVideoModel" else 0)  # joint attention: text tokens ride along
     static = static_terms(cfg, kind, counts, tc, fsdp, zero2)
     act = activation_terms(cfg, kind, tc, seq, video, block_bytes or preset["block_bytes_per_token"],
-                           decode_bytes or preset["decode_bytes_per_pixel"])
+                           decode_bytes or preset["decode_bytes_per_pixel"], batch)
     fixed = sum(v for k, v in static.items() if k != "trained") + act["judged decode"]
-    batch = cfg.train.batch_size // (fsdp * zero2)
     return {
         "preset": name, "video": tuple(video), "grid": grid, "tokens": seq, "parameters": counts, "batch": batch,
         "block_bytes_per_token": block_bytes or preset["block_bytes_per_token"], "trained": static["trained"],

@@ -194,12 +194,15 @@ def test_fsdp_shards_the_backbone_and_trains_like_one_process(world, tmp_path, r
 
 
 def test_fsdp_under_bf16_gathers_bf16_and_reduces_float32(world, tmp_path):
-    """With train.mixed_precision=bf16 the blocks all-gather bf16 parameters and reduce-scatter float32
+    """(Launched with train.batch_size_per_process=2, which the run resolves to the global batch of 4.)
+    With train.mixed_precision=bf16 the blocks all-gather bf16 parameters and reduce-scatter float32
     gradients (MixedPrecisionPolicy), and its losses and gradient norms stay close to one bf16-autocast
     process's (weights are not compared: Adam turns bf16 noise on near-zero gradients into whole steps)."""
     more = ("train.steps=3", "train.mixed_precision=bf16")
     one = train(config(world, tmp_path, *more), tmp_path / "one", progress=False)
-    out = launch(config(world, tmp_path, *more), tmp_path, tmp_path / "fsdp", env=FSDP_ENV)
+    per_process = config(world, tmp_path, *more, "train.batch_size=32", "train.batch_size_per_process=2")
+    out = launch(per_process, tmp_path, tmp_path / "fsdp", env=FSDP_ENV)  # 2 per process: the global batch of 4
+    assert load_config(tmp_path / "fsdp" / "config.yaml").train.batch_size == 4
     assert "all-gathered in torch.bfloat16, gradients reduced in torch.float32" in out, out
     log, log_one = log_of(tmp_path / "fsdp"), log_of(one.parent)
     assert len(log) == 3 and all(math.isfinite(r["loss"]) for r in log)

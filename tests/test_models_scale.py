@@ -450,7 +450,8 @@ def test_memory_estimates_follow_from_the_shapes():
     # FSDP over 4: the transformer's weights, gradients and moments quartered, two whole fp32 blocks added,
     # DiReCT's frozen copy whole; activations of a quarter of the batch
     cfg = load_config(ROOT / "configs" / "scale" / "tsa_cogvideox_2b.yaml")
-    cfg.train.batch_size = 8
+    assert cfg.train.batch_size_per_process == 4 and est.estimate(cfg, fsdp=3)["batch"] == 4  # per process: any count
+    cfg.train.batch_size, cfg.train.batch_size_per_process = 8, 0  # a global batch of 8 instead
     one, four = est.estimate(cfg), est.estimate(cfg, fsdp=4)
     assert cfg.model.trainable == ["transformer"] and four["batch"] == 2
     assert four["gradients"] == pytest.approx(one["gradients"] / 4) and four["adamw"] == pytest.approx(one["adamw"] / 4)

@@ -105,6 +105,20 @@ def test_overrides_keep_strings_strings(tmp_path):
     assert load_config(saved).train.mixed_precision == "no"
 
 
+def test_the_global_batch_is_one_thing():
+    """train.batch_size is the global batch, split over the processes; train.batch_size_per_process, when set,
+    gives each process's share and the global batch follows from the number of processes."""
+    from physalign.train.config import global_batch
+
+    assert global_batch(load_config(None, ["train.batch_size=8"]).train, 4) == 8
+    assert global_batch(load_config(None, ["train.batch_size_per_process=2"]).train, 8) == 16
+    with pytest.raises(ConfigError, match="train.batch_size 2 is the global batch and must be divisible by the number "
+                                          "of processes 8; or set train.batch_size_per_process"):
+        global_batch(load_config(None, ["train.batch_size=2"]).train, 8)
+    with pytest.raises(ConfigError, match="train.batch_size must be >= 1"):
+        global_batch(load_config(None, ["train.batch_size=0"]).train, 1)
+
+
 def test_methods_are_plugins_with_checked_parameters():
     assert {"fm", "autoencoder"} <= set(METHODS)
     with pytest.raises(ConfigError, match=r"unknown method 'nope'; available: \[.*'fm'"):

@@ -75,7 +75,9 @@ class OptimSection:
 class TrainSection:
     method: str = "fm"  # a name in physalign.train.methods.METHODS
     steps: int = 1000
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch, split evenly over the processes
+    batch_size_per_process: int = 0  # > 0: the global batch is this x the number of processes (batch_size is then
+    # set from it), for launches whose size is not known in advance
     seed: int = 0
     log_every: int = 10
     save_every: int = 250
@@ -223,6 +225,20 @@ def load_flat_config(cls: type, path: str | Path | None = None, overrides: list[
             raise ConfigError(f"{where}: unknown key {key!r}; keys: {sorted(hints)}")
         typed[key] = coerce(as_typed(value, text, hints[key]), hints[key], key, where)
     return cls(**typed)
+
+
+def global_batch(train: TrainSection, world: int) -> int:
+    """The global batch of a run on ``world`` processes: ``batch_size_per_process x world`` if that is set, else
+    ``batch_size``, which must then split evenly (ConfigError naming both keys otherwise)."""
+    if train.batch_size_per_process < 0 or train.batch_size < 1:
+        raise ConfigError(f"train.batch_size must be >= 1 and train.batch_size_per_process >= 0. "
+                          f"Got {train.batch_size} and {train.batch_size_per_process}.")
+    if train.batch_size_per_process:
+        return train.batch_size_per_process * world
+    if train.batch_size % world:
+        raise ConfigError(f"train.batch_size {train.batch_size} is the global batch and must be divisible by the "
+                          f"number of processes {world}; or set train.batch_size_per_process instead")
+    return train.batch_size
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

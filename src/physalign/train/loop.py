@@ -24,7 +24,7 @@ from physalign.models.interface import VideoModel, load_model, model_class
 from physalign.models.lora import export_pipeline_lora, has_lora
 from physalign.models.sampling import sample
 from physalign.train.checkpoint import latest_checkpoint, restore_training_state, save_checkpoint
-from physalign.train.config import Config, ModelSection, save_config
+from physalign.train.config import Config, ModelSection, global_batch, save_config
 from physalign.train.data import batch_indices, data_source
 from physalign.train.ema import build_ema, trainable_parameters
 from physalign.train.engine import Engine, LocalEngine, ShardedEngine, env_flag
@@ -155,6 +155,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     engine = make_engine(cfg.train.mixed_precision)
+    cfg.train.batch_size = global_batch(cfg.train, engine.world)  # the config saved with the run says it
     state, data = build_run(cfg, ckpt / "model" if resume else None, engine.device, engine)
     model, method = state.model, state.method
     if engine.rank:  # every rank built the same model; from here on each draws its own noise
