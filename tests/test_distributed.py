@@ -199,7 +199,8 @@ def test_fsdp_under_bf16_gathers_bf16_and_reduces_float32(world, tmp_path):
     gradients (MixedPrecisionPolicy), and its losses and gradient norms stay close to one bf16-autocast
     process's (weights are not compared: Adam turns bf16 noise on near-zero gradients into whole steps)."""
     more = ("train.steps=3", "train.mixed_precision=bf16")
-    one = train(config(world, tmp_path, *more), tmp_path / "one", progress=False)
+    launch(config(world, tmp_path, *more), tmp_path, tmp_path / "one", processes=1)  # its own process: accelerate's
+    one = tmp_path / "one" / "model"  # state, once made in this one without autocast, cannot be changed
     per_process = config(world, tmp_path, *more, "train.batch_size=32", "train.batch_size_per_process=2")
     out = launch(per_process, tmp_path, tmp_path / "fsdp", env=FSDP_ENV)  # 2 per process: the global batch of 4
     assert load_config(tmp_path / "fsdp" / "config.yaml").train.batch_size == 4
