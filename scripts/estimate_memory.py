@@ -33,13 +33,21 @@ Accounting, in bytes (P = parameters of a part, P_t = trained parameters):
   its trained parameters' gradients and AdamW moments divide by N; each process adds the whole float32
   parameters of two blocks (the one computing and the one being gathered next); the text encoder, the VAE,
   a projector and DiReCT's frozen copy stay whole on every process. Activations are per process: the batch
-  is the global batch over N.
+  is ``train.batch_size_per_process``, else the global batch over N.
 
 - ``--zero2 N`` (DeepSpeed ZeRO stage 2 over N processes, ``physalign.train.zero``): every trained
   parameter (backbone, projector, adapter) keeps its whole float32 weights and bf16 autocast copy on every
   process, plus DeepSpeed's float32 master copy of its 1/N share; its gradients (one reduce bucket of
   ``reduce_bucket_size`` = 5e8 float32 elements, DeepSpeed's default, plus the 1/N partition) and AdamW
   moments divide by N. Frozen parts and DiReCT's copy stay whole. Activations are per process.
+
+- EMA (``optim.ema_decay`` > 0): a float32 shadow of the trained parameters, 4 P_t, sharded as the moments are
+  under FSDP2, whole under ZeRO-2. ``--ddp N`` / ``--fsdp N``: the in-place gradient averaging's one bucket
+  (25 MiB) for what the engine all-reduces itself.
+- a checkpoint save (``at a checkpoint``, activations freed): under FSDP2 every process makes every sharded
+  tensor whole at once (the backbone's frozen bf16 weights, its trained float32 weights, both moments, the
+  EMA shadow: (1 - 1/N) of them added); under ZeRO-2 the writing process clones the trained parameters
+  (4 P_t) and holds the gathered moments in host RAM (8 P_t).
 
 Not counted: the allocator's fragmentation, kernel workspaces, the optimizer step's temporaries and the CUDA
 context (0.5-1 GB): add 10-20%. Without ``--fsdp`` one process holds everything (plain data parallel).
@@ -218,11 +226,14 @@ def forward_passes(cfg) -> int:
 
 
 REDUCE_BUCKET = 5e8  # DeepSpeed's default zero_optimization.reduce_bucket_size, in elements
+AVERAGING_BUCKET = 25 * 2**20  # physalign.train.engine.BUCKET_BYTES: the in-place gradient averaging's bucket
+HELD = ("weights", "gradients", "adamw", "ema", "averaging", "extras")  # what a process holds through every step
 
 
-def static_terms(cfg, kind: str, counts: dict, tc: dict, fsdp: int = 1, zero2: int = 1) -> dict:
-    """Weights, gradients, AdamW and the method's extra weights, in bytes, on one of ``fsdp`` processes (or of
-    ``zero2``); and the trained parameter count."""
+def static_terms(cfg, kind: str, counts: dict, tc: dict, fsdp: int = 1, zero2: int = 1, ddp: int = 1) -> dict:
+    """Weights, gradients, AdamW, EMA, the gradient-averaging bucket and the method's extra weights, in bytes,
+    on one of ``ddp``, ``fsdp`` or ``zero2`` processes; what a checkpoint save adds (``checkpoint gather`` on
+    the GPU, ``checkpoint host`` in host RAM of the writing process); and the trained parameter count."""
     lora_rank = cfg.method.get("lora_rank", 16) if cfg.train.method in ("diffphy", "physhpo") else None
     trained = lora_parameters(tc, kind, lora_rank) if lora_rank else sum(counts[p] for p in cfg.model.trainable)
     frozen = {p: c for p, c in counts.items() if lora_rank or p not in cfg.model.trainable}
@@ -245,8 +256,27 @@ def static_terms(cfg, kind: str, counts: dict, tc: dict, fsdp: int = 1, zero2: i
         state = trained / zero2
         weights["trained"] = 6 * trained + 4 * state
         gradients = 4 * (state + min(REDUCE_BUCKET, trained))
+    ema = 4 * (trained if zero2 > 1 else state) if cfg.optim.ema_decay else 0  # a float32 shadow, laid out as the weights
+    averaged = 0 if zero2 > 1 else trained - (in_backbone if fsdp > 1 else 0)  # what the engine all-reduces
+    averaging = min(AVERAGING_BUCKET, 4 * averaged) if max(ddp, fsdp) > 1 else 0
     return {"trained": trained, "weights": sum(weights.values()), "gradients": gradients, "adamw": 8 * state,
-            "extras": extras}
+            "ema": ema, "averaging": averaging, "extras": extras,
+            **checkpoint_terms(cfg, counts, trained, in_backbone, lora_rank is not None, fsdp, zero2)}
+
+
+def checkpoint_terms(cfg, counts: dict, trained: float, in_backbone: float, lora: bool, fsdp: int, zero2: int) -> dict:
+    """Bytes a checkpoint save adds. FSDP2 (``ShardedEngine.gathered``): every process makes every sharded
+    tensor whole at once: the backbone's frozen weights (bf16; the whole base under LoRA), its trained float32
+    weights, both AdamW moments and the EMA shadow. DeepSpeed (``DeepSpeedEngine.gathered``): the writing
+    process gives each trained parameter storage of its own (float32) and keeps the gathered moments in host
+    RAM. One whole process: nothing (the save writes the live tensors)."""
+    gather = host = 0.0
+    if fsdp > 1:
+        frozen_backbone = counts["transformer"] if lora or "transformer" not in cfg.model.trainable else 0
+        gather = (1 - 1 / fsdp) * (2 * frozen_backbone + (4 + 8 + (4 if cfg.optim.ema_decay else 0)) * in_backbone)
+    if zero2 > 1:
+        gather, host = 4 * trained, 8 * trained
+    return {"checkpoint gather": gather, "checkpoint host": host}
 
 
 def activation_terms(cfg, kind: str, tc: dict, seq: int, video, a: float, decode: float, batch: int) -> dict:
@@ -261,26 +291,27 @@ def activation_terms(cfg, kind: str, tc: dict, seq: int, video, a: float, decode
 
 
 def estimate(cfg, video: tuple[int, int, int] | None = None, block_bytes: float | None = None,
-             decode_bytes: float | None = None, fsdp: int = 1, zero2: int = 1) -> dict:
+             decode_bytes: float | None = None, fsdp: int = 1, zero2: int = 1, ddp: int = 1) -> dict:
     """Every term in GB for config ``cfg`` at ``video`` = (frames, height, width) (default: the preset's), on
     one process of ``fsdp`` or ``zero2`` (1: unsharded; ``train.batch_size`` is the global batch, unless
     ``train.batch_size_per_process`` gives each process's)."""
-    for flag, n in (("--fsdp", fsdp), ("--zero2", zero2)):
+    for flag, n in (("--fsdp", fsdp), ("--zero2", zero2), ("--ddp", ddp)):
         if n < 1 or not cfg.train.batch_size_per_process and cfg.train.batch_size % n:
             raise ValueError(f"{flag} {n}: must be >= 1 and divide train.batch_size {cfg.train.batch_size}")
-    batch = cfg.train.batch_size_per_process or cfg.train.batch_size // (fsdp * zero2)
-    if fsdp > 1 and zero2 > 1:
-        raise ValueError("--fsdp and --zero2 are two launches: give one")
+    batch = cfg.train.batch_size_per_process or cfg.train.batch_size // (fsdp * zero2 * ddp)
+    if sum(n > 1 for n in (fsdp, zero2, ddp)) > 1:
+        raise ValueError("--ddp, --fsdp and --zero2 are three launches: give one")
     name, preset = preset_for(cfg.model.init)
     kind, video = preset["kind"], video or preset["video"]
     counts = parameter_counts(kind, preset, cfg.model.init)
     tc = {**preset["transformer"], **folder_configs(cfg.model.init, preset)["transformer"]}
     n, grid = token_count(kind, tc, video)
     seq = n + (TEXT_TOKENS[kind] if kind == "CogVideoXVideoModel" else 0)  # joint attention: text tokens ride along
-    static = static_terms(cfg, kind, counts, tc, fsdp, zero2)
+    static = static_terms(cfg, kind, counts, tc, fsdp, zero2, ddp)
     act = activation_terms(cfg, kind, tc, seq, video, block_bytes or preset["block_bytes_per_token"],
                            decode_bytes or preset["decode_bytes_per_pixel"], batch)
-    fixed = sum(v for k, v in static.items() if k != "trained") + act["judged decode"]
+    held = sum(static[k] for k in HELD)  # through every step
+    fixed = held + act["judged decode"]
     return {
         "preset": name, "video": tuple(video), "grid": grid, "tokens": seq, "parameters": counts, "batch": batch,
         "block_bytes_per_token": block_bytes or preset["block_bytes_per_token"], "trained": static["trained"],
@@ -288,6 +319,7 @@ def estimate(cfg, video: tuple[int, int, int] | None = None, block_bytes: float 
         "activations per sample": {k: act[k] / GB for k in ("no checkpointing", "checkpointing")},
         "judged decode": act["judged decode"] / GB,
         "total_gb": {k: (fixed + batch * act[k]) / GB for k in ("no checkpointing", "checkpointing")},
+        "at a checkpoint_gb": (held + static["checkpoint gather"]) / GB,  # activations are freed by then
     }
 
 
@@ -299,10 +331,12 @@ def report(cfg, est: dict) -> str:
         f"video {est['video']}: token grid {est['grid']} -> {est['tokens']:,} tokens per block; "
         f"A = {est['block_bytes_per_token'] / 1e3:.1f} kB per token and block",
         f"weights {est['weights']:.1f} GB + gradients {est['gradients']:.1f} GB + AdamW {est['adamw']:.1f} GB "
-        f"+ extras {est['extras']:.1f} GB"
+        f"+ EMA {est['ema']:.1f} GB + averaging bucket {est['averaging']:.3f} GB + extras {est['extras']:.1f} GB"
         + (f" + judged decode {est['judged decode']:.1f} GB" if est["judged decode"] else ""),
         "activations per sample: " + ", ".join(f"{k} {v:.1f} GB" for k, v in est["activations per sample"].items()),
         f"total at batch {est['batch']} per process: " + ", ".join(f"{k} {v:.1f} GB" for k, v in est["total_gb"].items()),
+        f"at a checkpoint save: {est['at a checkpoint_gb']:.1f} GB (gathering adds {est['checkpoint gather']:.1f} GB"
+        + (f"; {est['checkpoint host']:.1f} GB of host RAM on the writing process)" if est["checkpoint host"] else ")"),
     ]
     return "\n".join(lines)
 
@@ -315,10 +349,12 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int)
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
+    parser.add_argument("--ddp", type=int, default=1, help="processes of a data-parallel launch (configs/accelerate/"
+                        "ddp.yaml): memory per process")
     parser.add_argument("--fsdp", type=int, default=1, help="processes of an FSDP2 launch (configs/accelerate/"
-                        "fsdp.yaml): memory per process, the batch split over them")
+                        "fsdp.yaml): memory per process")
     parser.add_argument("--zero2", type=int, default=1, help="processes of a DeepSpeed ZeRO-2 launch (configs/"
-                        "accelerate/deepspeed.yaml): memory per process, the batch split over them")
+                        "accelerate/deepspeed.yaml): memory per process")
     parser.add_argument("--measure", action="store_true", help="re-measure A (one real-width block) and the VAE's "
                         "decode bytes per pixel instead of the recorded figures (minutes on a CPU)")
     args = parser.parse_args(argv)
@@ -329,7 +365,7 @@ def main(argv=None) -> None:
     if args.measure:
         measured = dict(block_bytes=measure_block_bytes(preset["kind"], preset["transformer"]),
                         decode_bytes=measure_decode_bytes(preset["kind"]))
-    print(report(cfg, estimate(cfg, video, fsdp=args.fsdp, zero2=args.zero2, **measured)))
+    print(report(cfg, estimate(cfg, video, fsdp=args.fsdp, zero2=args.zero2, ddp=args.ddp, **measured)))
 
 
 if __name__ == "__main__":
