@@ -44,10 +44,11 @@ Accounting, in bytes (P = parameters of a part, P_t = trained parameters):
 - EMA (``optim.ema_decay`` > 0): a float32 shadow of the trained parameters, 4 P_t, sharded as the moments are
   under FSDP2, whole under ZeRO-2. ``--ddp N`` / ``--fsdp N``: the in-place gradient averaging's one bucket
   (25 MiB) for what the engine all-reduces itself.
-- a checkpoint save (``at a checkpoint``, activations freed): under FSDP2 every process makes every sharded
-  tensor whole at once (the backbone's frozen bf16 weights, its trained float32 weights, both moments, the
-  EMA shadow: (1 - 1/N) of them added); under ZeRO-2 the writing process clones the trained parameters
-  (4 P_t) and holds the gathered moments in host RAM (8 P_t).
+- a checkpoint save (``at a checkpoint``, activations freed): under FSDP2 each sharded tensor is gathered
+  whole one at a time (on the GPU at most one block in float32) into the writing process's host RAM (the
+  backbone's frozen bf16 weights, its trained float32 weights, both moments, the EMA shadow); under ZeRO-2
+  the writing process clones the trained parameters (4 P_t) and holds the gathered moments in host RAM
+  (8 P_t).
 
 Not counted: the allocator's fragmentation, kernel workspaces, the optimizer step's temporaries and the CUDA
 context (0.5-1 GB): add 10-20%. Without ``--fsdp`` one process holds everything (plain data parallel).
@@ -261,19 +262,22 @@ def static_terms(cfg, kind: str, counts: dict, tc: dict, fsdp: int = 1, zero2: i
     averaging = min(AVERAGING_BUCKET, 4 * averaged) if max(ddp, fsdp) > 1 else 0
     return {"trained": trained, "weights": sum(weights.values()), "gradients": gradients, "adamw": 8 * state,
             "ema": ema, "averaging": averaging, "extras": extras,
-            **checkpoint_terms(cfg, counts, trained, in_backbone, lora_rank is not None, fsdp, zero2)}
+            **checkpoint_terms(cfg, counts, trained, in_backbone, lora_rank is not None, fsdp, zero2, tc["num_layers"])}
 
 
-def checkpoint_terms(cfg, counts: dict, trained: float, in_backbone: float, lora: bool, fsdp: int, zero2: int) -> dict:
-    """Bytes a checkpoint save adds. FSDP2 (``ShardedEngine.gathered``): every process makes every sharded
-    tensor whole at once: the backbone's frozen weights (bf16; the whole base under LoRA), its trained float32
+def checkpoint_terms(cfg, counts: dict, trained: float, in_backbone: float, lora: bool, fsdp: int, zero2: int,
+                     layers: int = 1) -> dict:
+    """Bytes a checkpoint save adds. FSDP2 (``ShardedEngine.gathered``): each sharded tensor is gathered whole
+    one at a time (on the GPU: at most one block's float32 weights, a bound) and the writing process keeps
+    them in host RAM: the backbone's frozen weights (bf16; the whole base under LoRA), its trained float32
     weights, both AdamW moments and the EMA shadow. DeepSpeed (``DeepSpeedEngine.gathered``): the writing
     process gives each trained parameter storage of its own (float32) and keeps the gathered moments in host
     RAM. One whole process: nothing (the save writes the live tensors)."""
     gather = host = 0.0
     if fsdp > 1:
         frozen_backbone = counts["transformer"] if lora or "transformer" not in cfg.model.trainable else 0
-        gather = (1 - 1 / fsdp) * (2 * frozen_backbone + (4 + 8 + (4 if cfg.optim.ema_decay else 0)) * in_backbone)
+        gather = 4 * counts["transformer"] / layers
+        host = 2 * frozen_backbone + (4 + 8 + (4 if cfg.optim.ema_decay else 0)) * in_backbone
     if zero2 > 1:
         gather, host = 4 * trained, 8 * trained
     return {"checkpoint gather": gather, "checkpoint host": host}

@@ -212,6 +212,15 @@ def _whole_values(d: dict) -> dict:
     return {k: _whole(v) for k, v in d.items()}
 
 
+def _whole_on(t, main: bool, dropped=None):
+    """A sharded tensor gathered whole (every process takes part), kept on the CPU by the main process and
+    dropped at once by the others (which get ``dropped``); anything else as it is."""
+    if not (torch.is_tensor(t) and _is_sharded(t)):
+        return t
+    whole = t.full_tensor()
+    return whole.cpu() if main else dropped
+
+
 class WholeState:
     """Stands in for an optimiser or an EMA in a gathered state: ``state_dict()`` returns the whole one."""
 
@@ -285,10 +294,14 @@ class ShardedEngine(Engine):
 
     @contextlib.contextmanager
     def gathered(self, state):
+        """Every sharded tensor gathered whole one at a time (a collective) and kept, on the CPU, by the main
+        process alone, which writes the checkpoint: the GPU holds one whole tensor at a time, and the other
+        processes keep nothing (an empty placeholder, put back on leaving)."""
+        main = self.is_main
         opt = state.opt.state_dict()
-        opt = {**opt, "state": {i: _whole_values(entry) for i, entry in opt["state"].items()}}
-        ema = _whole_values(state.ema.state_dict())
-        swapped = _make_whole(state.model)
+        opt = {**opt, "state": {i: {k: _whole_on(v, main) for k, v in entry.items()} for i, entry in opt["state"].items()}}
+        ema = {k: _whole_on(v, main) for k, v in state.ema.state_dict().items()}
+        swapped = _make_whole(state.model, lambda p: _whole_on(p, main, dropped=torch.empty(0)))
         try:
             yield dataclasses.replace(state, opt=WholeState(opt), ema=WholeState(ema))
         finally:
@@ -301,16 +314,17 @@ class ShardedEngine(Engine):
         state.ema.rebind(trainable_parameters(state.model, state.method), ema)
 
 
-def _make_whole(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Parameter]]:
-    """Replace each sharded parameter of ``model`` by a whole copy (a collective: every rank calls it);
-    return (module, name, the sharded parameter) to put back. Modules a forward left gathered (one without
-    backward, e.g. validation, under ``reshard_after_forward=False``) are resharded first."""
+def _make_whole(model: torch.nn.Module, make=lambda p: p.full_tensor()) -> list[tuple[torch.nn.Module, str, torch.nn.Parameter]]:
+    """Replace each sharded parameter ``p`` of ``model`` by ``make(p)``, by default its whole tensor (a
+    collective: every rank calls it); return (module, name, the sharded parameter) to put back. Modules a
+    forward left gathered (one without backward, e.g. validation, under ``reshard_after_forward=False``) are
+    resharded first."""
     from torch.distributed.fsdp import FSDPModule
 
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
-    return swap_parameters(model, _is_sharded, lambda p: p.full_tensor())
+    return swap_parameters(model, _is_sharded, make)
 
 
 def swap_parameters(model: torch.nn.Module, which, make) -> list[tuple[torch.nn.Module, str, torch.nn.Parameter]]:
