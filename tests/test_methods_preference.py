@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from physalign.models.interface import load_model
 from physalign.models.lora import has_lora, lora_disabled, lora_folder
 from physalign.train.config import load_config
 from physalign.train.data import corrupted_latents, encoded_videos
-from physalign.train.loop import build_run, train
+from physalign.train.loop import build_model, build_run, train
 from physalign.train.methods.fm import sample_t
 from physalign.world.dataset import generate, manifest_rows
 
@@ -115,6 +116,21 @@ def test_losers_are_corrupted_copies_of_the_winners(post, tmp_path):
     assert torch.allclose(fresh, data.latents)  # the re-simulated winners are the manifest's clips
     assert np.isin(kinds, ["teleport", "freeze_midair", "pass_through_floor", "gain_energy", "gravity_upward",
                            "wrong_gravity", "vanish", "color_change", "size_change"]).all()
+
+
+def test_a_lora_run_from_a_model_folder_checkpoints_the_adapter_alone_and_resumes_exactly(post, tmp_path):
+    init = tmp_path / "init"
+    build_model(config(post, tmp_path).model).save_pretrained(init)
+    more = (f"model.init={init}", "model.sizes={}", "train.save_every=2", "train.keep_checkpoints=0", "optim.lr=0.01")
+    straight = train(config(post, tmp_path, *more, "train.steps=4"), tmp_path / "straight", progress=False)
+    train(config(post, tmp_path, *more, "train.steps=2"), tmp_path / "split", progress=False)
+    resumed = train(config(post, tmp_path, *more, "train.steps=4"), tmp_path / "split", resume=True, progress=False)
+    a, b = load_model(straight).state_dict(), load_model(resumed).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ckpt = tmp_path / "split" / "checkpoints" / "step_000002"
+    trained = load_file(str(ckpt / "trained.safetensors"))
+    assert not (ckpt / "model").exists() and trained and all("lora_" in k for k in trained)  # the base is not copied
+    assert json.loads((ckpt / "base.json").read_text())["lora"]["rank"] == 4
 
 
 def test_training_exports_a_plain_model(post, tmp_path):

@@ -240,6 +240,36 @@ def test_resume_continues_exactly(world, tmp_path):
         train(load_config(None, cfg), tmp_path / "empty", resume=True, progress=False)
 
 
+def test_a_run_from_a_model_folder_checkpoints_only_what_it_trains(world, tmp_path):
+    """With model.init a checkpoint holds the trained tensors and a fingerprinted reference to the folder, not
+    the frozen parts; it resumes exactly, exports whole, and refuses a base that changed. (A LoRA run:
+    tests/test_methods_preference.py.)"""
+    init = tmp_path / "init"
+    build_model(load_config(None, [f"model.sizes={json.dumps(TINY)}"]).model).save_pretrained(init)
+    cfg = [a for a in overrides(world, tmp_path, "train.save_every=2", "optim.ema_decay=0.5", "train.keep_checkpoints=0",
+                                f"model.init={init}", "model.trainable=[transformer]") if "model.sizes" not in a]
+    straight = train(load_config(None, cfg + ["train.steps=4"]), tmp_path / "straight", progress=False)
+    train(load_config(None, cfg + ["train.steps=2"]), tmp_path / "split", progress=False)
+    resumed = train(load_config(None, cfg + ["train.steps=4"]), tmp_path / "split", resume=True, progress=False)
+    a, b = load_model(straight).state_dict(), load_model(resumed).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ckpt = tmp_path / "split" / "checkpoints" / "step_000002"
+    assert not (ckpt / "model").exists() and json.loads((ckpt / "base.json").read_text())["init"] == str(init)
+    trained = ckpt_mod.load_file(str(ckpt / "trained.safetensors"))
+    assert trained and all(k.startswith("transformer.") for k in trained)
+    whole = ckpt_mod.export_checkpoint(ckpt, tmp_path / "exported", ema=False)
+    exported, base = load_model(whole).state_dict(), load_model(init).state_dict()
+    assert all(torch.equal(exported[k], base[k]) for k in base if not k.startswith("transformer."))  # frozen parts
+    assert all(torch.equal(exported[k], trained[k]) for k in trained)
+    assert any(not torch.equal(exported[k], base[k]) for k in base if k.startswith("transformer."))
+    sampled = CliRunner().invoke(app, ["sample", "--checkpoint", str(ckpt), "--prompt", scene_to_prompt(sample_scene(random.Random(0))),
+                                       "--out", str(tmp_path / "samples"), "--steps", "2"])
+    assert sampled.exit_code == 0, sampled.output
+    (init / "vae" / "note.txt").write_text("retrained")  # another base under the same path
+    with pytest.raises(TrainingError, match="has changed since"):
+        train(load_config(None, cfg + ["train.steps=6"]), tmp_path / "split", resume=True, progress=False)
+
+
 def test_an_interrupted_checkpoint_never_breaks_latest(world, tmp_path, monkeypatch):
     cfg = load_config(None, overrides(world, tmp_path, "train.steps=4", "train.save_every=2"))
     calls = {"n": 0}

@@ -24,7 +24,6 @@ def sample_command(
     """Sample videos for prompts and write them with a manifest in the world's format."""
     import torch
 
-    from physalign.models.interface import load_model
     from physalign.models.sample_folder import rows_for_prompts, sample_to_folder
     from physalign.world.dataset import ManifestError, load_manifest
     from physalign.world.scene import PromptError
@@ -38,9 +37,23 @@ def sample_command(
     rows = rows[:limit] if limit else rows
     if threads:
         torch.set_num_threads(threads)
-    model = load_model(model_folder(checkpoint))
+    model = sampling_model(checkpoint)
     path = sample_to_folder(model, rows, out, samples_per_prompt, steps, guidance, seed, batch_size)
     typer.echo(f"wrote {len(rows) * samples_per_prompt} videos and {path}")
+
+
+def sampling_model(path: Path):
+    """The model of a model folder, a run (its ``model/``) or a checkpoint, whole or holding only what the run
+    trained (``base.json``: rebuilt from its ``model.init``)."""
+    from physalign.models.interface import CONFIG_FILE, load_model
+    from physalign.train.checkpoint import BASE_FILE, checkpoint_model
+
+    if (path / BASE_FILE).is_file() and not (path / CONFIG_FILE).is_file():
+        try:
+            return checkpoint_model(path)
+        except (FileNotFoundError, KeyError, ValueError) as err:
+            _fail(str(err))
+    return load_model(model_folder(path))
 
 
 def model_folder(path: Path) -> Path:

@@ -2,7 +2,13 @@
 
 Layout of ``RUN/checkpoints/step_000100/``:
 
-- ``model/``: the model folder (``save_pretrained``: safetensors weights, library configs);
+- the model's trained part. A run that starts from a model folder (``model.init``) saves only what it trains:
+  ``trained.safetensors`` (every trainable model parameter, LoRA adapters included, by name) and
+  ``base.json`` (``model.init``, a fingerprint of that folder, the LoRA spec if any); a resume rebuilds the
+  model from ``model.init`` (refusing a folder whose fingerprint changed) and lays the trained tensors over it.
+  The frozen parts (Wan's 11.4 GB UMT5, a 28.6 GB base under LoRA) are never rewritten. A run that builds a
+  new model keeps writing the whole ``model/`` folder (``save_pretrained``), which is all there is to rebuild
+  its frozen parts from;
 - ``optimizer.safetensors`` + the ``optimizer`` entry of ``state.json``: optimiser tensors and its scalars;
 - ``method.safetensors``: the method's trainable parameters (empty for ``fm``);
 - ``ema.safetensors``: EMA weights (empty without EMA);
@@ -18,6 +24,8 @@ naming a complete checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -27,9 +35,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from physalign.train.config import save_config
+from physalign.assets import resolve
+from physalign.models.interface import load_model
+from physalign.models.lora import LoraSpec, add_lora, lora_spec
+from physalign.train.config import load_config, save_config
 from physalign.train.engine import LocalEngine
 from physalign.train.rng import restore_rng_state, rng_state
+
+BASE_FILE, TRAINED_FILE = "base.json", "trained.safetensors"
+FINGERPRINT_BYTES = 2**20
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -55,17 +69,18 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2, rng_states: list | None = None,
-                    method_states: list | None = None) -> Path:
+                    method_states: list | None = None, init: str = "") -> Path:
     """Write ``state`` (model, method, opt, sched, ema) at ``step``; keep the newest ``keep`` checkpoints.
-    ``rng_states`` and ``method_states``: every rank's :func:`~physalign.train.rng.rng_state` and ``method.extra_state()`` in rank
-    order (default: this process's alone)."""
+    ``rng_states`` and ``method_states``: every rank's :func:`~physalign.train.rng.rng_state` and
+    ``method.extra_state()`` in rank order (default: this process's alone). ``init``: the model folder the run
+    started from (``model.init``), whose frozen parts the checkpoint then leaves out."""
     root = Path(run) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     if final.exists():
         raise FileExistsError(f"{final}: checkpoint exists; a run never saves the same step twice")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=root))
-    state.model.save_pretrained(tmp / "model")
+    save_model_part(state.model, init, tmp)
     opt_tensors, opt_meta = _flatten_optimizer(state.opt)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     save_file(trainable_state(state.method), str(tmp / "method.safetensors"))
@@ -82,6 +97,64 @@ def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2, rng_s
     _write_latest(root, final.name)
     _prune(root, keep)
     return final
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """A quick fingerprint of a model folder: SHA-256 over every file's relative path, size and its first and
+    last MiB (a safetensors file starts with its header of names, shapes and dtypes), so a 30 GB base is
+    fingerprinted in milliseconds; a replaced or retrained folder changes it."""
+    folder, h = Path(folder), hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        h.update(f"{path.relative_to(folder)}:{size}:".encode())
+        with path.open("rb") as f:
+            h.update(f.read(FINGERPRINT_BYTES))
+            if size > FINGERPRINT_BYTES:
+                f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def save_model_part(model, init: str, folder: Path) -> None:
+    """Into checkpoint ``folder``: the trained parameters and ``base.json`` when the run started from model
+    folder ``init``; else the whole model (``model/``)."""
+    if not init:
+        model.save_pretrained(folder / "model")
+        return
+    trained = {k: p.detach().contiguous() for k, p in model.named_parameters() if p.requires_grad}
+    save_file(trained, str(folder / TRAINED_FILE))
+    spec = lora_spec(model.backbone)
+    base = {"init": init, "fingerprint": folder_fingerprint(resolve(init)), "lora": spec and dataclasses.asdict(spec)}
+    (folder / BASE_FILE).write_text(json.dumps(base, indent=2))
+
+
+def load_checkpoint_model(ckpt: str | Path, options: dict | None = None):
+    """The model of checkpoint ``ckpt``: its ``model/`` folder, or ``model.init`` (from ``base.json``; loaded
+    with ``options``, a config's ``model.sizes``) with its LoRA spec and the trained tensors laid over it."""
+    ckpt = Path(ckpt)
+    if (ckpt / "model").is_dir():
+        return load_model(ckpt / "model")
+    if not (ckpt / BASE_FILE).is_file():
+        raise FileNotFoundError(f"{ckpt}: not a checkpoint (neither model/ nor {BASE_FILE})")
+    base = json.loads((ckpt / BASE_FILE).read_text())
+    init = resolve(base["init"])
+    if not init.is_dir() or folder_fingerprint(init) != base["fingerprint"]:
+        raise ValueError(f"{ckpt}: its frozen parts come from model.init {base['init']} ({init}), which "
+                         f"{'no longer exists' if not init.is_dir() else 'has changed since (another fingerprint)'}; "
+                         "restore that folder to resume or export this checkpoint")
+    model = load_model(init, options)
+    if base["lora"]:
+        add_lora(model.backbone, LoraSpec(**base["lora"]))
+    trained = load_file(str(ckpt / TRAINED_FILE))
+    params = dict(model.named_parameters())
+    unknown = sorted(set(trained) - set(params))
+    if unknown:
+        raise KeyError(f"{ckpt}/{TRAINED_FILE}: {len(unknown)} tensors the model built from {base['init']} lacks, "
+                       f"e.g. {unknown[:3]}")
+    with torch.no_grad():
+        for name, tensor in trained.items():
+            params[name].copy_(tensor)
+    return model
 
 
 def _write_latest(root: Path, name: str) -> None:
@@ -109,7 +182,7 @@ def _rng_file(rank: int) -> str:
 
 def restore_training_state(ckpt: Path, state, engine=None) -> int:
     """Load optimiser, scheduler, EMA, method parameters and this process's random states from ``ckpt`` into
-    ``state`` (whose model was already loaded from ``ckpt / "model"``); return the step it was saved at.
+    ``state`` (whose model was already loaded by :func:`load_checkpoint_model`); return the step it was saved at.
     ``engine`` (default: one process) lays the whole tensors out as its parameters are (``Engine.place``: a
     sharded run takes its share) and names the process."""
     engine = engine or LocalEngine()
@@ -132,15 +205,17 @@ def restore_training_state(ckpt: Path, state, engine=None) -> int:
     return int(meta["step"])
 
 
+def checkpoint_model(ckpt: str | Path):
+    """The model of checkpoint ``ckpt``, with the options (``model.sizes``) of the config saved beside it."""
+    config = Path(ckpt) / "config.yaml"
+    return load_checkpoint_model(ckpt, (load_config(config).model.sizes if config.is_file() else None) or None)
+
+
 def export_checkpoint(ckpt: str | Path, out: str | Path, ema: bool = True) -> Path:
     """Write the model of checkpoint ``ckpt`` to ``out`` (a model folder), with the EMA weights the checkpoint
     holds when ``ema`` (a run's final export does the same; this reads any step of a run)."""
-    from physalign.models.interface import load_model
-
     ckpt = Path(ckpt)
-    if not (ckpt / "model").is_dir():
-        raise FileNotFoundError(f"{ckpt}: not a checkpoint (no model/ folder)")
-    model = load_model(ckpt / "model")
+    model = checkpoint_model(ckpt)
     shadow = load_file(str(ckpt / "ema.safetensors")) if ema and (ckpt / "ema.safetensors").is_file() else {}
     if ema and not shadow:
         raise ValueError(f"{ckpt}: the run kept no EMA (optim.ema_decay = 0); export without --ema")

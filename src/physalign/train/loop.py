@@ -23,7 +23,7 @@ from tqdm import tqdm
 from physalign.models.interface import VideoModel, load_model, model_class
 from physalign.models.lora import export_pipeline_lora, has_lora
 from physalign.models.sampling import sample
-from physalign.train.checkpoint import latest_checkpoint, restore_training_state, save_checkpoint
+from physalign.train.checkpoint import latest_checkpoint, load_checkpoint_model, restore_training_state, save_checkpoint
 from physalign.train.config import Config, ModelSection, global_batch, save_config
 from physalign.train.data import batch_indices, data_source
 from physalign.train.ema import build_ema, trainable_parameters
@@ -61,12 +61,16 @@ def make_engine(mixed_precision: str = "no") -> Engine:
     return ShardedEngine(mixed_precision) if env_flag("ACCELERATE_USE_FSDP") else Engine(mixed_precision)
 
 
-def build_model(section: ModelSection, path: str | Path | None = None) -> VideoModel:
-    """The model at ``path`` (a checkpoint's model folder), else ``section.init``, else a new ``section.kind``."""
-    source = path or section.init
+def build_model(section: ModelSection, ckpt: str | Path | None = None) -> VideoModel:
+    """The model of checkpoint ``ckpt`` (:func:`~physalign.train.checkpoint.load_checkpoint_model`), else
+    ``section.init``, else a new ``section.kind``."""
     try:
-        options = None if path else section.sizes  # a checkpoint's folder records its own options
-        model = load_model(source, options) if source else model_class(section.kind).from_config(section.sizes)
+        if ckpt:
+            model = load_checkpoint_model(ckpt, section.sizes or None)
+        elif section.init:
+            model = load_model(section.init, section.sizes)
+        else:
+            model = model_class(section.kind).from_config(section.sizes)
     except (KeyError, ValueError) as err:
         raise TrainingError(f"model section: {err}") from None
     model.set_trainable(section.trainable)
@@ -123,15 +127,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def build_run(cfg: Config, model_path: str | Path | None = None, device: torch.device | None = None,
+def build_run(cfg: Config, ckpt: str | Path | None = None, device: torch.device | None = None,
               engine: Engine | None = None) -> tuple[TrainState, object]:
-    """Seed, then build the method, the model (from ``model_path`` or the config, on ``device``), the data the
+    """Seed, then build the method, the model (from checkpoint ``ckpt`` or the config, on ``device``), the data the
     method asks for, the method's own state (``setup``), the engine's wrapping (``prepare``) and the
     optimiser: everything a step needs."""
     seed_everything(cfg.train.seed)
     method = build_method(cfg.train.method, cfg.method)  # first: a config mistake fails before any loading
     load_data = data_source(method.data, cfg.data)
-    model = build_model(cfg.model, model_path).to(device or "cpu")
+    model = build_model(cfg.model, ckpt).to(device or "cpu")
     data = load_data(cfg.data, model)
     method.setup(model, data)
     method.to(device or "cpu")
@@ -156,7 +160,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         torch.set_num_threads(cfg.train.threads)
     engine = make_engine(cfg.train.mixed_precision)
     cfg.train.batch_size = global_batch(cfg.train, engine.world)  # the config saved with the run says it
-    state, data = build_run(cfg, ckpt / "model" if resume else None, engine.device, engine)
+    state, data = build_run(cfg, ckpt if resume else None, engine.device, engine)
     model, method = state.model, state.method
     if engine.rank:  # every rank built the same model; from here on each draws its own noise
         seed_everything(cfg.train.seed + RANK_SEED_STRIDE * engine.rank)
@@ -209,7 +213,7 @@ def _loop(cfg: Config, run: Path, state: TrainState, data, start: int, progress:
                 rngs, extras = engine.gather(rng_state()), engine.gather(state.method.extra_state())
                 with engine.gathered(state) as whole:
                     if engine.is_main:
-                        save_checkpoint(run, step + 1, whole, cfg, t.keep_checkpoints, rngs, extras)
+                        save_checkpoint(run, step + 1, whole, cfg, t.keep_checkpoints, rngs, extras, cfg.model.init)
                 engine.barrier()
     finally:
         logger.close()
