@@ -156,6 +156,16 @@ def bench_quick(results: Path) -> str:
     return bench_table(results, "bench_quick")
 
 
+def make_demo(results: Path) -> str:
+    """`make demo`'s wall time on a fresh clone (/usr/bin/time -v)."""
+    t = load(results, "make_demo/time.json")
+    minutes, seconds = divmod(round(t["wall_seconds"]), 60)
+    rows = [[f"{minutes} min {seconds:02d} s", f"{t['cpu_percent']}%", f"{t['max_rss_kb'] / 2**20:.2f} GiB",
+             "yes" if t["scores_equal_results_bench_quick"] else "no", t["date"], t["commit"]]]
+    md = table(["wall time", "CPU (of 200%)", "peak RSS", "scores equal bench_quick's", "date", "commit"], rows)
+    return with_source(md, "make_demo")
+
+
 def stss(results: Path) -> str:
     """TSA forward + backward, chunked vs plain (bench_stss.py), the table the script prints."""
     rows = []
@@ -232,7 +242,7 @@ def judge_heldout(results: Path) -> str:
     return with_source(table(["question", *heads], rows), "judge")
 
 
-TABLES = {"eval_rates": eval_rates, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick,
+TABLES = {"eval_rates": eval_rates, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
           "stss": stss, "select": select, "select_left_out": select_left_out,
           "teacher_reconstruction": teacher_reconstruction, "teacher_probes": teacher_probes,
           "judge_heldout": judge_heldout}
