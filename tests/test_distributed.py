@@ -211,6 +211,26 @@ def test_fsdp_under_bf16_gathers_bf16_and_reduces_float32(world, tmp_path):
     assert [r["grad_norm"] for r in log] == pytest.approx([r["grad_norm"] for r in log_one], rel=3e-2)
 
 
+def test_fsdp_checkpoints_gather_onto_the_writer_alone(world, tmp_path):
+    """ShardedEngine.gathered: process 0 (the writer) holds every sharded parameter, AdamW moment and EMA
+    shadow whole on the CPU; process 1 holds an empty placeholder or nothing; the shards are back afterwards."""
+    path = tmp_path / "cfg.yaml"
+    save_config(config(world, tmp_path, "optim.ema_decay=0.5"), path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(Path(__file__).parent / "_fsdp_gathered.py"), str(path), str(tmp_path)]
+    env = {**os.environ, **FSDP_ENV, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    writer, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert writer["sharded"] and writer["shards_back"] and other["shards_back"]
+    for name, shape in writer["sharded"].items():
+        assert writer["inside"]["params"][name] == ["cpu", shape, False]  # whole, on the CPU
+        assert other["inside"]["params"][name][1] == [0]  # a placeholder: nothing gathered kept
+    sharded_moments = [m for m in other["inside"]["moments"] if m is None]
+    assert sharded_moments and all(m is not None and m[1] is False for m in writer["inside"]["moments"])
+    assert None in other["inside"]["ema"] and None not in writer["inside"]["ema"]
+
+
 def test_an_fsdp_run_resumes_exactly_from_its_whole_checkpoint(world, tmp_path):
     """A sharded run saves whole tensors; it resumes on two processes to the uninterrupted run's weights, and
     one process can resume it too."""
