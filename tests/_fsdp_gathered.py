@@ -17,7 +17,7 @@ from physalign.train.loop import build_run, to_device, train_step
 
 cfg = load_config(sys.argv[1])
 engine = ShardedEngine()
-state, data = build_run(cfg, None, engine.device, engine)
+state, data = build_run(cfg, None, engine)
 batch = to_device(data.batch(engine.shard(batch_indices(0, cfg.train.batch_size, len(data), 0))), engine.device)
 train_step(state, batch | {"step": 0, "seed": 0}, 1.0, 0, engine)  # AdamW now holds sharded moments
 sharded = {name: tuple(p.shape) for name, p in state.model.named_parameters() if _is_sharded(p)}

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from physalign.models.interface import load_model
 from physalign.train.config import load_config, save_config
-from physalign.train.loop import train
+from physalign.models.world import WorldVideoModel
+from physalign.train.loop import build_run, train
 from physalign.world.dataset import generate
 
 TINY = dict(layers=2, heads=2, head_dim=16, ffn_dim=64, text_dim=32, text_layers=1, vae_channels=[16, 32], frames=4, resolution=16)
@@ -120,6 +121,62 @@ def test_a_two_process_run_resumes_exactly(world, tmp_path):
     launch(cfg, tmp_path, tmp_path / "split", resume=True)
     assert torch.equal(torch.cat([v.flatten() for v in weights(tmp_path / "straight" / "model").values()]),
                        torch.cat([v.flatten() for v in weights(tmp_path / "split" / "model").values()]))
+
+
+@pytest.fixture(scope="module")
+def init_folder(tmp_path_factory) -> Path:
+    """A tiny world model saved as a folder: the ``model.init`` of a post-training run."""
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("init") / "model"
+    WorldVideoModel.from_config(TINY).save_pretrained(folder)
+    return folder
+
+
+def shared_weights(cfg, tmp: Path, ckpt: Path | None = None) -> list[dict]:
+    """tests/_shared_weights.py's records of building ``cfg`` (from checkpoint ``ckpt``) on two processes."""
+    path, out = tmp / "shared.yaml", tmp / "shared"
+    save_config(cfg, path)
+    out.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(Path(__file__).parent / "_shared_weights.py"), str(path), str(out), *([str(ckpt)] if ckpt else [])]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_only_the_first_process_reads_the_weights_and_every_process_gets_them(world, init_folder, tmp_path):
+    """A run from a model folder: process 0 reads each part's weights, process 1 reads none (it builds the model
+    on the meta device and receives every parameter and buffer by broadcast), and both end with process 0's
+    model, tied text embeddings still tied, and the same random state as one process after the same build
+    (so a method's setup draws alike); the same on resuming from a trained-only checkpoint."""
+    cfg = config(world, tmp_path, f"model.init={init_folder}", "model.sizes={}", "train.steps=2")
+    first, second = shared_weights(cfg, tmp_path)
+    assert sorted(Path(r).name for r in first["reads"]) == ["text_encoder", "transformer", "vae"]
+    assert second["reads"] == []
+    assert first["digest"] == second["digest"] and first["draws"] == second["draws"]
+    assert first["tied"] and second["tied"]
+    torch.manual_seed(123)  # build_run seeds itself: one process's draws after the build do not depend on this
+    build_run(cfg)
+    assert torch.rand(3).tolist() == pytest.approx(first["draws"], abs=0)
+
+    launch(cfg, tmp_path, tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints" / "step_000002"
+    assert (ckpt / "trained.safetensors").is_file() and not (ckpt / "model").exists()
+    first, second = shared_weights(cfg, tmp_path, ckpt)
+    assert str(ckpt / "trained.safetensors") in first["reads"] and second["reads"] == []
+    assert first["digest"] == second["digest"]
+
+
+@pytest.mark.parametrize("env", [{}, FSDP_ENV], ids=["ddp", "fsdp"])
+def test_a_run_from_a_model_folder_trains_and_resumes_like_one_process(world, init_folder, tmp_path, env):
+    more = (f"model.init={init_folder}", "model.sizes={}", "optim.ema_decay=0.5")
+    one = train(config(world, tmp_path, "train.steps=4", *more), tmp_path / "one", progress=False)
+    launch(config(world, tmp_path, "train.steps=2", *more), tmp_path, tmp_path / "split", env=env)
+    cfg = config(world, tmp_path, "train.steps=4", *more)
+    save_config(cfg, tmp_path / "split" / "config.yaml")
+    launch(cfg, tmp_path, tmp_path / "split", resume=True, env=env)  # process 1 builds the checkpoint empty
+    assert gap(weights(one), weights(tmp_path / "split" / "model")) < 1e-4
+    assert gap(weights(init_folder), weights(tmp_path / "split" / "model")) > 1e-3  # it trained
 
 
 def test_sharded_optimizer_state_trains_and_resumes_like_one_process(world, tmp_path):

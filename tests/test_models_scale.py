@@ -21,6 +21,7 @@ from physalign.models.cogvideox import (CogVideoXVideoModel, ddpm_timestep, flow
                                         videorepa_frames, videorepa_grid)
 from physalign.models.interface import CONFIG_FILE, MODELS, load_model
 from physalign.models.lora import LoraSpec, add_lora, has_lora, lora_disabled, merge_lora
+from physalign.models.parts import empty_weights
 from physalign.models.sampling import sample
 from physalign.models.times import FlowTimes, ddpm_flow_times, shift_times
 from physalign.models.world import WorldVideoModel
@@ -486,3 +487,24 @@ def test_memory_estimates_follow_from_the_shapes():
     a = est.measure_block_bytes("WanVideoModel", small)
     wider = est.measure_block_bytes("WanVideoModel", {**small, "num_attention_heads": 4, "ffn_dim": 128})
     assert 32 * 2 * 10 < a < wider  # at least ten bf16 vectors of width D per token, more for a wider block
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_build_has_the_loaded_structure_without_reading_weights(folders, kind, tmp_path, monkeypatch):
+    """Inside empty_weights a folder (here with a LoRA adapter beside its transformer) becomes the same module
+    tree, names, shapes, dtypes and train/eval modes, on the meta device, and no weight file is opened."""
+    loaded = tiny(folders[kind])
+    add_lora(loaded.transformer, LoraSpec(rank=2))
+    loaded.save_pretrained(tmp_path / kind)
+    whole = load_model(tmp_path / kind)
+    assert has_lora(whole.transformer)
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("a weight file was read"))
+    monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: pytest.fail("a weight file was read"))
+    with empty_weights():
+        empty = load_model(tmp_path / kind)
+    layout = lambda m: {n: (tuple(t.shape), t.dtype) for n, t in list(m.state_dict().items())}  # noqa: E731
+    assert layout(empty) == layout(whole)
+    assert {t.device.type for t in empty.state_dict().values()} == {"meta"}
+    assert [m.training for m in empty.modules()] == [m.training for m in whole.modules()]

@@ -24,6 +24,8 @@ import torch
 from peft import LoraConfig, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from physalign.models.parts import building_empty
+
 ADAPTER = "default"
 WEIGHTS = "pytorch_lora_weights.safetensors"
 SPEC_FILE = "lora_config.json"
@@ -127,6 +129,8 @@ def load_adapter(backbone, folder: Path) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; a LoRA folder holds {SPEC_FILE} and {WEIGHTS}")
     add_lora(backbone, LoraSpec(**json.loads(spec_path.read_text())))
+    if building_empty():  # the adapter's structure only: another process reads and broadcasts its weights
+        return
     result = set_peft_model_state_dict(backbone, load_file(str(weights)), adapter_name=ADAPTER)
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if result.unexpected_keys or missing:

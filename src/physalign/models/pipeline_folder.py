@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from transformers import AutoTokenizer
 
 from physalign.models.interface import CONFIG_FILE, VideoModel, from_fields, save_parts
 from physalign.models.lora import load_adapter, lora_folder
+from physalign.models.parts import cast, load_part
 
 INDEX_FILE = "model_index.json"
 FOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -102,16 +102,6 @@ def load_tokenizer(source: str | Path):
 
         return build_world_tokenizer()
     return AutoTokenizer.from_pretrained(source)
-
-
-def cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """``module.to(dtype)``, keeping the sub-modules its class lists in ``_keep_in_fp32_modules`` in float32, as
-    ``from_pretrained(torch_dtype=...)`` does."""
-    keep = set(getattr(module, "_keep_in_fp32_modules", None) or ())
-    for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
-        if tensor.is_floating_point():
-            tensor.data = tensor.data.to(torch.float32 if keep & set(name.split(".")) else dtype)
-    return module
 
 
 def module_fingerprint(module: torch.nn.Module, extra: str = "") -> str:
@@ -206,14 +196,14 @@ class PipelineVideoModel(VideoModel):
         check_folder(path, cls.pipeline)
         options = read_options(cls, cls.options_class, path, overrides)
         dtype, vae_dtype = DTYPES[options.dtype], DTYPES[options.vae_dtype]
-        transformer = cls.transformer_class.from_pretrained(path / "transformer", torch_dtype=dtype, use_safetensors=True)
+        transformer = load_part(cls.transformer_class, path / "transformer", dtype)
         if lora_folder(path / "transformer").is_dir():
             load_adapter(transformer, lora_folder(path / "transformer"))
         return cls(
             options,
             transformer=transformer,
-            vae=cls.vae_class.from_pretrained(path / "vae", torch_dtype=vae_dtype, use_safetensors=True),
-            text_encoder=cls.text_encoder_class.from_pretrained(path / "text_encoder", dtype=dtype, use_safetensors=True),
+            vae=load_part(cls.vae_class, path / "vae", vae_dtype),
+            text_encoder=load_part(cls.text_encoder_class, path / "text_encoder", dtype),
             tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer"),
             scheduler=load_scheduler(path / "scheduler"),
         )

@@ -37,6 +37,7 @@ from physalign.assets import resolve
 from physalign.models.interface import (CONFIG_FILE, TextEmbedding, VideoModel, capture_blocks, from_fields, save_parts,
                                        wan_token_grid)
 from physalign.models.lora import load_adapter, lora_folder
+from physalign.models.parts import load_part
 from physalign.models.tokenizer import build_world_tokenizer
 
 
@@ -219,13 +220,13 @@ class WorldVideoModel(VideoModel):
             raise FileNotFoundError(f"{config_path}: not a physalign model folder (no {CONFIG_FILE})")
         fields = json.loads(config_path.read_text())
         fields.pop("class", None)
-        transformer = WanTransformer3DModel.from_pretrained(path / "transformer", use_safetensors=True)
+        transformer = load_part(WanTransformer3DModel, path / "transformer")
         if lora_folder(path / "transformer").is_dir():
             load_adapter(transformer, lora_folder(path / "transformer"))
         return cls(
             WorldModelConfig.from_dict(fields, str(config_path)),
             transformer=transformer,
-            vae=AutoencoderKL.from_pretrained(path / "vae", use_safetensors=True),
-            text_encoder=T5EncoderModel.from_pretrained(path / "text_encoder", use_safetensors=True),
+            vae=load_part(AutoencoderKL, path / "vae"),
+            text_encoder=load_part(T5EncoderModel, path / "text_encoder"),
             tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer"),
         )

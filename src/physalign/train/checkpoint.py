@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from physalign.assets import resolve
 from physalign.models.interface import load_model
 from physalign.models.lora import LoraSpec, add_lora, lora_spec
+from physalign.models.parts import building_empty
 from physalign.train.config import load_config, save_config
 from physalign.train.engine import LocalEngine
 from physalign.train.rng import restore_rng_state, rng_state
@@ -145,6 +146,8 @@ def load_checkpoint_model(ckpt: str | Path, options: dict | None = None):
     model = load_model(init, options)
     if base["lora"]:
         add_lora(model.backbone, LoraSpec(**base["lora"]))
+    if building_empty():  # another process reads the trained tensors and broadcasts them
+        return model
     trained = load_file(str(ckpt / TRAINED_FILE))
     params = dict(model.named_parameters())
     unknown = sorted(set(trained) - set(params))

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 
 import torch
 from accelerate import Accelerator
 
+from physalign.models.parts import retie
 from physalign.train.config import ConfigError
 from physalign.train.ema import trainable_parameters
 
@@ -102,6 +104,35 @@ class Engine:
         t = torch.tensor(list(values.values()), dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return dict(zip(values, (t / self.world).tolist()))
+
+    @property
+    def reads_weights(self) -> bool:
+        """Whether this process reads a model's weights from disk: process 0 only, the others build the model
+        empty (:func:`physalign.models.parts.empty_weights`) and receive it in :meth:`share`."""
+        return self.is_main
+
+    def share(self, model: torch.nn.Module, empty: bool) -> torch.nn.Module:
+        """``model`` on this engine's device, equal to process 0's on every process: a process that built it
+        ``empty`` (on the meta device) allocates it there, and every parameter and buffer is broadcast from
+        process 0 in buckets of at most :data:`BUCKET_BYTES`. So the weights are read from disk and held in host
+        memory by one process, not by each. ``empty`` is False everywhere for a model every process built
+        itself (a new model, initialised from the same seed): nothing is sent."""
+        if self.world == 1 or not self.any_rank(empty):
+            return model.to(self.device)
+        if empty:
+            model.to_empty(device=self.device)
+            retie(model)
+        else:
+            model.to(self.device)
+        with torch.no_grad():
+            tensors = [t for t in itertools.chain(model.parameters(), model.buffers())]
+            for bucket in gradient_buckets(tensors, BUCKET_BYTES):
+                flat = torch.cat([t.reshape(-1) for t in bucket])
+                wire = flat.view(torch.uint8) if flat.dtype == torch.bool else flat  # gloo sends no bool
+                torch.distributed.broadcast(wire, src=0)
+                for t, part in zip(bucket, flat.split([t.numel() for t in bucket])):
+                    t.copy_(part.view_as(t))
+        return model
 
     def any_rank(self, flag: bool) -> bool:
         """Whether ``flag`` holds on some rank (the same answer on every rank)."""

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from physalign.models.interface import VideoModel, load_model, model_class
 from physalign.models.lora import export_pipeline_lora, has_lora
+from physalign.models.parts import empty_weights
 from physalign.models.sampling import sample
 from physalign.train.checkpoint import latest_checkpoint, load_checkpoint_model, restore_training_state, save_checkpoint
 from physalign.train.config import Config, ModelSection, global_batch, save_config
@@ -61,14 +62,17 @@ def make_engine(mixed_precision: str = "no") -> Engine:
     return ShardedEngine(mixed_precision) if env_flag("ACCELERATE_USE_FSDP") else Engine(mixed_precision)
 
 
-def build_model(section: ModelSection, ckpt: str | Path | None = None) -> VideoModel:
+def build_model(section: ModelSection, ckpt: str | Path | None = None, empty: bool = False) -> VideoModel:
     """The model of checkpoint ``ckpt`` (:func:`~physalign.train.checkpoint.load_checkpoint_model`), else
-    ``section.init``, else a new ``section.kind``."""
+    ``section.init``, else a new ``section.kind``. With ``empty``, a model read from a folder is built on the
+    meta device without reading its weights (:func:`~physalign.models.parts.empty_weights`)."""
     try:
         if ckpt:
-            model = load_checkpoint_model(ckpt, section.sizes or None)
+            with empty_weights(empty):
+                model = load_checkpoint_model(ckpt, section.sizes or None)
         elif section.init:
-            model = load_model(section.init, section.sizes)
+            with empty_weights(empty):
+                model = load_model(section.init, section.sizes)
         else:
             model = model_class(section.kind).from_config(section.sizes)
     except (KeyError, ValueError) as err:
@@ -127,19 +131,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def build_run(cfg: Config, ckpt: str | Path | None = None, device: torch.device | None = None,
-              engine: Engine | None = None) -> tuple[TrainState, object]:
-    """Seed, then build the method, the model (from checkpoint ``ckpt`` or the config, on ``device``), the data the
+def build_run(cfg: Config, ckpt: str | Path | None = None, engine: Engine | None = None) -> tuple[TrainState, object]:
+    """Seed, then build the method, the model (from checkpoint ``ckpt`` or the config, on the ``engine``'s device), the data the
     method asks for, the method's own state (``setup``), the engine's wrapping (``prepare``) and the
-    optimiser: everything a step needs."""
+    optimiser: everything a step needs. Of several processes only the first reads a model's weights; the
+    others build it empty and receive it (:meth:`~physalign.train.engine.Engine.share`), then take the first
+    one's random state, so the method's setup draws the same everywhere."""
     seed_everything(cfg.train.seed)
+    engine = engine or LocalEngine()
     method = build_method(cfg.train.method, cfg.method)  # first: a config mistake fails before any loading
     load_data = data_source(method.data, cfg.data)
-    model = build_model(cfg.model, ckpt).to(device or "cpu")
+    empty = not engine.reads_weights and bool(ckpt or cfg.model.init)
+    model = engine.share(build_model(cfg.model, ckpt, empty), empty)
+    if engine.world > 1:
+        restore_rng_state(*engine.gather(rng_state())[0])
     data = load_data(cfg.data, model)
     method.setup(model, data)
-    method.to(device or "cpu")
-    (engine or LocalEngine()).prepare(model)
+    method.to(engine.device)
+    engine.prepare(model)
     return build_state(cfg, model, method), data
 
 
@@ -160,7 +169,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
         torch.set_num_threads(cfg.train.threads)
     engine = make_engine(cfg.train.mixed_precision)
     cfg.train.batch_size = global_batch(cfg.train, engine.world)  # the config saved with the run says it
-    state, data = build_run(cfg, ckpt if resume else None, engine.device, engine)
+    state, data = build_run(cfg, ckpt if resume else None, engine)
     model, method = state.model, state.method
     if engine.rank:  # every rank built the same model; from here on each draws its own noise
         seed_everything(cfg.train.seed + RANK_SEED_STRIDE * engine.rank)
