@@ -44,6 +44,9 @@ _register()
 
 
 def main() -> None:
+    from physalign.process import die_with_parent
+
+    die_with_parent()  # a bench's child goes when the bench goes
     app()
 
 

@@ -14,6 +14,9 @@ Stages (each resumable: a finished stage's outputs are reused, an interrupted tr
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import subprocess
@@ -28,7 +31,9 @@ from physalign.assets import resolve, shipped
 from physalign.bench.profiles import VARIANTS, Profile
 from physalign.bench.timing import step_times
 from physalign.eval import evaluate_manifest
-from physalign.train.checkpoint import latest_checkpoint
+from physalign.files import write_text_atomic
+from physalign.process import PARENT_ENV
+from physalign.train.checkpoint import folder_fingerprint, has_checkpoints
 from physalign.train.config import Config, load_config, save_config
 from physalign.world import spec
 from physalign.world.dataset import generate
@@ -59,15 +64,21 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path | None = None,
               data_root: str | Path = "data", configs: str | Path | None = None) -> Path:
     """Run the comparison into ``out``; returns the report's path (``out/report.md``). ``base`` and ``configs``
     default to the shipped base model and method configs (:mod:`physalign.assets`)."""
-    from physalign.bench.report import write_bench_report
-
     out = Path(out)
     base = resolve(base) if base else shipped("checkpoints/base")
     configs = resolve(configs) if configs else shipped("configs/methods")
     if not (base / "physalign_model.json").is_file():
         raise BenchError(f"{base}: no base model (physalign_model.json missing); train one with `make base`")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2))
+    with bench_lock(out):
+        claim(out, bench_settings(profile, base, Path(configs)))
+        (out / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2))
+        return _run_stages(profile, out, base, jobs, data_root, configs)
+
+
+def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, configs) -> Path:
+    from physalign.bench.report import write_bench_report
+
     train_manifest = post_training_data(profile, Path(data_root))
     test_manifest = test_data(profile, out / "test")
     arms = [Arm(m, s) for m in profile.methods for s in profile.seeds]
@@ -84,7 +95,7 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path | None = None,
 
     # one chain per arm, train then sample, slowest first, and the base's samples last: a job slot freed by a
     # finished chain takes the next one, so no slot idles while the last run trains
-    trained = [a for a in arms if (a.run(out) / "model").is_dir()]
+    trained = [a for a in arms if (a.run(out) / "model" / "physalign_model.json").is_file()]  # exports are atomic
     chains = [[(f"train {a.name}", train_command(out, a)), *sampling(a.name)]
               for a in longest_first([a for a in arms if a not in trained], timing)]
     chains += [sampling(a.name) for a in trained] + [sampling("base")]  # on a resumed bench: after the training
@@ -93,6 +104,76 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path | None = None,
     for name in tqdm(models, desc="eval", unit="model"):
         results[name] = evaluate_manifest(out / "samples" / name / "manifest.jsonl", progress=False)
     return write_bench_report(out, profile, arms, results, timing, {a.name: a.run(out) for a in arms})
+
+
+SETTINGS_FILE = "bench_settings.json"
+ADDITIVE = ("methods", "seeds")  # a rerun may add methods or seeds: the others' stages stay valid
+
+
+def bench_settings(profile: Profile, base: Path, configs: Path) -> dict:
+    """Everything the cached stages of a bench depend on: the profile, the base (path and fingerprint), the
+    world version and each method's config file (hash) and variant."""
+    methods = {}
+    for method in profile.methods:
+        name, variant = VARIANTS.get(method, (method, []))
+        path = configs / f"{name}.yaml"
+        methods[method] = {"config": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file()
+                           else None, "variant": list(variant)}
+    return {"profile": {k: v for k, v in profile.to_dict().items() if k not in ADDITIVE}, "base": str(base),
+            "base_fingerprint": folder_fingerprint(base), "world_version": spec.WORLD_VERSION, "methods": methods}
+
+
+def claim(out: Path, settings: dict) -> None:
+    """Record ``settings`` in ``out/bench_settings.json``, or refuse (naming each changed setting) a folder whose
+    bench was made with other ones: its trained models, samples and timings would be reused as if they were
+    this bench's. Methods and seeds may be added."""
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        old = json.loads(path.read_text())
+        common = set(old.get("methods", {})) & set(settings["methods"])
+        changed = _differences({**old, "methods": {m: old["methods"][m] for m in common}},
+                               {**settings, "methods": {m: settings["methods"][m] for m in common}})
+        if changed:
+            raise BenchError(f"{out} holds a bench made with other settings ({'; '.join(changed[:6])}"
+                             f"{'; ...' if len(changed) > 6 else ''}); its models and samples are not this bench's. "
+                             f"Pass another --out, or delete {out} to redo it.")
+        settings = {**settings, "methods": {**old.get("methods", {}), **settings["methods"]}}
+    elif (out / "runs").is_dir() or (out / "samples").is_dir():
+        raise BenchError(f"{out} holds a bench without a record of its settings ({SETTINGS_FILE}, written by "
+                         "physalign since issue 16); pass another --out")
+    write_text_atomic(path, json.dumps(settings, indent=2))
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every dotted key whose value differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+@contextlib.contextmanager
+def bench_lock(out: Path):
+    """Hold ``out/.bench.lock`` for the block; refuse if another live bench holds it (the lock dies with its
+    process, so a killed bench never blocks the next)."""
+    handle = open(out / ".bench.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise BenchError(f"{out}: another bench (pid {holder}) is working in this folder; wait for it to end or "
+                         "pass another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def longest_first(arms: list[Arm], timing: dict) -> list[Arm]:
@@ -147,7 +228,7 @@ def _config_path(out: Path, arm: Arm) -> Path:
 
 def train_command(out: Path, arm: Arm) -> list[str]:
     run = arm.run(out)
-    resume = latest_checkpoint(run) is not None
+    resume = has_checkpoints(run)
     return [sys.executable, "-m", "physalign.cli", "train", "--out", str(run),
             *(["--resume"] if resume else ["--config", str(_config_path(out, arm))])]
 
@@ -184,7 +265,8 @@ def parallel(chains: list[list[tuple[str, list[str]]]], jobs: int, logs: Path) -
 
 
 def _one_thread_env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    """One torch thread, and the bench's pid, so each child dies with the bench (``physalign.cli.main``)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", PARENT_ENV: str(os.getpid())}
 
 
 def cached_json(path: Path, compute):
@@ -192,7 +274,5 @@ def cached_json(path: Path, compute):
     if path.is_file():
         return json.loads(path.read_text())
     value = compute()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(value, indent=2))
     return value

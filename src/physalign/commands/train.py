@@ -64,10 +64,13 @@ def export_command(
 
 
 def _run(config: Path | None, overrides: list[str], out: Path, resume: bool, export: Path | None) -> Path:
+    from physalign.train.checkpoint import CheckpointError
     from physalign.train.config import load_config
-    from physalign.train.methods import DataError
     from physalign.train.loop import train
+    from physalign.train.methods import DataError
+    from physalign.world.dataset import ManifestError
 
-    with training_errors(DataError):  # DataError: the data lacks what the method needs
+    # DataError: the data lacks what the method needs; ManifestError: a data.manifest line is not as expected
+    with training_errors(DataError, ManifestError, CheckpointError):
         cfg = load_config(config, overrides)
         return train(cfg, out, resume=resume, export=export)

@@ -21,8 +21,6 @@ last, so its presence with a matching key means the cache is complete.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +28,8 @@ from typing import Sequence
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from physalign.files import atomic_write
 
 INDEX = "index.json"
 FORMAT = 2  # bumped when the layout changes, so old caches are never misread (2: `motion`)
@@ -52,20 +52,6 @@ def shard_meta(path: Path) -> dict | None:
             return json.loads((f.metadata() or {})["physalign"])
     except (OSError, SafetensorError, KeyError, ValueError):
         return None
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users of a shared folder
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_text(path: Path, text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
+from pathlib import Path
 
 import torch
 
@@ -36,6 +37,7 @@ def building_empty() -> bool:
 def load_part(cls, folder, dtype: torch.dtype | None = None) -> torch.nn.Module:
     """``cls.from_pretrained(folder)`` (safetensors only, cast to ``dtype``), in eval mode; inside
     :func:`empty_weights` the same module on the meta device from ``folder``'s config alone."""
+    check_weights(folder)
     if not building_empty():
         key = "torch_dtype" if hasattr(cls, "load_config") else "dtype"  # diffusers' spelling, transformers'
         return cls.from_pretrained(folder, use_safetensors=True, **({key: dtype} if dtype else {}))
@@ -45,6 +47,27 @@ def load_part(cls, folder, dtype: torch.dtype | None = None) -> torch.nn.Module:
         else:  # a transformers PreTrainedModel
             module = cls(cls.config_class.from_pretrained(folder))
     return (cast(module, dtype) if dtype else module).eval()
+
+
+PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_weights(folder) -> None:
+    """A part folder must hold safetensors weights; one holding only pickled files (``.bin``, ``.pt``, ...) is
+    refused, never unpickled, with how to convert it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such model part folder")
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLED)
+    if pickled:
+        raise ValueError(
+            f"{folder}: holds only pickled weights ({', '.join(pickled)}); physalign reads safetensors only and never "
+            "unpickles a downloaded file. Convert it where you trust it, e.g. python -c \"import torch; from "
+            "safetensors.torch import save_file; save_file(torch.load('X.bin', weights_only=True), "
+            "'X.safetensors')\" (named as the library expects: model.safetensors or diffusion_pytorch_model.safetensors)")
+    raise FileNotFoundError(f"{folder}: no weights (*.safetensors)")
 
 
 def cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

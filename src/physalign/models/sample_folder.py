@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from physalign.files import write_text_atomic
 from physalign.models.sampling import sample
 from physalign.video import write_mp4
 from physalign.world import spec
@@ -38,6 +39,6 @@ def sample_to_folder(model, rows: list[dict], out, samples_per_prompt=1, steps=3
         name = f"videos/sample_{k // samples_per_prompt:05d}_{k % samples_per_prompt}.mp4"
         write_mp4(out / name, video, fps=spec.FPS)
         lines.append({"video": name, **{f: row[f] for f in CARRIED if f in row}, "sample": k % samples_per_prompt})
-    path = out / "manifest.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    path = out / "manifest.jsonl"  # last and atomic: its presence means every video is there
+    write_text_atomic(path, "".join(json.dumps(line) + "\n" for line in lines))
     return path

@@ -35,7 +35,7 @@ from transformers import VideoMAEForPreTraining
 
 from physalign.models.interface import to_model_range
 from physalign.teacher.model import save_teacher, teacher_config, teacher_grid, to_teacher_input, video_shape
-from physalign.train.checkpoint import latest_checkpoint, restore_training_state, save_checkpoint
+from physalign.train.checkpoint import has_checkpoints, latest_checkpoint, restore_training_state, save_checkpoint
 from physalign.train.config import ConfigError, load_flat_config
 from physalign.train.data import batch_indices
 from physalign.train.ema import NoEMA
@@ -132,11 +132,11 @@ def pretrain_teacher(cfg: TeacherConfig, run: str | Path, out: str | Path, resum
     """Pre-train per ``cfg`` in ``run`` (from its latest checkpoint if ``resume``); export the teacher to
     ``out`` and return it. ``command`` (the command line) is recorded in ``out/teacher.json``."""
     began, run = time.perf_counter(), Path(run)
-    ckpt = latest_checkpoint(run)
+    if not resume and has_checkpoints(run):
+        raise TrainingError(f"{run} already holds a run ({run / 'checkpoints'}): pass --resume or another --run")
+    ckpt = latest_checkpoint(run) if resume else None
     if resume and ckpt is None:
-        raise TrainingError(f"{run}: nothing to resume (no checkpoints/latest)")
-    if not resume and ckpt is not None:
-        raise TrainingError(f"{run} already holds a run (checkpoints/latest = {ckpt.name}): pass --resume or another --run")
+        raise TrainingError(f"{run}: nothing to resume (no complete checkpoint in {run / 'checkpoints'})")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)

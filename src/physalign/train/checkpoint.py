@@ -17,9 +17,12 @@ Layout of ``RUN/checkpoints/step_000100/``:
   and each process's ``method.extra_state()`` (e.g. DiffPhy's memory of failed facts);
 - ``config.yaml``: the run's config.
 
-``RUN/checkpoints/latest`` names the newest complete step. A checkpoint is written to a temporary folder
-and renamed into place, then ``latest`` is replaced atomically: a kill at any moment leaves ``latest``
-naming a complete checkpoint.
+A checkpoint is written to a temporary folder, closed by ``manifest.json`` (every file's size and SHA-256, and
+whether every saved tensor was finite) and renamed into place; ``RUN/checkpoints/latest`` is then replaced
+atomically. A resume trusts what is on disk, not the pointer: it takes the newest checkpoint whose files
+match its manifest (:func:`latest_checkpoint`), and names each newer one it skips and why. A checkpoint is
+pruned only once a newer one has been written, hashed from disk and found finite; a bad one is
+moved aside to ``bad_step_XXXXXX`` (never deleted) when the run saves that step again.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file as _load_file
+from safetensors.torch import save_file
 
 from physalign.assets import resolve
 from physalign.models.interface import load_model
@@ -43,8 +48,28 @@ from physalign.train.config import load_config, save_config
 from physalign.train.engine import LocalEngine
 from physalign.train.rng import restore_rng_state, rng_state
 
-BASE_FILE, TRAINED_FILE = "base.json", "trained.safetensors"
+BASE_FILE, TRAINED_FILE, MANIFEST_FILE = "base.json", "trained.safetensors", "manifest.json"
 FINGERPRINT_BYTES = 2**20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is incomplete, corrupt or unreadable; the message names the file and what is wrong."""
+
+
+def load_file(path) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file``, its errors naming the file."""
+    try:
+        return _load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+
+
+def read_json(path: Path):
+    """A checkpoint's JSON file, its errors naming the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not a readable JSON file ({err})") from None
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -78,8 +103,10 @@ def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2, rng_s
     root = Path(run) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
-    if final.exists():
+    if final.exists() and checkpoint_problem(final) is None:
         raise FileExistsError(f"{final}: checkpoint exists; a run never saves the same step twice")
+    if final.exists():
+        _set_aside(final)  # a bad checkpoint a resume skipped: the run redoes its step
     tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=root))
     save_model_part(state.model, init, tmp)
     opt_tensors, opt_meta = _flatten_optimizer(state.opt)
@@ -94,10 +121,76 @@ def save_checkpoint(run: str | Path, step: int, state, cfg, keep: int = 2, rng_s
             "rng": rng_states[0][1], "rng_ranks": [m for _, m in rng_states], "method_ranks": method_states}
     (tmp / "state.json").write_text(json.dumps(meta))
     save_config(cfg, tmp / "config.yaml")
+    finite = _all_finite(state)
+    write_manifest(tmp, finite)  # hashes the files as they were written, read back
     os.replace(tmp, final)
     _write_latest(root, final.name)
-    _prune(root, keep)
+    if finite:
+        _prune(root, keep)
+    else:
+        print(f"warning: {final} holds non-finite values; no older checkpoint is deleted", flush=True)
     return final
+
+
+def _all_finite(state) -> bool:
+    """Whether every trained weight, optimiser tensor and EMA shadow of ``state`` is finite."""
+    tensors = [p for p in state.model.parameters() if p.requires_grad] + list(state.method.parameters())
+    tensors += [v for entry in state.opt.state_dict()["state"].values() for v in entry.values() if torch.is_tensor(v)]
+    tensors += list(state.ema.state_dict().values())
+    return all(bool(torch.isfinite(t).all()) for t in tensors if torch.is_tensor(t) and t.is_floating_point())
+
+
+def _digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_manifest(folder: Path, finite: bool) -> None:
+    """``folder/manifest.json``: every file's size and SHA-256 (and ``finite``), written last."""
+    files = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _digest(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE}
+    (folder / MANIFEST_FILE).write_text(json.dumps({"files": files, "finite": finite}, indent=1))
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why checkpoint ``ckpt`` cannot be resumed (naming the file), or None: every file its manifest lists is
+    there with that size and SHA-256, and the saved tensors were finite. A checkpoint written before manifests
+    existed is accepted when its ``state.json`` reads."""
+    manifest = ckpt / MANIFEST_FILE
+    if not manifest.is_file():
+        if (ckpt / "state.json").is_file() and (ckpt / "optimizer.safetensors").is_file():
+            try:
+                read_json(ckpt / "state.json")
+                return None
+            except CheckpointError as err:
+                return str(err)
+        return f"{ckpt}: incomplete (no {MANIFEST_FILE})"
+    try:
+        listed = read_json(manifest)
+        files, finite = listed["files"], listed["finite"]
+    except (CheckpointError, KeyError, TypeError) as err:
+        return f"{manifest}: not a checkpoint manifest ({err})"
+    for name, want in files.items():
+        path = ckpt / name
+        if not path.is_file():
+            return f"{path}: missing (listed in {MANIFEST_FILE})"
+        if path.stat().st_size != want["bytes"]:
+            return f"{path}: {path.stat().st_size} bytes, {want['bytes']} written (truncated or changed)"
+        if _digest(path) != want["sha256"]:
+            return f"{path}: its SHA-256 differs from the one written (the file changed since it was saved)"
+    if not finite:
+        return f"{ckpt}: holds non-finite weights or optimiser state"
+    return None
+
+
+def _set_aside(ckpt: Path) -> Path:
+    """Rename a bad checkpoint to ``bad_<name>`` (numbered if taken), out of the way of resumes and pruning."""
+    target, k = ckpt.with_name(f"bad_{ckpt.name}"), 1
+    while target.exists():
+        target, k = ckpt.with_name(f"bad_{ckpt.name}.{k}"), k + 1
+    os.replace(ckpt, target)
+    print(f"warning: {ckpt} is bad ({checkpoint_problem(target) or 'see above'}); moved to {target}", flush=True)
+    return target
 
 
 def folder_fingerprint(folder: str | Path) -> str:
@@ -137,7 +230,7 @@ def load_checkpoint_model(ckpt: str | Path, options: dict | None = None):
         return load_model(ckpt / "model")
     if not (ckpt / BASE_FILE).is_file():
         raise FileNotFoundError(f"{ckpt}: not a checkpoint (neither model/ nor {BASE_FILE})")
-    base = json.loads((ckpt / BASE_FILE).read_text())
+    base = read_json(ckpt / BASE_FILE)
     init = resolve(base["init"])
     if not init.is_dir() or folder_fingerprint(init) != base["fingerprint"]:
         raise ValueError(f"{ckpt}: its frozen parts come from model.init {base['init']} ({init}), which "
@@ -168,15 +261,34 @@ def _write_latest(root: Path, name: str) -> None:
 
 
 def _prune(root: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` complete checkpoints, and leftovers of interrupted writes."""
-    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
+    """Delete all but the newest ``keep`` checkpoints (called once the newest is known good), and leftovers of
+    interrupted writes (``.tmp_*`` folders, ``.latest_*`` files)."""
+    steps = _steps(root)
     for old in (steps[:-keep] if keep > 0 else []) + list(root.glob(".tmp_*")):
         shutil.rmtree(old, ignore_errors=True)
+    for leftover in root.glob(".latest_*"):
+        leftover.unlink(missing_ok=True)
 
 
-def latest_checkpoint(run: str | Path) -> Path | None:
-    pointer = Path(run) / "checkpoints" / "latest"
-    return pointer.parent / pointer.read_text().strip() if pointer.is_file() else None
+def _steps(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("step_*") if p.is_dir() and p.name[5:].isdigit())
+
+
+def has_checkpoints(run: str | Path) -> bool:
+    """Whether ``run`` holds any checkpoint folder, good or not."""
+    return bool(_steps(Path(run) / "checkpoints"))
+
+
+def latest_checkpoint(run: str | Path, report=print) -> Path | None:
+    """The newest checkpoint of ``run`` that can be resumed (:func:`checkpoint_problem`), whatever
+    ``checkpoints/latest`` says (a kill between a checkpoint's rename and the pointer's update leaves it one
+    behind); each newer checkpoint skipped is reported with its problem."""
+    for ckpt in reversed(_steps(Path(run) / "checkpoints")):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt
+        report(f"warning: skipping checkpoint {ckpt.name}: {problem}")
+    return None
 
 
 def _rng_file(rank: int) -> str:
@@ -189,7 +301,7 @@ def restore_training_state(ckpt: Path, state, engine=None) -> int:
     ``engine`` (default: one process) lays the whole tensors out as its parameters are (``Engine.place``: a
     sharded run takes its share) and names the process."""
     engine = engine or LocalEngine()
-    meta = json.loads((ckpt / "state.json").read_text())
+    meta = read_json(ckpt / "state.json")
     engine.load_optimizer(state.opt, _unflatten_optimizer(load_file(str(ckpt / "optimizer.safetensors")), meta["optimizer"]))
     state.sched.load_state_dict(meta["scheduler"])
     shadow = load_file(str(ckpt / "ema.safetensors"))

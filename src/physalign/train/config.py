@@ -146,7 +146,39 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
         set_key(cfg, key.strip(), value, f"override {item!r}", text)
+    check_ranges(cfg, str(path) if path is not None else "config")
     return cfg
+
+
+# keys whose values have a lower bound: (minimum, what the bound means)
+MINIMA = {
+    "train.steps": (1, "the number of optimiser steps"),
+    "train.batch_size": (1, "the global batch"),
+    "train.batch_size_per_process": (0, "0 = use train.batch_size"),
+    "train.save_every": (1, "steps between checkpoints"),
+    "train.log_every": (1, "steps between log records"),
+    "train.keep_checkpoints": (0, "0 = keep all"),
+    "train.max_bad_steps": (1, "non-finite steps in a row that stop the run"),
+    "train.threads": (0, "0 = torch's default"),
+    "train.validate_every": (0, "0 = never"),
+    "train.validation_steps": (1, "sampling steps"),
+    "optim.lr": (0, "the learning rate"),
+    "optim.warmup_steps": (0, "steps of linear warm-up"),
+    "optim.grad_clip": (0, "0 = no clipping"),
+    "optim.weight_decay": (0, "AdamW's decoupled weight decay"),
+    "optim.ema_decay": (0, "0 = no EMA"),
+}
+
+
+def check_ranges(cfg: Config, where: str = "config") -> None:
+    """ConfigError naming the first key of :data:`MINIMA` below its minimum, or ``optim.ema_decay`` >= 1."""
+    for dotted, (low, meaning) in MINIMA.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value < low:
+            raise ConfigError(f"{where}: {dotted} must be >= {low} ({meaning}), got {value!r}")
+    if cfg.optim.ema_decay >= 1:
+        raise ConfigError(f"{where}: optim.ema_decay must be < 1 (0 = no EMA), got {cfg.optim.ema_decay!r}")
 
 
 def as_typed(value: Any, text: str | None, kind: Any) -> Any:

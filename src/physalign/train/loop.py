@@ -24,7 +24,9 @@ from physalign.models.interface import VideoModel, load_model, model_class
 from physalign.models.lora import export_pipeline_lora, has_lora
 from physalign.models.parts import empty_weights
 from physalign.models.sampling import sample
-from physalign.train.checkpoint import latest_checkpoint, load_checkpoint_model, restore_training_state, save_checkpoint
+from physalign.files import atomic_folder
+from physalign.train.checkpoint import (has_checkpoints, latest_checkpoint, load_checkpoint_model, restore_training_state,
+                                         save_checkpoint)
 from physalign.train.config import Config, ModelSection, global_batch, save_config
 from physalign.train.data import batch_indices, data_source
 from physalign.train.ema import build_ema, trainable_parameters
@@ -75,7 +77,7 @@ def build_model(section: ModelSection, ckpt: str | Path | None = None, empty: bo
                 model = load_model(section.init, section.sizes)
         else:
             model = model_class(section.kind).from_config(section.sizes)
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, FileNotFoundError) as err:
         raise TrainingError(f"model section: {err}") from None
     model.set_trainable(section.trainable)
     return model
@@ -160,14 +162,14 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     """Train per ``cfg`` in folder ``run`` (continuing from its latest checkpoint if ``resume``); save the
     final model (EMA weights if enabled) to ``export`` or ``run/model`` and return that folder."""
     run = Path(run)
-    ckpt = latest_checkpoint(run)
-    if resume and ckpt is None:
-        raise TrainingError(f"{run}: nothing to resume (no checkpoints/latest)")
-    if not resume and ckpt is not None:
-        raise TrainingError(f"{run} already holds a run (checkpoints/latest = {ckpt.name}): pass --resume or another --out")
+    if not resume and has_checkpoints(run):
+        raise TrainingError(f"{run} already holds a run ({run / 'checkpoints'}): pass --resume or another --out")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     engine = make_engine(cfg.train.mixed_precision)
+    ckpt = engine.gather(latest_checkpoint(run) if resume and engine.is_main else None)[0]  # verified once
+    if resume and ckpt is None:
+        raise TrainingError(f"{run}: nothing to resume (no complete checkpoint in {run / 'checkpoints'})")
     cfg.train.batch_size = global_batch(cfg.train, engine.world)  # the config saved with the run says it
     state, data = build_run(cfg, ckpt if resume else None, engine)
     model, method = state.model, state.method
@@ -188,8 +190,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool = T
     method.finish(model, data)
     export = Path(export) if export else run / "model"
     if engine.is_main:
-        with state.ema.applied():
-            model.save_pretrained(export)
+        with state.ema.applied(), atomic_folder(export) as folder:  # a kill mid-export leaves no half folder
+            model.save_pretrained(folder)
     engine.barrier()
     return export
 

@@ -192,6 +192,9 @@ def _check_line(text: str, where: str) -> dict:
         raise ManifestError(f"{where}: expected a JSON object, got {type(row).__name__}")
     _check_fields(row, REQUIRED_FIELDS, where, "", required=True)
     _check_fields(row, OPTIONAL_FIELDS, where, "", required=False)
+    if not row["prompt"].strip():
+        raise ManifestError(f"{where}: field 'prompt' must be a non-empty string (the empty prompt is the "
+                            "unconditional one, not a caption)")
     _check_scene(row["scene"], where, "scene")
     if "split" in row and row["split"] not in SPLITS:
         raise ManifestError(f"{where}: field 'split' must be one of {SPLITS}, got {row['split']!r}")
@@ -231,10 +234,11 @@ def scene_of(row: dict) -> grammar.Scene:
 
 
 def manifest_rows(manifest: str | Path, split: str = "") -> list[dict]:
-    """The manifest's lines of ``split`` (every line when empty); ValueError if there are none."""
+    """The manifest's lines of ``split`` (every line when empty); ManifestError if there are none."""
     rows = [r for r in load_manifest(manifest) if not split or r.get("split") == split]
     if not rows:
-        raise ValueError(f"{manifest}: no lines with split {split!r}")
+        present = sorted({str(r.get("split")) for r in load_manifest(manifest)})
+        raise ManifestError(f"{manifest}: no lines with split {split!r} (data.split); its splits: {present}")
     return rows
 
 
