@@ -1,6 +1,6 @@
 """Speed of the evaluator on one core, and (with --rates) how it scores simulator and corrupted videos.
 
-    .venv/bin/python benchmarks/bench_eval.py [--n 300] [--runs 5] [--rates 300] [--out FILE.json]
+    .venv/bin/python benchmarks/bench_eval.py [--n 300] [--runs 5] [--rates 300] [--jitter 0.05,0.1,0.2] [--out FILE.json]
 
 Scoring from arrays times ``evaluate_video`` on videos in memory; end to end times ``evaluate_manifest``
 on the same videos written as lossless mp4 (decode included). Each figure is the median of ``--runs``
@@ -24,10 +24,12 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from physalign.eval import evaluate_manifest, evaluate_video  # noqa: E402
 from physalign.video import write_mp4  # noqa: E402
 from physalign.world import spec  # noqa: E402
-from physalign.world.corrupt import CORRUPTIONS, applicable, corrupt  # noqa: E402
+from physalign.world.corrupt import CORRUPTIONS, applicable, corrupt, jittered  # noqa: E402
 from physalign.world.render import render  # noqa: E402
 from physalign.world.scene import sample_scene  # noqa: E402
 from physalign.world.sim import simulate  # noqa: E402
@@ -74,12 +76,27 @@ def speed(data: list, runs: int) -> dict:
             "arrays_videos_per_s": arrays, "end_to_end_videos_per_s": e2e}
 
 
+def calibration(data: list, sigmas: list[float], seed: int) -> dict:
+    """PC pass rates (and the checks that fail) of the simulator's videos re-rendered with per-frame position
+    jitter of each std in ``sigmas``, and the corruptions' detection rates on the jittered videos."""
+    out = {}
+    for sigma in sigmas:
+        rng = np.random.default_rng(seed)
+        shaken = [(scene, jittered(rollout, sigma, rng)) for scene, rollout, _ in data]
+        shaken = [(scene, rollout, render(scene, rollout)) for scene, rollout in shaken]
+        print(f"jitter {sigma} px:")
+        out[str(sigma)] = rates(shaken)
+    return out
+
+
 def rates(data: list) -> dict:
     """Pass rates on the simulator's own videos; detection rate of each corruption where it applies."""
     clean = collections.Counter()
+    failing = collections.Counter()
     applied, flagged_pc, flagged = collections.Counter(), collections.Counter(), collections.Counter()
     for i, (scene, rollout, video) in enumerate(data):
         r = evaluate_video(video, scene)
+        failing.update(r.failed)
         clean.update(pc=r.pc, sa=r.sa, joint=r.joint)
         for kind in applicable(scene, rollout):
             bad = evaluate_video(corrupt(video, scene, rollout, kind, random.Random(i)), scene)
@@ -87,14 +104,16 @@ def rates(data: list) -> dict:
             flagged_pc[kind] += not bad.pc
             flagged[kind] += not bad.joint
     n = len(data)
-    print(f"simulator videos (n={n}) passing: " + ", ".join(f"{k.upper()} {clean[k] / n:.3f}" for k in ("pc", "sa", "joint")))
+    print(f"simulator videos (n={n}) passing: " + ", ".join(f"{k.upper()} {clean[k] / n:.3f}" for k in ("pc", "sa", "joint"))
+          + (f"; failing checks: {dict(failing.most_common())}" if failing else ""))
     print(f"  {'corruption':20s} {'applies to':>10s} {'flagged (PC)':>13s} {'flagged (Joint)':>16s}")
     kinds = {}
     for kind in CORRUPTIONS:
         a = max(applied[kind], 1)
         print(f"  {kind:20s} {applied[kind]:10d} {flagged_pc[kind] / a:13.3f} {flagged[kind] / a:16.3f}")
         kinds[kind] = {"applies_to": applied[kind], "flagged_pc": flagged_pc[kind] / a, "flagged_joint": flagged[kind] / a}
-    return {"scenes": n, "simulator": {k: clean[k] / n for k in ("pc", "sa", "joint")}, "corruptions": kinds}
+    return {"scenes": n, "simulator": {k: clean[k] / n for k in ("pc", "sa", "joint")},
+            "failing_checks": dict(failing), "corruptions": kinds}
 
 
 def main() -> None:
@@ -103,15 +122,20 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--rates", type=int, default=0, help="also measure pass / detection rates on this many scenes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jitter", type=str, default="", help="with --rates: also with these per-frame position "
+                    "jitters (px, comma-separated, e.g. 0.05,0.1,0.2)")
     ap.add_argument("--out", type=Path, help="also write the figures, settings, date and versions to this JSON file")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     started = datetime.datetime.now(datetime.timezone.utc)
-    record = {"settings": {"n": args.n, "runs": args.runs, "rates": args.rates, "seed": args.seed}}
+    record = {"settings": {"n": args.n, "runs": args.runs, "rates": args.rates, "seed": args.seed, "jitter": args.jitter}}
     record["speed"] = speed(clips(args.n, args.seed), args.runs)
     if args.rates:
-        record["rates"] = rates(clips(args.rates, args.seed + 1))
+        data = clips(args.rates, args.seed + 1)
+        record["rates"] = rates(data)
+        if args.jitter:
+            record["jitter"] = calibration(data, [float(s) for s in args.jitter.split(",")], args.seed + 2)
     if args.out:
         import torch
 

@@ -11,7 +11,7 @@ The physical checks (PC) live in ``physics.py``, the semantic ones (SA) in ``sem
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from physalign.eval import motion
 from physalign.eval.motion import Body
@@ -39,11 +39,20 @@ class Check:
 
 @dataclass(frozen=True)
 class View:
-    """Everything a check may look at: the scene, the tracker's observation and the derived bodies."""
+    """Everything a check may look at: the scene, the tracker's observation, the derived bodies and the
+    video's own centroid noise."""
 
     scene: Scene
     obs: Observation
     bodies: dict[str, Body]
+    noise: motion.Noise  # the centroid noise measured from this video
+    memo: dict = field(default_factory=dict, compare=False)  # fits that several checks share, by name
+
+    def once(self, key: str, compute):
+        """``compute()``, computed once per view (a fit several checks and the errors read)."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
     @property
     def primary(self) -> Body:
@@ -60,4 +69,5 @@ def unseen(name: str, group: str, who: str) -> Check:
 
 
 def view(obs: Observation, scene: Scene) -> View:
-    return View(scene, obs, motion.bodies(obs, scene))
+    bodies = motion.bodies(obs, scene)
+    return View(scene, obs, bodies, motion.measure_noise(bodies))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cache
+from statistics import NormalDist
 
 import numpy as np
 
@@ -26,6 +27,28 @@ FRAME_TIME = 1.0 / spec.FPS
 # Curved edges (balls) average it down to ~0.03.
 POSITION_STD = 0.25 / math.sqrt(12)  # units (one pixel is one unit at 32 x 32)
 POSITION_MAX = 0.125
+# The noise every noise-limited test uses is measured from the video itself (:func:`measure_noise`): the
+# robust scale of the centroids' third differences between impacts, where physics makes them zero. It is floored
+# at the renderer's lattice error (no video is measured more finely) and capped at NOISE_CAP: an object that
+# shakes by more than a quarter of a pixel from frame to frame is visibly shaking, which no noise explains,
+# so the tests do not widen further and the shaking fails them.
+NOISE_FLOOR = POSITION_STD
+NOISE_CAP = 0.25
+MIN_NOISE_SAMPLES = 6  # third differences needed to measure the noise; fewer: the floor is used
+# The noise is the root of the mean of the smallest NOISE_KEPT of the squared third differences, over what a
+# Gaussian's second moment keeps under the same trim (so up to 10% of the windows may be spoilt by an
+# unexplained impulse; a variance, not a quantile, because the renderer's lattice quantises small jitter into
+# many exact zeros). Its relative standard error is 0.80 / sqrt(n) for n independent Gaussian values (by
+# simulation, n = 20-200); overlapping third differences of white noise are correlated (-3/4, 3/10, -1/20 at
+# lags 1-3), which divides the number of independent values by 1 + 2 sum(rho^2) = 2.31.
+NOISE_KEPT = 0.9
+_Q = NormalDist().inv_cdf(0.5 + NOISE_KEPT / 2)  # the NOISE_KEPT quantile of |N(0, 1)|: 1.645
+TRIMMED_SECOND_MOMENT = 1 - 2 * _Q * NormalDist().pdf(_Q) / NOISE_KEPT  # E[X^2 | |X| < _Q] = 0.623
+ESTIMATE_ERROR = 0.80
+THIRD_DIFFERENCE_CORRELATION = 2.31
+# Family-wise false-alarm rate of each noise-limited test over the samples it looks at in one video
+# (Bonferroni over those samples): the thresholds follow from the measured noise and this rate alone.
+ALPHA = 0.01
 # Closer than this to a surface counts as touching: the simulator lets a body overlap a surface by < 0.1,
 # plus the centroid and size errors of a block (1/8 each) and a margin.
 CONTACT_MARGIN = 0.5
@@ -59,6 +82,55 @@ class Body:
     def free(self) -> np.ndarray:
         """Frames of free flight: seen and not near any surface."""
         return self.seen & ~self.near
+
+
+@dataclass(frozen=True)
+class Noise:
+    """A video's centroid noise: ``measured`` (units, NaN if there were fewer than MIN_NOISE_SAMPLES third
+    differences to measure it from) from ``samples`` third differences."""
+
+    measured: float
+    samples: int
+
+    @property
+    def sigma(self) -> float:
+        """The standard deviation the tests assume: the measurement plus one standard error of it (so that a
+        low draw of the estimate does not turn noise into physics), within [NOISE_FLOOR, NOISE_CAP]."""
+        if not math.isfinite(self.measured):
+            return NOISE_FLOOR
+        upper = self.measured * (1 + ESTIMATE_ERROR / math.sqrt(self.samples / THIRD_DIFFERENCE_CORRELATION))
+        return min(max(upper, NOISE_FLOOR), NOISE_CAP)
+
+    def bound(self, m: int, scale: float = 1.0) -> float:
+        """Largest |error| of ``m`` Gaussian errors of std ``scale * sigma`` at family-wise ALPHA:
+        ``z(1 - ALPHA / 2m) * scale * sigma``."""
+        return NormalDist().inv_cdf(1 - ALPHA / (2 * max(m, 1))) * scale * self.sigma
+
+    def radial_bound(self, m: int, scale: float = 1.0) -> float:
+        """Largest length of ``m`` 2-D errors, each axis of std ``scale * sigma``, at family-wise ALPHA (the
+        Rayleigh tail ``P(r > x) = exp(-x^2 / 2 s^2)``)."""
+        return scale * self.sigma * math.sqrt(2 * math.log(max(m, 1) / ALPHA))
+
+
+def measure_noise(bodies: dict[str, "Body"]) -> Noise:
+    """The centroid noise of a video from its own tracks. Between impacts every motion of the world has a
+    constant acceleration (free flight, rolling or sliding against friction, along the ramp), so the third
+    difference of position is zero and what is left is noise: for independent errors of std ``sigma`` on
+    each axis, a third difference has std ``sqrt(20) sigma``. Taken over every window of four seen frames
+    that are all in free flight or all in contact (a window from one to the other may hold an impact), both
+    axes, every object, with the largest tenth of them left out (see NOISE_KEPT), so the few windows an
+    unexplained impulse spoils do not inflate it."""
+    parts = []
+    for body in bodies.values():
+        for mask in (body.free, body.seen & body.near):
+            for a, b in runs(mask, 4):
+                parts.append(np.diff(body.pos[a:b], 3, axis=0).reshape(-1))
+    d3 = np.concatenate(parts) if parts else np.zeros(0)
+    d3 = d3[np.isfinite(d3)]
+    if len(d3) < MIN_NOISE_SAMPLES:
+        return Noise(math.nan, len(d3))
+    kept = np.sort(d3**2)[: max(1, int(round(NOISE_KEPT * len(d3))))]
+    return Noise(math.sqrt(float(kept.mean()) / TRIMMED_SECOND_MOMENT / 20), len(d3))
 
 
 def half_size(track: Track, kind: str) -> float:
@@ -181,10 +253,10 @@ def _quadratic_design(n: int) -> tuple[np.ndarray, float]:
     return r / ss, ss
 
 
-def fit_acceleration(y: np.ndarray, segments: list[tuple[int, int]]) -> tuple[float, float]:
+def fit_acceleration(y: np.ndarray, segments: list[tuple[int, int]], sigma: float = POSITION_STD) -> tuple[float, float]:
     """Acceleration (units/s^2) shared by all ``segments`` of ``y`` (T,), each with its own offset and
     velocity: ``y_k = a_s + b_s k + (A / 2) (k dt)^2``. Returns ``(A, std of A)`` for position noise
-    ``POSITION_STD``; ``(nan, inf)`` without segments of at least 3 frames."""
+    ``sigma``; ``(nan, inf)`` without segments of at least 3 frames."""
     num, den = 0.0, 0.0
     for a, b in segments:
         if b - a < 3:
@@ -194,7 +266,14 @@ def fit_acceleration(y: np.ndarray, segments: list[tuple[int, int]]) -> tuple[fl
         den += ss
     if den == 0:
         return math.nan, math.inf
-    return 2 * num / den * spec.FPS**2, 2 * POSITION_STD / math.sqrt(den) * spec.FPS**2
+    return 2 * num / den * spec.FPS**2, 2 * sigma / math.sqrt(den) * spec.FPS**2
+
+
+def chi2_quantile(p: float, k: int) -> float:
+    """The ``p`` quantile of chi-squared with ``k`` degrees of freedom (Wilson-Hilferty: within 1% for k >= 3
+    at the tails used here)."""
+    z = NormalDist().inv_cdf(p)
+    return k * (1 - 2 / (9 * k) + z * math.sqrt(2 / (9 * k))) ** 3
 
 
 def fit_line(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -1,8 +1,10 @@
 """Physical commonsense (PC): laws every video of the world obeys, whatever its start.
 
-Tolerances are named with the reason for their size; one world unit is one pixel at 32 x 32, and
-``dt = 1 / spec.FPS``. Centroid errors come from ``motion.POSITION_MAX`` (a block's edges sit on the
-renderer's quarter-pixel lattice).
+Every test of a measured position is a statistical test against the video's own centroid noise
+(``View.noise``, measured from the video: :func:`physalign.eval.motion.measure_noise`): a deviation fails
+when noise of that size would produce it with probability below ``motion.ALPHA`` over all the samples the
+check looks at. What is not noise is named with the reason for its size (the simulator's overlap, the
+half-size read from the area, friction). One world unit is one pixel at 32 x 32, and ``dt = 1 / spec.FPS``.
 """
 
 from __future__ import annotations
@@ -13,31 +15,29 @@ import numpy as np
 
 from physalign.eval import motion
 from physalign.eval.checks import Check, View, unseen
-from physalign.eval.motion import CONTACT_MARGIN, FRAME_TIME, POSITION_MAX, Body
+from physalign.eval.motion import CONTACT_MARGIN, FRAME_TIME, Body
 from physalign.world import spec
 from physalign.world.scene import Scene
 from physalign.world.sim import STRUCTURE_FRICTION
 
-# Steps may exceed the fastest speed energy allows by the centroid error of both frames, plus a margin.
-STEP_SLACK = 2 * POSITION_MAX + 0.25
+# A step may exceed the fastest speed energy allows by the noise of its two ends, plus this margin (units)
+# for the sub-frame timing of the start and of impacts.
+STEP_MARGIN = 0.25
 STRUCK_SPEEDUP = 2.0  # a struck ball leaves at most 2 m1 / (m1 + m2) < 2 times the striker's speed
 # Frames cut by the border are left out; a visible object's area stays within this factor of its median
 # (the soft area is exact to ~2%, to ~10% where it touches the other object; measured at most 1.09).
 SIZE_RATIO = 1.25
 COLOR_DRIFT = 40.0  # RGB: a quarter of the distance between the closest object colours
 MIN_FLIGHT_FRAMES = 4  # a free-flight segment shorter than this says little about acceleration
-GRAVITY_REL = 0.25  # fitted gravity within 25% of the scene's (pymunk integrates it to < 1%)...
-GRAVITY_SIGMAS = 3.0  # ...or within 3 standard errors of the fit, whichever is wider
-# In free flight the second difference of position is exactly (0, -g dt^2); centroid errors of +-1/8 on
-# three frames move it by at most 4/8. A larger jump is an impulse without a contact.
-IMPULSE_TOL = 4 * POSITION_MAX + 0.05
-HOVER_SPREAD = POSITION_MAX  # a hovering object's frames are identical; allow one quantum of jitter
-# The simulator keeps overlaps under 0.1 unit (40 sub-steps per frame, slop 0.02); add the centroid error
-# and as much again for the half-size read from the area (measured deepest on simulator videos: 0.25).
-PENETRATION_TOL = 0.1 + POSITION_MAX + 0.25
+GRAVITY_REL = 0.25  # fitted gravity within 25% of the scene's (pymunk integrates it to < 1%), or within the
+# fit's own noise bound (two axes at motion.ALPHA), whichever is wider
+# The simulator keeps overlaps under 0.1 unit (40 sub-steps per frame, slop 0.02); the half-size read from
+# the area adds up to 0.25 (measured deepest on simulator videos); the centroid noise comes on top.
+SIM_OVERLAP, HALF_SIZE_ERROR = 0.1, 0.25
 # Restitution from the peak heights of successive hops, sqrt(h2 / h1), with bounds from the error of the
-# peaks; pymunk's restitution is the material's, so allow RESTITUTION_TOL around it beyond those bounds.
-PEAK_ERROR = POSITION_MAX + 0.05  # units: centroid error plus that of the half-size from the area
+# peaks (noise, plus HALF_SIZE_SPREAD for the half-size read from the area); pymunk's restitution is the
+# material's, so allow RESTITUTION_TOL around it beyond those bounds.
+HALF_SIZE_SPREAD = 0.05
 RESTITUTION_TOL = 0.1
 # Momentum across a collision on the floor: velocities are fitted over up to MOMENTUM_FRAMES frames on each
 # side; floor friction (mu = STRUCTURE_FRICTION x the material's) may move it meanwhile, nothing else.
@@ -120,7 +120,8 @@ def continuity(v: View) -> Check:
         low = np.fmin(t.pos[:-1, 1], t.pos[1:, 1])
         speed = np.sqrt(v0**2 + 2 * v.g * np.maximum(y_start - low, 0.0))
         cut = (t.clipped[:-1] | t.clipped[1:]) * body.half
-        bound = speed * (STRUCK_SPEEDUP if name == "other" else 1.0) * FRAME_TIME + STEP_SLACK + cut
+        slack = v.noise.bound(2 * len(step), math.sqrt(2)) + STEP_MARGIN  # a step's noise: two positions
+        bound = speed * (STRUCK_SPEEDUP if name == "other" else 1.0) * FRAME_TIME + slack + cut
         excess = step - bound
         if np.isfinite(excess).any() and np.nanmax(excess) > worst:
             k = int(np.nanargmax(excess))
@@ -148,36 +149,94 @@ def gravity(v: View) -> Check:
     segment (each with its own start and velocity). It fails when the fit is inconsistent with the scene's
     gravity, whatever its precision; it passes only when precise enough to tell the scene's gravity from
     the nearest other level (otherwise it does not apply)."""
-    body = v.primary
-    segments = motion.runs(body.free, MIN_FLIGHT_FRAMES)
+    segments, ay, std, ax = _flight(v)
     frames = sum(b - a for a, b in segments)
-    ay, std = motion.fit_acceleration(body.pos[:, 1], segments)
-    ax, _ = motion.fit_acceleration(body.pos[:, 0], segments)
     if not math.isfinite(ay):
         return Check("gravity", "PC", None, None, f"no free flight of {MIN_FLIGHT_FRAMES} frames or more")
-    tol = max(GRAVITY_REL * v.g, GRAVITY_SIGMAS * std)
+    spread = v.noise.bound(2) / v.noise.sigma  # two axes at motion.ALPHA, in standard errors
+    tol = max(GRAVITY_REL * v.g, spread * std)
     text = f"fitted ({ax:.1f}, {ay:.1f}) units/s^2 over {frames} frames (expected (0, {-v.g:.0f}) +- {tol:.1f})"
     if abs(ay + v.g) > tol or abs(ax) > tol:
         return Check("gravity", "PC", False, ay, text)
     nearest = min(abs(g - v.g) for g in spec.GRAVITY.values() if g != v.g)
-    if GRAVITY_SIGMAS * std > 0.5 * nearest:
+    if spread * std > 0.5 * nearest:
         return Check("gravity", "PC", None, ay, text + ": too short to tell the gravity levels apart")
     return Check("gravity", "PC", True, ay, text)
 
 
+def _flight(v: View) -> tuple[list[tuple[int, int]], float, float, float]:
+    """The primary's free-flight segments (MIN_FLIGHT_FRAMES or more) and the acceleration fitted over them:
+    (segments, vertical, its std under the video's noise, horizontal)."""
+    def fit():
+        body = v.primary
+        segments = motion.runs(body.free, MIN_FLIGHT_FRAMES)
+        ay, std = motion.fit_acceleration(body.pos[:, 1], segments, v.noise.sigma)
+        ax, _ = motion.fit_acceleration(body.pos[:, 0], segments, v.noise.sigma)
+        return segments, ay, std, ax
+
+    return v.once("flight", fit)
+
+
 def free_flight(v: View) -> Check:
-    """No impulse in mid-air: between contacts the second difference of position is (0, -g dt^2)."""
+    """No impulse in mid-air: between contacts the second difference of position is (0, -g dt^2), up to
+    noise (each axis of std sqrt(6) sigma); the largest of the video's deviations must be one noise could
+    make (a Rayleigh bound at motion.ALPHA over all of them)."""
+    worst, at, count = _largest_impulse(v)
+    if at < 0:
+        return Check("free_flight", "PC", None, None, "no three consecutive free frames")
+    tol = v.noise.radial_bound(count, math.sqrt(6))
+    return Check("free_flight", "PC", worst <= tol, worst,
+                 f"largest mid-air velocity change {worst:.2f} units/frame at frame {at} (noise allows {tol:.2f})")
+
+
+def _largest_impulse(v: View) -> tuple[float, int, int]:
+    """(largest deviation of a free-flight second difference from gravity's, its frame, how many were seen)."""
+    return v.once("impulse", lambda: _impulse(v))
+
+
+def _impulse(v: View) -> tuple[float, int, int]:
     body = v.primary
-    worst, at = -1.0, -1
+    worst, at, count = -1.0, -1, 0
     for a, b in motion.runs(body.free, 3):
         acc = np.diff(body.pos[a:b], 2, axis=0)  # (n-2, 2)
         acc[:, 1] += v.g * FRAME_TIME**2
         err = np.hypot(*acc.T)
+        count += len(err)
         if err.max() > worst:
             worst, at = float(err.max()), a + 1 + int(err.argmax())
-    if at < 0:
-        return Check("free_flight", "PC", None, None, "no three consecutive free frames")
-    return Check("free_flight", "PC", worst <= IMPULSE_TOL, worst, f"largest mid-air velocity change {worst:.2f} units/frame at frame {at}")
+    return worst, at, count
+
+
+def ballistic(v: View) -> Check:
+    """Free flight is a parabola under the scene's gravity: in every free-flight segment of MIN_FLIGHT_FRAMES
+    or more, the centroids fit ``p_s + u_s t + (0, -g/2) t^2`` (each segment its own start and velocity) up to
+    noise: ``chi2 = sum(r^2) / sigma^2`` within its (1 - motion.ALPHA) quantile, with 2 degrees of freedom per
+    frame less 4 per segment. A freeze, a mid-air change of gravity, a drift or a slow-down fails it though no
+    single step is an impulse."""
+    segments = _flight(v)[0]
+    squares, frames = v.once("ballistic", lambda: _ballistic_squares(v.primary, v.g, segments))
+    if not frames:
+        return Check("ballistic", "PC", None, None, f"no free flight of {MIN_FLIGHT_FRAMES} frames or more")
+    dof = 2 * frames - 4 * len(segments)
+    chi2, limit = squares / v.noise.sigma**2, motion.chi2_quantile(1 - motion.ALPHA, dof)
+    rms = math.sqrt(squares / frames)
+    return Check("ballistic", "PC", chi2 <= limit, rms,
+                 f"{rms:.2f} units RMS from the best parabola over {frames} frames (chi2 {chi2:.1f}, noise "
+                 f"{v.noise.sigma:.2f} allows {limit:.1f})")
+
+
+def _ballistic_squares(body: Body, g: float, segments: list[tuple[int, int]]) -> tuple[float, int]:
+    """Sum of squared residuals (units^2) of ``pos_k = p_s + u_s t_k + (0, -g/2) t_k^2`` fitted per segment
+    (``p_s``, ``u_s`` free), and the number of frames fitted."""
+    squares, count = 0.0, 0
+    for a, b in segments:
+        t = np.arange(b - a) * FRAME_TIME
+        design = np.stack([np.ones_like(t), t], 1)  # (n, 2)
+        target = body.pos[a:b] + np.stack([np.zeros_like(t), 0.5 * g * t**2], 1)  # gravity taken out
+        coef = np.linalg.lstsq(design, target, rcond=None)[0]
+        squares += float(((target - design @ coef) ** 2).sum())
+        count += b - a
+    return squares, count
 
 
 def no_hover(v: View) -> Check:
@@ -186,21 +245,23 @@ def no_hover(v: View) -> Check:
     if v.g == 0:
         return Check("no_hover", "PC", None, None, "zero gravity")
     body = v.primary
-    n = hover_frames(v.g)
     airborne = body.seen & (body.gap > CONTACT_MARGIN)
+    error = v.noise.bound(2 * int(airborne.sum()))  # the largest centroid error among the airborne frames
+    n = hover_frames(v.g, error)
     longest = 0
     for a, b in motion.runs(airborne, n):
         pos = body.pos[a:b]
         windows = np.lib.stride_tricks.sliding_window_view(pos, n, axis=0)  # (m, 2, n)
-        still = np.ptp(windows, axis=2).max(1) <= HOVER_SPREAD
+        still = np.ptp(windows, axis=2).max(1) <= 2 * error  # what noise alone spreads a still object over
         longest = max(longest, int(still.sum()))
     return Check("no_hover", "PC", longest == 0, float(longest), f"{longest} windows of {n} still frames in the air")
 
 
-def hover_frames(g: float) -> int:
-    """Frames n such that free fall moves an object by at least HOVER_SPREAD + 2 POSITION_MAX over any n
-    consecutive frames: the slowest stretch is centred on the apex, where it covers g dt^2 (n-1)^2 / 8."""
-    return 1 + math.ceil(math.sqrt(8 * (HOVER_SPREAD + 2 * POSITION_MAX) / (g * FRAME_TIME**2)))
+def hover_frames(g: float, error: float) -> int:
+    """Frames n such that free fall moves an object by more than a still object's noise spread (2 error) plus
+    the error of the moving one's ends (2 error) over any n consecutive frames: the slowest stretch is
+    centred on the apex, where it covers g dt^2 (n-1)^2 / 8."""
+    return 1 + math.ceil(math.sqrt(8 * 4 * error / (g * FRAME_TIME**2)))
 
 
 def no_penetration(v: View) -> Check:
@@ -216,7 +277,8 @@ def no_penetration(v: View) -> Check:
             if np.isfinite(depth).any() and np.nanmax(depth) > worst:
                 k = int(np.nanargmax(depth))
                 worst, where = float(depth[k]), f"{name} into {surface} by {depth[k]:.2f} units at frame {k}"
-    return Check("no_penetration", "PC", worst <= PENETRATION_TOL, worst if math.isfinite(worst) else None, where)
+    tol = SIM_OVERLAP + HALF_SIZE_ERROR + v.noise.bound(sum(int(b.seen.sum()) * len(b.gaps) for b in v.bodies.values()))
+    return Check("no_penetration", "PC", worst <= tol, worst if math.isfinite(worst) else None, f"{where} (allowed {tol:.2f})")
 
 
 def bounce(v: View) -> Check:
@@ -229,8 +291,7 @@ def bounce(v: View) -> Check:
         return Check("bounce", "PC", None, None, "zero gravity: nothing falls onto the floor")
     e_mat = spec.MATERIALS[v.scene.material].restitution
     lo, hi = max(e_mat - RESTITUTION_TOL, 0.0), min(e_mat + RESTITUTION_TOL, 1.0)
-    starts_at_apex = v.scene.kinematics == "dropped" or v.scene.kinematics.startswith("thrown")
-    judged = _rebounds(v.primary, v.g, starts_at_apex, lo)  # (landing frame, low bound of e, high bound of e)
+    judged = _landings(v)  # (landing frame, low and high bounds of e)
     if not judged:
         return Check("bounce", "PC", None, None, "no landing from a hop with the rebound in view")
     bad = [j for j in judged if j[1] > hi or j[2] < lo]
@@ -240,7 +301,18 @@ def bounce(v: View) -> Check:
     return Check("bounce", "PC", not bad, value, f"{text} (material {e_mat:.2f}: {lo:.2f}-{hi:.2f})")
 
 
-def _rebounds(body: Body, g: float, starts_at_apex: bool, slowest: float) -> list[tuple[int, float, float]]:
+def _landings(v: View) -> list[tuple[int, float, float]]:
+    """:func:`_rebounds` of the primary under the scene's material and the video's noise."""
+    def judge():
+        e_mat = spec.MATERIALS[v.scene.material].restitution
+        starts_at_apex = v.scene.kinematics == "dropped" or v.scene.kinematics.startswith("thrown")
+        peak_error = v.noise.bound(int(v.primary.seen.sum())) + HALF_SIZE_SPREAD
+        return _rebounds(v.primary, v.g, starts_at_apex, max(e_mat - RESTITUTION_TOL, 0.0), peak_error)
+
+    return v.once("landings", judge)
+
+
+def _rebounds(body: Body, g: float, starts_at_apex: bool, slowest: float, peak_error: float) -> list[tuple[int, float, float]]:
     """Bounds (frame, low, high) on the restitution at each landing of a hop on the floor.
 
     Hops are runs of frames clear of the floor; between two hops lies a stretch touching it (one impact,
@@ -251,11 +323,11 @@ def _rebounds(body: Body, g: float, starts_at_apex: bool, slowest: float) -> lis
     landing with no hop after bounds from above (``h2 = 0``) once the clip has lasted long enough for the
     ``slowest`` rebound the material allows to peak. Stretches next to any other surface, or not wholly seen, break the chain. A hop's
     peak must be a real apex: inside the hop, or at frame 0 when the object starts with no vertical speed
-    (``starts_at_apex``), not where another contact left it moving. Peaks are known to within PEAK_ERROR,
+    (``starts_at_apex``), not where another contact left it moving. Peaks are known to within ``peak_error``,
     which widens the bounds."""
     height, n = body.gaps["floor"], len(body.gaps["floor"])
     clean = body.seen & ~_near_other_surface(body, g)
-    err = PEAK_ERROR + g * FRAME_TIME**2 / 8  # the sampled top of a parabola is up to g dt^2 / 8 low
+    err = peak_error + g * FRAME_TIME**2 / 8  # the sampled top of a parabola is up to g dt^2 / 8 low
     hops = motion.runs(clean & ~motion.touching(height, g))
     out = []
     for (a1, b1), (a2, b2) in zip(hops, hops[1:] + [(n, n)]):
@@ -301,7 +373,7 @@ def momentum(v: View) -> Check:
     density = spec.MATERIALS[v.scene.material].density
     masses = [density * float(np.median(x.track.area[x.seen])) for x in (a, b)]
     p = [sum(m * motion.fit_line(w * FRAME_TIME, x.pos[w, 0])[1] for m, x in zip(masses, (a, b))) for w in (before, after)]
-    sigma = math.hypot(*masses) * math.hypot(_velocity_std(len(before)), _velocity_std(len(after)))
+    sigma = math.hypot(*masses) * math.hypot(*(_velocity_std(len(w), v.noise.sigma) for w in (before, after)))
     friction = STRUCTURE_FRICTION * spec.MATERIALS[v.scene.material].friction * v.g * sum(masses)
     allowed = friction * (after.mean() - before.mean()) * FRAME_TIME + MOMENTUM_SIGMAS * sigma
     change = abs(p[1] - p[0])
@@ -309,11 +381,61 @@ def momentum(v: View) -> Check:
                  f"horizontal momentum {p[0]:.0f} -> {p[1]:.0f} at frame {c} (friction and error allow +-{allowed:.0f})")
 
 
-def _velocity_std(n: int) -> float:
-    """Standard error (units/s) of a line's slope fitted to n consecutive frames with POSITION_STD noise."""
+def _velocity_std(n: int, sigma: float) -> float:
+    """Standard error (units/s) of a line's slope fitted to n consecutive frames with noise ``sigma``."""
     k = np.arange(n)
-    return motion.POSITION_STD * spec.FPS / math.sqrt(float(((k - k.mean()) ** 2).sum()))
+    return sigma * spec.FPS / math.sqrt(float(((k - k.mean()) ** 2).sum()))
 
 
-CHECKS = (permanence, size_stability, color_stability, continuity, gravity, free_flight, no_hover, no_penetration,
-          bounce, momentum)
+CHECKS = (permanence, size_stability, color_stability, continuity, gravity, ballistic, free_flight, no_hover,
+          no_penetration, bounce, momentum)
+
+
+# ------------------------------------------------------------------------------------ continuous errors
+
+ERRORS = ("gravity_ratio", "zero_g_accel", "fit_residual", "impulse", "restitution_error", "penetration", "noise")
+
+
+def errors(v: View) -> dict[str, float | None]:
+    """How far the video is from physics, as numbers (None where a figure does not apply), next to the binary
+    checks:
+
+    - ``gravity_ratio``: the fitted vertical acceleration of free flight over the scene's (1 = right; under
+      gravity only); ``zero_g_accel``: the fitted acceleration's size (units/s^2) where gravity is zero;
+    - ``fit_residual``: RMS distance (units) between the free-flight centroids and the best ballistic fit
+      under the scene's gravity (each segment its own start and velocity);
+    - ``impulse``: the largest unexplained mid-air velocity change (units/frame);
+    - ``restitution_error``: how far the material's restitution lies outside the interval the bounces allow;
+    - ``penetration``: the deepest overlap with a surface or the other object (units, 0 if none);
+    - ``noise``: the centroid noise measured from the video (units)."""
+    segments, ay, _, ax = _flight(v)
+    worst, at, _ = _largest_impulse(v)
+    squares, frames = v.once("ballistic", lambda: _ballistic_squares(v.primary, v.g, segments))
+    out = {"gravity_ratio": ay / -v.g if v.g and math.isfinite(ay) else None,
+           "zero_g_accel": math.hypot(ax, ay) if not v.g and math.isfinite(ay) else None,
+           "fit_residual": math.sqrt(squares / frames) if frames else None,
+           "impulse": worst if at >= 0 else None,
+           "restitution_error": _restitution_error(v),
+           "penetration": _deepest(v),
+           "noise": v.noise.measured if math.isfinite(v.noise.measured) else None}
+    return {k: None if x is None or not math.isfinite(x) else float(x) for k, x in out.items()}
+
+
+def _restitution_error(v: View) -> float | None:
+    if not v.g:
+        return None
+    e_mat = spec.MATERIALS[v.scene.material].restitution
+    judged = _landings(v)
+    if not judged:
+        return None
+    return max(max(lo - e_mat, e_mat - hi, 0.0) for _, lo, hi in judged)
+
+
+def _deepest(v: View) -> float | None:
+    worst = -math.inf
+    for body in v.bodies.values():
+        for gap in body.gaps.values():
+            depth = np.where(body.seen, -gap, np.nan)
+            if np.isfinite(depth).any():
+                worst = max(worst, float(np.nanmax(depth)))
+    return max(worst, 0.0) if math.isfinite(worst) else None

@@ -36,6 +36,7 @@ class VideoResult:
     ood: bool = False
     checks: list[Check] = field(default_factory=list)
     error: str | None = None  # the video could not be read: it is listed, not scored
+    physics_errors: dict = field(default_factory=dict)  # continuous (physics.errors); None where one does not apply
 
     def _group(self, group: str) -> bool:
         return all(c.passed is not False for c in self.checks if c.group == group)
@@ -60,14 +61,15 @@ class VideoResult:
 
     def to_dict(self) -> dict:
         scores = {} if self.error else {"pc": self.pc, "sa": self.sa, "joint": self.joint, "failed": self.failed}
+        errors = {k: None if x is None else round(x, 4) for k, x in self.physics_errors.items()}
         return {"video": self.video, "prompt": self.prompt, "scene": self.scene, "ood": self.ood, **scores,
-                "error": self.error, "checks": [c.to_dict() for c in self.checks]}
+                "error": self.error, "physics_errors": errors, "checks": [c.to_dict() for c in self.checks]}
 
 
-def run_checks(video: np.ndarray, scene: Scene) -> list[Check]:
-    """Every check of ``video`` (T, H, W, 3) uint8 against ``scene``."""
+def run_checks(video: np.ndarray, scene: Scene) -> tuple[list[Check], dict]:
+    """Every check of ``video`` (T, H, W, 3) uint8 against ``scene``, and its continuous physics errors."""
     v = view(observe(video, scene), scene)
-    return [check(v) for check in CHECKS]
+    return [check(v) for check in CHECKS], physics.errors(v)
 
 
 def evaluate_video(video: np.ndarray, scene: Scene, name: str = "", prompt: str = "", ood: bool = False) -> VideoResult:
@@ -75,7 +77,8 @@ def evaluate_video(video: np.ndarray, scene: Scene, name: str = "", prompt: str 
     video = np.asarray(video)
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8 or video.shape[0] < 3:
         raise ValueError(f"{name or 'video'}: expected uint8 (T >= 3, H, W, 3). Got {video.dtype} {video.shape}.")
-    return VideoResult(name, prompt or scene_to_prompt(scene), scene.to_dict(), ood, run_checks(video, scene))
+    checks, errors = run_checks(video, scene)
+    return VideoResult(name, prompt or scene_to_prompt(scene), scene.to_dict(), ood, checks, physics_errors=errors)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from physalign.eval.physics import ERRORS
 from physalign.eval.score import VideoResult
 from physalign.world.scene import PHYSICS_AXES
 
@@ -56,6 +57,8 @@ def summarize(results: list[VideoResult], resamples: int = 2000, seed: int = 0) 
         "axes": {axis: {value: rates(rs, resamples, seed) for value, rs in sorted(groups.items())}
                  for axis, groups in by_axis.items()},
         "checks": check_rates(scored),
+        "physics_errors": error_means(scored, resamples, seed),
+        "physics_errors_split": {name: error_means(rs, resamples, seed) for name, rs in split.items()},
         "bootstrap": {"resamples": resamples, "seed": seed, "level": LEVEL},
     }
 
@@ -72,4 +75,27 @@ def check_rates(results: list[VideoResult]) -> dict:
             row["passed"] += c.passed is True
     for row in out.values():
         row["pass_rate"] = row["passed"] / row["n"] if row["n"] else float("nan")
+    return out
+
+
+def mean_ci(values, resamples: int = 2000, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
+    """Mean of real values (n,) and its percentile-bootstrap interval; NaNs if n = 0."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return (float("nan"),) * 3
+    idx = np.random.default_rng(seed).integers(0, values.size, (resamples, values.size))
+    means = values[idx].mean(1)
+    lo, hi = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def error_means(results: list[VideoResult], resamples: int = 2000, seed: int = 0) -> dict:
+    """Per continuous physics error (``physics.ERRORS``): over the videos it applies to, n, the median and the
+    mean with its bootstrap interval."""
+    out = {}
+    for name in ERRORS:
+        values = [r.physics_errors[name] for r in results if r.physics_errors.get(name) is not None]
+        mean, lo, hi = mean_ci(values, resamples, seed)
+        out[name] = {"n": len(values), "mean": mean, "lo": lo, "hi": hi,
+                     "median": float(np.median(values)) if values else float("nan")}
     return out

@@ -38,6 +38,9 @@ SIZE_FACTOR = 1.6  # half-size after a size change
 MIN_VISIBLE_FRAMES = 3  # frames from the onset on in which the violation shows
 GRAVITY_CHANGE_FRAMES = 5  # frames in the air that show a wrong gravity
 REST_SPEED = 0.5  # units/s: a bounce slower than this ends at rest on the floor
+# A whole flight under this share of the scene's gravity: the base model's own error (its fitted over true
+# gravity has a median of 0.55 on its samples), between the world's levels rather than on one of them.
+WEAK_GRAVITY = 0.55
 
 
 class NotApplicable(ValueError):
@@ -67,6 +70,14 @@ def corrupt(video: np.ndarray, scene: Scene, rollout: Rollout, kind: str, rng: r
     if not options:
         raise NotApplicable(f"{kind} does not apply to this clip: it needs {c.needs}")
     return c.apply(np.asarray(video), scene, rollout, rng.choice(options))
+
+
+def jittered(rollout: Rollout, sigma: float, rng: np.random.Generator) -> Rollout:
+    """``rollout`` with independent Gaussian noise of std ``sigma`` (units: pixels at 32 x 32) on every
+    object's position in every frame: a lawful trajectory seen through a noisy centroid, as a generator's
+    frames show one. Not a violation: the evaluator must pass it (its calibration)."""
+    objects = tuple(replace(o, pos=o.pos + rng.normal(0.0, sigma, o.pos.shape)) for o in rollout.objects)
+    return replace(rollout, objects=objects)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -265,13 +276,22 @@ def _upward(video, scene, rollout, k: int) -> np.ndarray:
 def _wrong_gravity_candidates(scene: Scene, rollout: Rollout) -> list[float]:
     """Other gravity levels under which the object, from its real start, flies (bouncing on the floor
     with its material) clear of walls, ramp and ball and in view for GRAVITY_CHANGE_FRAMES frames."""
+    return _flights(scene, rollout, [g for g in spec.GRAVITY.values() if g != spec.GRAVITY[scene.force]])
+
+
+def _weak_gravity_candidates(scene: Scene, rollout: Rollout) -> list[float]:
+    """The scene's gravity times WEAK_GRAVITY, when the object so flies as :func:`_wrong_gravity_candidates`
+    says: a smooth, lawful-looking parabola under a gravity that is none of the world's levels."""
+    g = spec.GRAVITY[scene.force]
+    return _flights(scene, rollout, [WEAK_GRAVITY * g]) if g else []
+
+
+def _flights(scene: Scene, rollout: Rollout, gravities: list[float]) -> list[float]:
     obj = rollout.objects[0]
     floor = spec.FLOOR_Y + obj.half_size
     restitution = spec.MATERIALS[scene.material].restitution
     out = []
-    for g in spec.GRAVITY.values():
-        if g == spec.GRAVITY[scene.force]:
-            continue
+    for g in gravities:
         pos = _fly_on(scene, rollout, 0, g=g, floor=floor, restitution=restitution)
         clear = clearance(rollout, pos, skip=("floor",)) > AIR_CLEARANCE
         airborne = clearance(rollout, pos) > AIR_CLEARANCE
@@ -333,4 +353,6 @@ CORRUPTIONS: dict[str, Corruption] = {
     "wrong_gravity": Corruption("physical", _wrong_gravity_candidates, _wrong_gravity,
                                 "free flight clear of walls, ramp and ball"),
     "size_change": Corruption("appearance", _onsets, _resized, "the object wholly in view mid-clip"),
+    "weak_gravity": Corruption("physical", _weak_gravity_candidates, _wrong_gravity,
+                               "gravity and free flight clear of walls, ramp and ball"),
 }
