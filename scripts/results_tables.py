@@ -86,7 +86,8 @@ def with_source(md: str, *names: str) -> str:
 CORRUPTION_NAMES = {"teleport": "teleport", "freeze_midair": "freeze in mid-air", "vanish": "vanish",
                     "color_change": "colour change", "pass_through_floor": "pass through the floor",
                     "gain_energy": "energy gain on a bounce", "gravity_upward": "upward gravity",
-                    "wrong_gravity": "wrong gravity", "size_change": "size change"}
+                    "wrong_gravity": "wrong gravity", "size_change": "size change",
+                    "weak_gravity": "weak gravity (0.55 g)"}
 
 
 def eval_rates(results: Path) -> str:
@@ -97,6 +98,20 @@ def eval_rates(results: Path) -> str:
     for kind, c in r["corruptions"].items():
         rows.append([CORRUPTION_NAMES.get(kind, kind), str(c["applies_to"]), "", num(c["flagged_pc"]), num(c["flagged_joint"])])
     md = table(["videos", "scenes", "passing PC / SA / Joint", "flagged by PC", "flagged by Joint"], rows)
+    return with_source(md, "eval_rates")
+
+
+def eval_jitter(results: Path) -> str:
+    """The calibration: simulator videos re-rendered with per-frame position jitter (bench_eval.py --jitter)."""
+    data = load(results, "eval_rates/eval_rates.json")
+    rows = []
+    for sigma, r in data["jitter"].items():
+        kinds = r["corruptions"]
+        worst = min(kinds, key=lambda k: kinds[k]["flagged_pc"])
+        failing = ", ".join(f"{k} {n}" for k, n in sorted(r["failing_checks"].items(), key=lambda kv: -kv[1])) or "none"
+        rows.append([f"{float(sigma):.2f}", str(r["scenes"]), num(r["simulator"]["pc"]), failing,
+                     f"{num(kinds[worst]['flagged_pc'])} ({CORRUPTION_NAMES.get(worst, worst)})"])
+    md = table(["jitter (px)", "scenes", "simulator PC", "failing checks (videos)", "least-flagged corruption (PC)"], rows)
     return with_source(md, "eval_rates")
 
 
@@ -242,7 +257,7 @@ def judge_heldout(results: Path) -> str:
     return with_source(table(["question", *heads], rows), "judge")
 
 
-TABLES = {"eval_rates": eval_rates, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
+TABLES = {"eval_rates": eval_rates, "eval_jitter": eval_jitter, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
           "stss": stss, "select": select, "select_left_out": select_left_out,
           "teacher_reconstruction": teacher_reconstruction, "teacher_probes": teacher_probes,
           "judge_heldout": judge_heldout}

@@ -84,6 +84,8 @@ def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):
     assert [r["step"] for r in data["curves"]["sft-s0"]] == [0, 1]
     text = report.read_text()
     assert "| sft | 3 |" in text and "step time / SFT" in text
+    assert set(data["physics_vs_base"]["sft"]) == {"gravity_error", "fit_residual", "impulse", "penetration"}
+    assert "## Continuous physics errors" in text and "| simulator |" in text.split("## Continuous physics errors")[1]
     for name in ("report.html", "metrics.png", "curves.png", "samples.gif"):
         assert (out / name).stat().st_size > 0
     trained = (out / "runs" / "sft-s0" / "model" / "physalign_model.json").stat().st_mtime_ns

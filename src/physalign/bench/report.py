@@ -28,12 +28,14 @@ def write_bench_report(out: Path, profile, arms, results: dict, timing: dict, ru
     summaries = {name: summarize(rs) for name, rs in pooled.items()}
     deltas = {m: _delta(arms, results, m) for m in methods if REFERENCE in methods and m != REFERENCE}
     vs_base = {m: _delta(arms, results, m, against=lambda arm: "base") for m in methods}
-    data = {"profile": profile.to_dict(), "summaries": summaries, "vs_sft": deltas, "vs_base": vs_base, "step_time": timing,
+    physics_vs_base = {m: _delta_errors(arms, results, m) for m in methods}
+    data = {"profile": profile.to_dict(), "summaries": summaries, "vs_sft": deltas, "vs_base": vs_base,
+            "physics_vs_base": physics_vs_base, "step_time": timing,
             "curves": {a.name: _curve(runs[a.name]) for a in arms}}
     (out / "bench.json").write_text(json.dumps(finite(data), indent=2, allow_nan=False))
     plots = [_plot_metrics(out, summaries), _plot_curves(out, data["curves"])]
     gif = _gif_grid(out, list(pooled)[1:], arms)
-    md = _markdown(profile, summaries, deltas, vs_base, timing, plots, gif)
+    md = _markdown(profile, summaries, deltas, vs_base, timing, plots, gif) + _physics_markdown(summaries, physics_vs_base)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(_html(md))
     return out / "report.md"
@@ -52,6 +54,48 @@ def _delta(arms, results, method: str, against=lambda arm: f"{REFERENCE}-s{arm.s
                 b += [getattr(r, metric) for r in y]
         out[metric] = paired_difference(a, b)
     return out
+
+
+# continuous physics errors shown, as (name, what is compared: a function of the video's value)
+SHOWN_ERRORS = {"gravity_error": ("gravity_ratio", lambda x: abs(x - 1.0)), "fit_residual": ("fit_residual", float),
+                "impulse": ("impulse", float), "penetration": ("penetration", float)}
+
+
+def _delta_errors(arms, results, method: str, against=lambda arm: "base") -> dict:
+    """Paired differences method - reference of each continuous error in SHOWN_ERRORS (``gravity_error`` is
+    ``|gravity_ratio - 1|``), over the videos where both have it; pooled over training seeds."""
+    out = {}
+    for shown, (name, value) in SHOWN_ERRORS.items():
+        a, b = [], []
+        for arm in arms:
+            if arm.method == method:
+                for x, y in zip(*pair_results(results[arm.name], results[against(arm)])):
+                    if x.physics_errors.get(name) is not None and y.physics_errors.get(name) is not None:
+                        a.append(value(x.physics_errors[name]))
+                        b.append(value(y.physics_errors[name]))
+        out[shown] = paired_difference(a, b)
+    return out
+
+
+def _physics_markdown(summaries: dict, vs_base: dict) -> str:
+    """The continuous physics errors: each model's mean (95% bootstrap interval; median of the gravity ratio),
+    then each method's paired difference with the base (negative = closer to physics)."""
+    lines = ["", "## Continuous physics errors", "",
+             "Means over the videos each applies to, 95% bootstrap intervals (the evaluator's `physics_errors`). "
+             "gravity ratio: fitted over true acceleration in free flight (1 = right).", "",
+             "| model | gravity ratio (median) | gravity ratio | fit residual (px) | impulse (px/frame) | penetration (px) | noise (px) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, s in summaries.items():
+        e = s["physics_errors"]
+        cells = [_short(e["gravity_ratio"] | {"mean": e["gravity_ratio"]["median"]})] + \
+                [fmt(e[k]) for k in ("gravity_ratio", "fit_residual", "impulse", "penetration", "noise")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired differences with the base (same prompt and noise; negative = closer to physics):", "",
+              "| method | " + " | ".join(f"Δ {k.replace('_', ' ')}" for k in SHOWN_ERRORS) + " |",
+              "|---" * (len(SHOWN_ERRORS) + 1) + "|"]
+    for method, d in vs_base.items():
+        lines.append(f"| {method} | " + " | ".join(_fmt_delta(d[k]) for k in SHOWN_ERRORS) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _curve(run: Path) -> list[dict]:

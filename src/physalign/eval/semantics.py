@@ -7,12 +7,10 @@ import math
 import numpy as np
 
 from physalign.eval.checks import Check, View, unseen
-from physalign.eval.motion import POSITION_MAX
 from physalign.world import spec
 
 PRESENT_FRACTION = 0.5  # an object the prompt names is visible in at least half the frames
 STRAY_PIXELS = 3.0  # pixels of solid colour the prompt does not name; the smallest object has ~7
-MIN_MOVE = POSITION_MAX  # units: a displacement larger than a block's centroid error (+-1/8) is motion
 
 
 
@@ -64,22 +62,23 @@ def background(v: View) -> Check:
 
 def direction(v: View) -> Check:
     """The object first moves the way the prompt says: its first displacement from the start larger than
-    the centroid error, along the prompted axis, has the prompted sign (dropped: down, or no motion at all
+    the video's noise allows (``View.noise`` at ``motion.ALPHA``), along the prompted axis, has the prompted sign (dropped: down, or no motion at all
     in zero gravity; launched: up; thrown or rolled: left or right)."""
     body = v.primary
     present = np.flatnonzero(body.track.present)
     if present.size < 2:
         return unseen("direction", "SA", "the object")
     moves = body.pos[present[1:]] - body.pos[present[0]]  # (n, 2) from the first sighting
+    min_move = v.noise.bound(moves.size, math.sqrt(2))  # what the noise of two positions can move, at ALPHA
     want = v.scene.direction
     if want == "down" and v.g == 0:
         drift = float(np.abs(moves).max())
-        return Check("direction", "SA", drift <= MIN_MOVE, drift, f"drifts {drift:.2f} units in zero gravity (dropped: stays)")
+        return Check("direction", "SA", drift <= min_move, drift, f"drifts {drift:.2f} units in zero gravity (dropped: stays)")
     axis, sign = {"left": (0, -1), "right": (0, 1), "up": (1, 1), "down": (1, -1)}[want]
     along = sign * moves[:, axis]
-    moved = np.flatnonzero(np.abs(along) > MIN_MOVE)
+    moved = np.flatnonzero(np.abs(along) > min_move)
     if moved.size == 0:
-        return Check("direction", "SA", False, 0.0, f"never moves {want} (or the other way) by more than {MIN_MOVE} units")
+        return Check("direction", "SA", False, 0.0, f"never moves {want} (or the other way) by more than {min_move:.2f} units")
     first = float(along[moved[0]])
     return Check("direction", "SA", first > 0, first, f"first moves {first:+.2f} units {want} (frame {present[1 + moved[0]]})")
 
