@@ -6,7 +6,12 @@ arguments, call the library, and print. No logic of their own.
 
 from __future__ import annotations
 
-import typer
+if __name__ == "__main__":  # a bench's child goes when the bench goes: before the slow imports below
+    from physalign.process import die_with_parent
+
+    die_with_parent()
+
+import typer  # noqa: E402
 
 app = typer.Typer(
     help="Post-train text-to-video generators toward physical plausibility.",
@@ -46,7 +51,7 @@ _register()
 def main() -> None:
     from physalign.process import die_with_parent
 
-    die_with_parent()  # a bench's child goes when the bench goes
+    die_with_parent()  # the `physalign` entry point's children too
     app()
 
 
