@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 from physalign.data.frames import FrameSampling, decode_clip
 from physalign.data.manifest import ClipRow, load_clip_manifest
-from physalign.data.shards import FORMAT, INDEX, shard_meta, shard_path, write_shard, write_text
+from physalign.data.shards import FORMAT, INDEX, shard_meta, shard_path, write_shard
+from physalign.files import write_text_atomic
 from physalign.models.interface import VideoModel, to_model_range
 from physalign.video import VideoError
 
@@ -307,5 +308,5 @@ def write_index(out: Path, key: str, manifest, settings: dict, fingerprints: dic
     while shard_path(out, stale).exists():
         shard_path(out, stale).unlink()
         stale += 1
-    write_text(out / INDEX, json.dumps(index, indent=1))
+    write_text_atomic(out / INDEX, json.dumps(index, indent=1))
     return index

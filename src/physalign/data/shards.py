@@ -54,10 +54,6 @@ def shard_meta(path: Path) -> dict | None:
         return None
 
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 class PrecomputedClips:
     """Clips cached by ``physalign precompute``, served as training batches.
 

@@ -89,12 +89,12 @@ class Engine:
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        for bucket in gradient_buckets([p.grad for p in params], BUCKET_BYTES):
-            flat = torch.cat([g.reshape(-1) for g in bucket])
+
+        def average(flat: torch.Tensor) -> None:
             torch.distributed.all_reduce(flat)
             flat /= self.world
-            for g, mean in zip(bucket, flat.split([g.numel() for g in bucket])):
-                g.copy_(mean.view_as(g))
+
+        in_buckets([p.grad for p in params], average)
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Each float averaged over the ranks (keys in the same order on every rank). The tensor lives on the
@@ -124,14 +124,11 @@ class Engine:
             retie(model)
         else:
             model.to(self.device)
+        def from_first(flat: torch.Tensor) -> None:
+            torch.distributed.broadcast(flat.view(torch.uint8) if flat.dtype == torch.bool else flat, src=0)  # gloo: no bool
+
         with torch.no_grad():
-            tensors = [t for t in itertools.chain(model.parameters(), model.buffers())]
-            for bucket in gradient_buckets(tensors, BUCKET_BYTES):
-                flat = torch.cat([t.reshape(-1) for t in bucket])
-                wire = flat.view(torch.uint8) if flat.dtype == torch.bool else flat  # gloo sends no bool
-                torch.distributed.broadcast(wire, src=0)
-                for t, part in zip(bucket, flat.split([t.numel() for t in bucket])):
-                    t.copy_(part.view_as(t))
+            in_buckets(list(itertools.chain(model.parameters(), model.buffers())), from_first)
         return model
 
     def any_rank(self, flag: bool) -> bool:
@@ -203,6 +200,16 @@ class Engine:
 
 
 BUCKET_BYTES = 25 * 2**20
+
+
+def in_buckets(tensors: list[torch.Tensor], collective) -> None:
+    """Run ``collective`` (in place) on ``tensors`` flattened into buckets of :data:`BUCKET_BYTES` at most
+    (:func:`gradient_buckets`), each bucket's result copied back: one bucket of extra memory at a time."""
+    for bucket in gradient_buckets(tensors, BUCKET_BYTES):
+        flat = torch.cat([t.reshape(-1) for t in bucket])
+        collective(flat)
+        for t, part in zip(bucket, flat.split([t.numel() for t in bucket])):
+            t.copy_(part.view_as(t))
 
 
 def gradient_buckets(grads: list[torch.Tensor], limit: int) -> list[list[torch.Tensor]]:
