@@ -26,7 +26,6 @@ FRAME_TIME = 1.0 / spec.FPS
 # quarter-pixel lattice: uniform error of +-1/8 pixel (std 0.25 / sqrt(12) ~ 0.07) on a block's centre.
 # Curved edges (balls) average it down to ~0.03.
 POSITION_STD = 0.25 / math.sqrt(12)  # units (one pixel is one unit at 32 x 32)
-POSITION_MAX = 0.125
 # The noise every noise-limited test uses is measured from the video itself (:func:`measure_noise`): the
 # robust scale of the centroids' third differences between impacts, where physics makes them zero. It is floored
 # at the renderer's lattice error (no video is measured more finely) and capped at NOISE_CAP: an object that
