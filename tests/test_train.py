@@ -496,3 +496,57 @@ def test_validation_videos_at_intervals_leave_the_run_unchanged(world, tmp_path)
     train(load_config(None, cfg), tmp_path / "plain", progress=False)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert strip(log_of(tmp_path / "val")) == strip(log_of(tmp_path / "plain"))  # validating drew no training noise
+
+
+def test_a_config_starts_from_its_defaults_file(tmp_path):
+    (tmp_path / "shared.yaml").write_text("optim:\n  lr: 0.002\n  schedule: cosine\ntrain:\n  steps: 50\n")
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "one.yaml").write_text("defaults: ../shared.yaml\ntrain:\n  steps: 7\n")
+    cfg = load_config(tmp_path / "methods" / "one.yaml", ["optim.lr=0.003"])
+    assert (cfg.optim.lr, cfg.optim.schedule, cfg.train.steps) == (0.003, "cosine", 7)  # file over defaults, overrides last
+    (tmp_path / "loop.yaml").write_text("defaults: loop.yaml\n")
+    with pytest.raises(ConfigError, match="comes back to itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "lost.yaml").write_text("defaults: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere.yaml: no such config file \(the defaults of"):
+        load_config(tmp_path / "lost.yaml")
+
+
+def test_the_method_configs_share_the_post_training_recipe():
+    """Every shipped method config starts from configs/post_training.yaml: warm-up, cosine decay and an EMA
+    export with a warm-up, as the base was trained (its last stage: configs/base/base_v4.yaml)."""
+    for path in sorted((CONFIGS / "methods").glob("*.yaml")):
+        assert path.read_text().count("defaults: ../post_training.yaml") == 1, path
+        o = load_config(path).optim
+        assert (o.schedule, o.ema_decay, o.ema_warmup, o.warmup_steps) == ("cosine", 0.99, True, 20), path
+
+
+def test_ema_warmup_against_a_plain_reference():
+    from physalign.train.ema import EMA
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    ema = EMA({"p": p}, 0.99, warmup=True)
+    want = torch.zeros(3)
+    for n in range(40):
+        with torch.no_grad():
+            p.add_(1.0)
+        d = min(0.99, (1 + n) / (10 + n))
+        want = d * want + (1 - d) * p.detach()
+        ema.update()
+    assert torch.allclose(ema.shadow["p"], want)
+    state = ema.state_dict()
+    again = EMA({"p": p}, 0.99, warmup=True)
+    again.load_state_dict(state)
+    assert again.updates == 40 and again.current_decay() == ema.current_decay()
+    with pytest.raises(KeyError, match="update count"):
+        again.load_state_dict({"p": state["p"]})
+
+
+def test_a_run_with_ema_warmup_resumes_exactly(world, tmp_path):
+    cfg = overrides(world, tmp_path, "train.save_every=2", "optim.ema_decay=0.99", "optim.ema_warmup=true",
+                    "train.keep_checkpoints=0")
+    straight = train(load_config(None, cfg + ["train.steps=4"]), tmp_path / "straight", progress=False)
+    train(load_config(None, cfg + ["train.steps=2"]), tmp_path / "split", progress=False)
+    resumed = train(load_config(None, cfg + ["train.steps=4"]), tmp_path / "split", resume=True, progress=False)
+    a, b = load_model(straight).state_dict(), load_model(resumed).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -69,6 +69,8 @@ class OptimSection:
     # so a run resumed with a larger train.steps follows a different curve from then on)
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping (the norm is still logged)
     ema_decay: float = 0.0  # 0 = no EMA; else the exported model carries the EMA weights
+    ema_warmup: bool = False  # the decay at update n is min(ema_decay, (1 + n) / (10 + n)): a short run's EMA
+    # follows its weights instead of staying at the ones it started from
 
 
 @dataclass
@@ -108,14 +110,16 @@ class Config:
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
 
 
-def from_dict(data: Any, where: str = "config") -> Config:
-    """A Config from nested mappings {section: {key: value}}; unset keys keep their defaults."""
+def from_dict(data: Any, where: str = "config", cfg: Config | None = None) -> Config:
+    """A Config from nested mappings {section: {key: value}}, set over ``cfg`` (default: a new Config); unset
+    keys keep their values."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of sections {list(SECTIONS)}, got {type(data).__name__}")
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{where}: unknown sections {unknown}; allowed: {list(SECTIONS)}")
-    cfg = Config()
+        raise ConfigError(f"{where}: unknown sections {unknown}; allowed: {list(SECTIONS)} (and `defaults:` "
+                          "naming a config file to start from)")
+    cfg = cfg or Config()
     for section, values in data.items():
         if not isinstance(values or {}, dict):
             raise ConfigError(f"{where}: section {section!r} must be a mapping of keys, got {values!r}")
@@ -128,15 +132,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read YAML ``path`` (or the defaults when None) and apply ``section.key=value`` overrides in order;
     each value is read as YAML (``train.steps=100``, ``model.trainable=[vae]``), except that a string field
     takes the text as typed (``train.wandb_project=2024`` is "2024")."""
-    cfg = Config()
-    if path is not None:
-        path = resolve(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
-        try:
-            cfg = from_dict(read_yaml(path.read_text()) or {}, str(path))
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    cfg = read_file(resolve(path)) if path is not None else Config()
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=100")
@@ -179,6 +175,27 @@ def check_ranges(cfg: Config, where: str = "config") -> None:
             raise ConfigError(f"{where}: {dotted} must be >= {low} ({meaning}), got {value!r}")
     if cfg.optim.ema_decay >= 1:
         raise ConfigError(f"{where}: optim.ema_decay must be < 1 (0 = no EMA), got {cfg.optim.ema_decay!r}")
+
+
+def read_file(path: Path, seen: tuple[Path, ...] = ()) -> Config:
+    """The config in YAML file ``path``. A top-level ``defaults: FILE`` (relative to ``path``'s folder) is read
+    first and ``path``'s keys are set over it: the method configs share one block of post-training defaults
+    (``configs/methods/post_training.yaml``) and state only what differs."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file" + (f" (the defaults of {seen[-1]})" if seen else ""))
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `defaults:` comes back to itself ({' -> '.join(map(str, seen))})")
+    try:
+        data = read_yaml(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    base = Config()
+    if isinstance(data, dict) and "defaults" in data:
+        parent = data.pop("defaults")
+        if not isinstance(parent, str):
+            raise ConfigError(f"{path}: `defaults` must be a config file's path, got {parent!r}")
+        base = read_file(path.parent / parent, seen + (path.resolve(),))
+    return from_dict(data, str(path), base)
 
 
 def as_typed(value: Any, text: str | None, kind: Any) -> Any:

@@ -91,7 +91,7 @@ def build_state(cfg: Config, model: VideoModel, method: Method) -> TrainState:
     opt = make_optimizer(list(named.values()), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
                          shard=cfg.train.shard_optimizer)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(o.schedule, o.warmup_steps, cfg.train.steps))
-    return TrainState(model, method, opt, sched, build_ema(named, o.ema_decay))
+    return TrainState(model, method, opt, sched, build_ema(named, o.ema_decay, o.ema_warmup))
 
 
 def make_optimizer(params: list[torch.nn.Parameter], shard: bool = False, **adamw) -> torch.optim.Optimizer:
