@@ -29,7 +29,7 @@ demo: setup
 	$(VENV)/bin/physalign bench --profile quick --out runs/demo
 
 test: setup $(TEST_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2  # two workers: the multi-process tests wait on process start-up more than on the CPU
 
 # The base model recipe (configs/base/README.md): v1 (stages one to three, rebuilt at the commit that made
 # it), then v2's three fine-tuning stages on the current world, v3's stage seven and v4's stage eight. See

@@ -121,7 +121,8 @@ def test_losers_are_corrupted_copies_of_the_winners(post, tmp_path):
 def test_a_lora_run_from_a_model_folder_checkpoints_the_adapter_alone_and_resumes_exactly(post, tmp_path):
     init = tmp_path / "init"
     build_model(config(post, tmp_path).model).save_pretrained(init)
-    more = (f"model.init={init}", "model.sizes={}", "train.save_every=2", "train.keep_checkpoints=0", "optim.lr=0.01")
+    more = (f"model.init={init}", "model.sizes={}", "train.save_every=2", "train.keep_checkpoints=0", "optim.lr=0.01",
+            "optim.schedule=constant")  # the cosine of a 2-step run is not the first half of a 4-step one's
     straight = train(config(post, tmp_path, *more, "train.steps=4"), tmp_path / "straight", progress=False)
     train(config(post, tmp_path, *more, "train.steps=2"), tmp_path / "split", progress=False)
     resumed = train(config(post, tmp_path, *more, "train.steps=4"), tmp_path / "split", resume=True, progress=False)

@@ -516,7 +516,7 @@ def test_the_method_configs_share_the_post_training_recipe():
     """Every shipped method config starts from configs/post_training.yaml: warm-up, cosine decay and an EMA
     export with a warm-up, as the base was trained (its last stage: configs/base/base_v4.yaml)."""
     for path in sorted((CONFIGS / "methods").glob("*.yaml")):
-        assert path.read_text().count("defaults: ../post_training.yaml") == 1, path
+        assert path.read_text().count("defaults: configs/post_training.yaml") == 1, path
         o = load_config(path).optim
         assert (o.schedule, o.ema_decay, o.ema_warmup, o.warmup_steps) == ("cosine", 0.99, True, 20), path
 

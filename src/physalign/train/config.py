@@ -178,8 +178,9 @@ def check_ranges(cfg: Config, where: str = "config") -> None:
 
 
 def read_file(path: Path, seen: tuple[Path, ...] = ()) -> Config:
-    """The config in YAML file ``path``. A top-level ``defaults: FILE`` (relative to ``path``'s folder) is read
-    first and ``path``'s keys are set over it: the method configs share one block of post-training defaults
+    """The config in YAML file ``path``. A top-level ``defaults: FILE`` (relative to ``path``'s folder, else to
+    the working folder, else a shipped file: :func:`physalign.assets.resolve`) is read first and ``path``'s
+    keys are set over it: the method configs share one block of post-training defaults
     (``configs/methods/post_training.yaml``) and state only what differs."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file" + (f" (the defaults of {seen[-1]})" if seen else ""))
@@ -194,7 +195,8 @@ def read_file(path: Path, seen: tuple[Path, ...] = ()) -> Config:
         parent = data.pop("defaults")
         if not isinstance(parent, str):
             raise ConfigError(f"{path}: `defaults` must be a config file's path, got {parent!r}")
-        base = read_file(path.parent / parent, seen + (path.resolve(),))
+        beside = path.parent / parent  # relative to the file, else as any path (the working folder, then shipped)
+        base = read_file(beside if beside.is_file() else resolve(parent), seen + (path.resolve(),))
     return from_dict(data, str(path), base)
 
 
