@@ -115,6 +115,21 @@ def eval_jitter(results: Path) -> str:
     return with_source(md, "eval_rates")
 
 
+def parity_sft(results: Path) -> str:
+    """SFT against the base under the old and the new post-training protocol (bench.json of each)."""
+    rows = []
+    for name, label in (("old", "old: constant lr, no EMA"), ("new", "new: warm-up, cosine, EMA 0.99 (warm-up)")):
+        data = load(results, f"parity_sft/{name}/bench.json")
+        joint = data["vs_base"]["sft"]["joint"]
+        phys = data["physics_vs_base"]["sft"]
+        ratio = data["summaries"]["sft"]["physics_errors"]["gravity_ratio"]["median"]
+        rows.append([label, signed_ci(joint), signed_ci(phys["gravity_error"]), signed_ci(phys["fit_residual"]), num(ratio, 2)])
+    base = load(results, "parity_sft/new/bench.json")["summaries"]["base"]["physics_errors"]["gravity_ratio"]["median"]
+    md = table(["protocol", "Δ Joint vs base", "Δ gravity error vs base", "Δ fit residual (px) vs base",
+                f"SFT gravity ratio (median; base {num(base, 2)})"], rows)
+    return with_source(md, "parity_sft")
+
+
 def eval_speed(results: Path) -> str:
     """Single-thread evaluator speed (bench_eval.py)."""
     data = load(results, "eval_rates/eval_rates.json")
@@ -257,7 +272,7 @@ def judge_heldout(results: Path) -> str:
     return with_source(table(["question", *heads], rows), "judge")
 
 
-TABLES = {"eval_rates": eval_rates, "eval_jitter": eval_jitter, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
+TABLES = {"eval_rates": eval_rates, "eval_jitter": eval_jitter, "parity_sft": parity_sft, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
           "stss": stss, "select": select, "select_left_out": select_left_out,
           "teacher_reconstruction": teacher_reconstruction, "teacher_probes": teacher_probes,
           "judge_heldout": judge_heldout}
