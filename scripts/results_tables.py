@@ -119,12 +119,12 @@ def parity_sft(results: Path) -> str:
     """SFT against the base under the old and the new post-training protocol (bench.json of each)."""
     rows = []
     for name, label in (("old", "old: constant lr, no EMA"), ("new", "new: warm-up, cosine, EMA 0.99 (warm-up)")):
-        data = load(results, f"parity_sft/{name}/bench.json")
+        data = load(results, f"parity_sft/{name}_bench.json")
         joint = data["vs_base"]["sft"]["joint"]
         phys = data["physics_vs_base"]["sft"]
         ratio = data["summaries"]["sft"]["physics_errors"]["gravity_ratio"]["median"]
         rows.append([label, signed_ci(joint), signed_ci(phys["gravity_error"]), signed_ci(phys["fit_residual"]), num(ratio, 2)])
-    base = load(results, "parity_sft/new/bench.json")["summaries"]["base"]["physics_errors"]["gravity_ratio"]["median"]
+    base = load(results, "parity_sft/new_bench.json")["summaries"]["base"]["physics_errors"]["gravity_ratio"]["median"]
     md = table(["protocol", "Δ Joint vs base", "Δ gravity error vs base", "Δ fit residual (px) vs base",
                 f"SFT gravity ratio (median; base {num(base, 2)})"], rows)
     return with_source(md, "parity_sft")
