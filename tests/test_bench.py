@@ -34,6 +34,27 @@ def test_paired_difference_matches_a_plain_bootstrap():
         paired_difference(a, b[:3])
 
 
+def test_paired_power_figures_follow_their_definitions():
+    rng = np.random.default_rng(5)
+    a, b = (rng.random(200) < 0.6).astype(float), (rng.random(200) < 0.5).astype(float)
+    got = paired_difference(a, b)
+    sd = (a - b).std(ddof=1)
+    assert got["sd"] == pytest.approx(sd)
+    assert got["mde"] == pytest.approx((1.959964 + 0.841621) * sd / np.sqrt(200))
+    assert got["n_for_target"] == int(np.ceil((1.959964 * sd / 0.04) ** 2))
+    # the bootstrap half-width is the normal one, so n_for_target pairs would give about +-0.04
+    assert (got["hi"] - got["lo"]) / 2 == pytest.approx(1.959964 * sd / np.sqrt(200), rel=0.12)
+    # a true difference of one MDE is found (interval excluding zero) in about 80% of comparisons
+    n, found = 60, 0
+    shift = (1.959964 + 0.841621) / np.sqrt(n)  # one MDE for unit-sd differences
+    for trial in range(120):
+        d = np.random.default_rng(100 + trial).normal(shift, 1.0, n)
+        r = paired_difference(d, np.zeros(n), resamples=1000, seed=trial)
+        found += r["lo"] > 0
+    assert 0.65 <= found / 120 <= 0.93
+    assert np.isnan(paired_difference([], [])["mde"])
+
+
 def test_profiles_and_method_configs():
     quick = get_profile("quick")
     assert quick.steps < get_profile("full").steps and "sft" in quick.methods
@@ -86,6 +107,8 @@ def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):
     assert "| sft | 3 |" in text and "step time / SFT" in text
     assert set(data["physics_vs_base"]["sft"]) == {"gravity_error", "fit_residual", "impulse", "penetration"}
     assert "## Continuous physics errors" in text and "| simulator |" in text.split("## Continuous physics errors")[1]
+    assert "## Power of the paired Joint comparisons" in text and "| fm − sft | 3 |" in text
+    assert data["vs_base"]["sft"]["joint"]["mde"] > 0 or data["vs_base"]["sft"]["joint"]["sd"] == 0
     for name in ("report.html", "metrics.png", "curves.png", "samples.gif"):
         assert (out / name).stat().st_size > 0
     trained = (out / "runs" / "sft-s0" / "model" / "physalign_model.json").stat().st_mtime_ns

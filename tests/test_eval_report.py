@@ -58,6 +58,18 @@ def test_summary_groups_by_axis_split_and_check():
     assert "forces=normal" in text and "no such video file" in text
 
 
+def test_markdown_shows_the_continuous_errors_with_their_intervals():
+    a, b, c = result(DROP, True, True), result(DROP, False, True), result(DROP, True, True, ood=True)
+    a.physics_errors, b.physics_errors, c.physics_errors = {"gravity_ratio": 0.5}, {"gravity_ratio": 0.7}, {"gravity_ratio": 0.9}
+    s = summarize([a, b, c])
+    assert s["physics_errors"]["gravity_ratio"]["mean"] == pytest.approx(0.7)
+    md = markdown(s)
+    assert "## Continuous physics errors" in md
+    assert "| gravity_ratio | all | 3 | 0.700 | 0.700 [" in md  # median, then mean [interval]
+    assert "| gravity_ratio | in-distribution | 2 | 0.600 | 0.600 [0.500, 0.700] |" in md
+    assert "| gravity_ratio | ood | 1 | 0.900 |" in md and "| penetration |" not in md  # no video has it
+
+
 def test_write_report_is_valid_json(tmp_path):
     results = [result(DROP, True, True)]
     write_report(results, summarize(results), tmp_path)

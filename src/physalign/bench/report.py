@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from physalign.bench.compare import pair_results, paired_difference
+from physalign.bench.compare import TARGET_HALF_WIDTH, pair_results, paired_difference
 from physalign.eval.report import finite, fmt
 from physalign.eval.stats import METRICS, summarize
 from physalign.video import read_video, tile, write_gif
@@ -120,6 +120,7 @@ def _markdown(profile, summaries: dict, deltas: dict, vs_base: dict, timing: dic
         ratio = f"{timing[name]['ratio']:.2f}" if name in timing else ""
         lines.append(f"| {name} | {s['n']} | " + " | ".join(fmt(s["overall"][m]) for m in METRICS)
                      + f" | {dpc} | {djoint} | {dbase} | {ratio} |")
+    lines += _power_markdown(deltas, vs_base)
     lines += ["", "## In-distribution and out-of-distribution prompts (Joint)", "",
               "| model | in-distribution | ood |", "|---|---|---|"]
     for name, s in summaries.items():
@@ -140,6 +141,21 @@ def _markdown(profile, summaries: dict, deltas: dict, vs_base: dict, timing: dic
     lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     lines += ["", f"## Samples: ground truth, base, then each method (first {GIF_PROMPTS} test prompts)", "", f"![samples]({gif})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _power_markdown(deltas: dict, vs_base: dict) -> list[str]:
+    """Each paired Joint comparison's power: its pairs, the minimum detectable effect (80% power, 95% level)
+    and the pairs a half-width of TARGET_HALF_WIDTH would need at the same spread."""
+    lines = ["", "## Power of the paired Joint comparisons", "",
+             f"MDE: the smallest true difference found with 80% power (2.80 standard errors of the paired mean); "
+             f"the last column: pairs needed for a 95% interval of ±{TARGET_HALF_WIDTH} at this spread.", "",
+             "| comparison | pairs | half-width | MDE | pairs for ±0.04 |", "|---|---|---|---|---|"]
+    rows = [(f"{m} − sft", d["joint"]) for m, d in deltas.items()] + [(f"{m} − base", d["joint"]) for m, d in vs_base.items()]
+    for label, d in rows:
+        if d["n"]:
+            lines.append(f"| {label} | {d['n']} | {(d['hi'] - d['lo']) / 2:.3f} | {d.get('mde', float('nan')):.3f} "
+                         f"| {d.get('n_for_target', '')} |")
+    return lines
 
 
 def _fmt_delta(d: dict) -> str:

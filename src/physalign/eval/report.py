@@ -33,12 +33,26 @@ def check_rows(summary: dict) -> list[tuple[str, ...]]:
     return rows
 
 
+def error_rows(summary: dict) -> list[tuple[str, ...]]:
+    """Rows (error, group, n, median, mean [interval]) of the continuous physics errors: all videos, then in- vs
+    out-of-distribution."""
+    groups = [("all", summary["physics_errors"])] + list(summary.get("physics_errors_split", {}).items())
+    return [(name, group, str(e["n"]), "–" if math.isnan(e["median"]) else f"{e['median']:.3f}", fmt(e))
+            for name in summary["physics_errors"] for group, errs in groups for e in [errs[name]] if e["n"]]
+
+
 def markdown(summary: dict, title: str = "Physics evaluation") -> str:
     b = summary["bootstrap"]
     lines = [f"# {title}", "", f"{summary['n']} videos scored. PC: physical commonsense, SA: semantic adherence, "
              f"Joint: both; mean [{b['level']:.0%} percentile bootstrap interval, {b['resamples']} resamples, seed {b['seed']}].", ""]
     lines += _md_table(HEADERS, rate_rows(summary)) + [""]
     lines += _md_table(("check", "group", "pass rate", "applies to", "n/a"), check_rows(summary))
+    if "physics_errors" in summary:
+        lines += ["", "## Continuous physics errors", "",
+                  "How far from physics, over the videos each figure applies to (`physics.errors`): gravity ratio = "
+                  "fitted over true free-flight acceleration (1 = right); residuals, impulses, penetration and noise "
+                  "in world units (1 unit = 1 px at 64 px).", ""]
+        lines += _md_table(("error", "group", "n", "median", "mean [95% interval]"), error_rows(summary))
     if summary["errors"]:
         lines += ["", f"## {len(summary['errors'])} videos could not be scored", ""]
         lines += [f"- `{e['video']}`: {e['error'].removeprefix(e['video'] + ': ')}" for e in summary["errors"]]
