@@ -257,3 +257,24 @@ def test_world_cli_generate_parse_and_show(tmp_path):
     assert (tmp_path / "c.gif").is_file() and "the red ball bounces off the floor" in res.output
     res = runner.invoke(app, ["world", "show", "a red ball flies", "--out", str(tmp_path / "d.gif")])
     assert res.exit_code == 2 and "flies" in res.output and not (tmp_path / "d.gif").exists()
+
+
+def test_a_corrupted_set_has_the_clean_sets_scenes_and_fails_physics_where_corrupted(tmp_path):
+    """The negative control's training data: the same scenes and prompts as the clean set, each video a
+    corrupted copy of a listed kind that applies to it, which the evaluator flags; clean where none applies."""
+    from physalign.eval.score import evaluate_video
+
+    kinds = ("teleport", "gain_energy", "freeze_midair", "weak_gravity")
+    clean = load_manifest(generate(tmp_path / "clean", 8, "train", seed=3, progress=False))
+    bad = load_manifest(generate(tmp_path / "bad", 8, "train", seed=3, progress=False, corrupt_kinds=kinds))
+    assert [r["prompt"] for r in bad] == [r["prompt"] for r in clean]
+    assert "corrupted" not in clean[0] and sum(r["corrupted"] is not None for r in bad) >= 5
+    for c, b in zip(clean, bad):
+        same = np.array_equal(read_video(tmp_path / "clean" / c["video"]), read_video(tmp_path / "bad" / b["video"]))
+        assert same == (b["corrupted"] is None)
+        assert b["corrupted"] is None or b["corrupted"] in kinds
+        if b["corrupted"] is not None:
+            result = evaluate_video(read_video(tmp_path / "bad" / b["video"]), Scene.from_dict(b["scene"]))
+            assert not result.pc, (b["corrupted"], b["prompt"])
+    with pytest.raises(ValueError, match=r"unknown corruption kinds \['melt'\]"):
+        generate(tmp_path / "x", 1, "train", seed=0, progress=False, corrupt_kinds=("melt",))

@@ -23,6 +23,8 @@ def generate(
     frames: int = typer.Option(spec.DEFAULT_FRAMES, help="Frames per video."),
     resolution: int = typer.Option(spec.DEFAULT_RESOLUTION, help="Height and width in pixels."),
     counterfactuals: bool = typer.Option(False, help="Also write one one-axis counterfactual per video."),
+    corrupt: str = typer.Option("", help="Comma-separated corruption kinds (physalign.world.corrupt): each video "
+                                "becomes a corrupted copy of one kind that applies to it, named in its line."),
 ) -> None:
     """Simulate and render N videos of a split into OUT/videos and OUT/manifest.jsonl.
 
@@ -32,7 +34,8 @@ def generate(
 
     start = time.perf_counter()
     try:
-        manifest = run(out, n, split, seed, frames, resolution, counterfactuals)
+        kinds = tuple(k.strip() for k in corrupt.split(",") if k.strip())
+        manifest = run(out, n, split, seed, frames, resolution, counterfactuals, corrupt_kinds=kinds)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

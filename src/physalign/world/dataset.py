@@ -36,6 +36,7 @@ from tqdm import tqdm
 from physalign.video import VideoError, read_video, write_mp4
 from physalign.world import scene as grammar
 from physalign.world import spec
+from physalign.world.corrupt import CORRUPTIONS, applicable, corrupt
 from physalign.world.phenomena import phenomena
 from physalign.world.render import render
 from physalign.world.sim import Rollout, simulate
@@ -76,10 +77,19 @@ def generate(
     resolution: int = spec.DEFAULT_RESOLUTION,
     counterfactuals: bool = False,
     progress: bool = True,
+    corrupt_kinds: tuple[str, ...] = (),
 ) -> Path:
-    """Simulate, render and write ``n`` videos of ``split``; return the manifest path."""
+    """Simulate, render and write ``n`` videos of ``split``; return the manifest path.
+
+    With ``corrupt_kinds`` (names in ``corrupt.CORRUPTIONS``), each video is replaced by a corrupted copy of
+    one of those kinds that applies to it, drawn from its own stream (the scenes are those of the clean set),
+    and its line says which (``"corrupted": kind``, None where none applies): training data for the bench's
+    negative control."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Got {split!r}.")
+    unknown = sorted(set(corrupt_kinds) - set(CORRUPTIONS))
+    if unknown:
+        raise ValueError(f"unknown corruption kinds {unknown}; available: {sorted(CORRUPTIONS)}")
     if n < 1:
         raise ValueError(f"n must be >= 1. Got {n}.")
     out = Path(out_dir)
@@ -87,7 +97,8 @@ def generate(
     kept = [r for r in load_manifest(manifest) if r.get("split") != split] if manifest.exists() else []
     lines = []
     for i in tqdm(range(n), desc=f"world {split}", unit="video", disable=not progress):
-        lines.append(_write_example(out, split, i, video_seed(seed, split, i), frames, resolution, counterfactuals))
+        lines.append(_write_example(out, split, i, video_seed(seed, split, i), frames, resolution, counterfactuals,
+                                    tuple(corrupt_kinds)))
     _write_lines(manifest, kept + lines)
     _remove_stale_videos(out, split, lines)
     return manifest
@@ -101,10 +112,17 @@ def _remove_stale_videos(out: Path, split: str, lines: list[dict]) -> None:
             path.unlink()
 
 
-def _write_example(out: Path, split: str, i: int, seed: int, frames: int, resolution: int, cf: bool) -> dict:
+def _write_example(out: Path, split: str, i: int, seed: int, frames: int, resolution: int, cf: bool,
+                   corrupt_kinds: tuple[str, ...] = ()) -> dict:
     rng = random.Random(seed)
     scene = draw_scene(split, i, rng)
     video, rollout = make_example(scene, seed, frames, resolution)
+    kind = None
+    if corrupt_kinds:
+        own = random.Random(f"corrupt-{seed}")  # its own stream: the clean draws (scene, counterfactual) stay
+        kinds = [k for k in applicable(scene, rollout) if k in corrupt_kinds]
+        kind = own.choice(kinds) if kinds else None
+        video = corrupt(video, scene, rollout, kind, own) if kind else video
     name = f"videos/{split}_{i:05d}.mp4"
     write_mp4(out / name, video, fps=spec.FPS)
     line = {
@@ -117,6 +135,8 @@ def _write_example(out: Path, split: str, i: int, seed: int, frames: int, resolu
         "ood": scene.is_held_out,
         "truth": truth(rollout),
     }
+    if corrupt_kinds:
+        line["corrupted"] = kind
     if cf:
         line["perturbed"] = _counterfactual(out, name, scene, seed, rng, frames, resolution)
     return line
