@@ -143,3 +143,31 @@ def test_bench_data_is_regenerated_after_a_world_change(tmp_path, monkeypatch):
     runner.test_data(profile, tmp_path / "test")
     assert json.loads((tmp_path / "test" / "bench_data.json").read_text())["world_version"] == spec.WORLD_VERSION
     assert first.stat().st_mtime_ns != before  # made again for the new world
+
+
+def test_the_negative_control_trains_sft_on_corrupted_clips_and_the_report_says_whether_it_was_seen(tmp_path):
+    from physalign.bench.profiles import NEGATIVE_KINDS
+    from physalign.bench.report import _controls_markdown, control_verdict
+    from physalign.bench.runner import bench_settings, post_training_data
+    from physalign.world.dataset import load_manifest
+
+    control = get_profile("control")
+    assert control.methods == ("sft", "control-negative")
+    small = replace(control, train_videos=6)
+    clean, bad = post_training_data(small, tmp_path), post_training_data(small, tmp_path, NEGATIVE_KINDS)
+    assert clean != bad and "corrupted" not in load_manifest(clean)[0]
+    rows = load_manifest(bad)
+    assert [r["prompt"] for r in rows] == [r["prompt"] for r in load_manifest(clean)]
+    assert any(r["corrupted"] in NEGATIVE_KINDS for r in rows)
+    cfg = arm_config(Arm("control-negative", 0), small, bad, Path("base"), Path("cache"), CONFIGS / "methods")
+    assert cfg.train.method == "sft" and cfg.data.manifest == str(bad)
+    settings = bench_settings(small, tmp_path, CONFIGS / "methods")["methods"]
+    assert settings["control-negative"]["corrupt_kinds"] == list(NEGATIVE_KINDS) and "corrupt_kinds" not in settings["sft"]
+
+    def vs_base(lo, hi):
+        return {"pc": {"mean": (lo + hi) / 2, "lo": lo, "hi": hi, "n": 32}}
+
+    seen, unseen = control_verdict(vs_base(-0.3, -0.1)), control_verdict(vs_base(-0.2, 0.05))
+    assert seen["seen"] and not unseen["seen"]
+    text = _controls_markdown({"control-negative": unseen})
+    assert "NOT seen: the instrument could not see this change" in text and "-0.075 [-0.200, +0.050]" in text

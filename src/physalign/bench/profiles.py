@@ -16,6 +16,21 @@ PHYSHPO_LEVELS = ("instance", "state", "motion", "semantic")
 # against the winners' FM loss rising tenfold in the full bench.
 VARIANTS = {f"physhpo-no-{level}": ("physhpo", [f"method.{level}_weight=0"]) for level in PHYSHPO_LEVELS}
 VARIANTS["physhpo-anchored"] = ("physhpo", ["method.fm_weight=10"])
+# Controls: arms that must move the bench's figures by a known sign, or the instrument cannot see a change.
+# ``control-negative`` is SFT on the post-training set with each clip a corrupted copy of one of these
+# trajectory kinds (``physalign world generate --corrupt``): its paired Δ PC against the base must be < 0.
+NEGATIVE_KINDS = ("teleport", "freeze_midair", "pass_through_floor", "gain_energy", "gravity_upward", "wrong_gravity",
+                  "weak_gravity")
+CONTROLS = {"control-negative": ("sft", NEGATIVE_KINDS)}
+
+
+def recipe(method: str) -> tuple[str, list[str], tuple[str, ...]]:
+    """What an arm named ``method`` trains: (its config's name, overrides, corruption kinds of its data)."""
+    if method in VARIANTS:
+        return VARIANTS[method][0], list(VARIANTS[method][1]), ()
+    if method in CONTROLS:
+        return CONTROLS[method][0], [], CONTROLS[method][1]
+    return method, [], ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,9 @@ PROFILES = {
     # machine (partly shared) with nine methods, PhysHPO's 4x step the largest share.
     "full": Profile("full", steps=300),
     # PhysHPO with each level left out, and with the FM anchor, at the quick profile's budget
+    # the instrument's controls next to SFT, at the quick profile's data and a longer training
+    "control": Profile("control", methods=("sft", "control-negative"), train_videos=256, steps=150, batch_size=12,
+                       test_prompts=32, samples_per_prompt=1, sample_steps=16, timing_rounds=2),
     "ablation": Profile("ablation", methods=("sft", "physhpo", *VARIANTS), train_videos=500, steps=60, batch_size=16,
                         test_prompts=48, samples_per_prompt=1, sample_steps=20, timing_rounds=2),
 }

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from physalign.bench.compare import TARGET_HALF_WIDTH, pair_results, paired_difference
+from physalign.bench.profiles import CONTROLS
 from physalign.eval.report import finite, fmt
 from physalign.eval.stats import METRICS, summarize
 from physalign.video import read_video, tile, write_gif
@@ -29,16 +30,33 @@ def write_bench_report(out: Path, profile, arms, results: dict, timing: dict, ru
     deltas = {m: _delta(arms, results, m) for m in methods if REFERENCE in methods and m != REFERENCE}
     vs_base = {m: _delta(arms, results, m, against=lambda arm: "base") for m in methods}
     physics_vs_base = {m: _delta_errors(arms, results, m) for m in methods}
-    data = {"profile": profile.to_dict(), "summaries": summaries, "vs_sft": deltas, "vs_base": vs_base,
+    controls = {m: control_verdict(vs_base[m]) for m in methods if m in CONTROLS}
+    data = {"profile": profile.to_dict(), "summaries": summaries, "vs_sft": deltas, "vs_base": vs_base, "controls": controls,
             "physics_vs_base": physics_vs_base, "step_time": timing,
             "curves": {a.name: _curve(runs[a.name]) for a in arms}}
     (out / "bench.json").write_text(json.dumps(finite(data), indent=2, allow_nan=False))
     plots = [_plot_metrics(out, summaries), _plot_curves(out, data["curves"])]
     gif = _gif_grid(out, list(pooled)[1:], arms)
     md = _markdown(profile, summaries, deltas, vs_base, timing, plots, gif) + _physics_markdown(summaries, physics_vs_base)
+    md = _controls_markdown(controls) + md if controls else md
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(_html(md))
     return out / "report.md"
+
+
+def control_verdict(vs_base: dict) -> dict:
+    """A negative control (SFT on corrupted clips) is seen when its paired Δ PC against the base has a 95%
+    interval wholly below zero."""
+    pc = vs_base["pc"]
+    return {"expected": "Δ PC vs base < 0", "pc": pc, "seen": bool(math.isfinite(pc["hi"]) and pc["hi"] < 0)}
+
+
+def _controls_markdown(controls: dict) -> str:
+    lines = []
+    for name, c in controls.items():
+        verdict = "seen" if c["seen"] else "NOT seen: the instrument could not see this change"
+        lines.append(f"> **Control {name}** ({c['expected']}): {_fmt_delta(c['pc'])}, {verdict}.")
+    return "\n".join(lines) + "\n\n"
 
 
 def _delta(arms, results, method: str, against=lambda arm: f"{REFERENCE}-s{arm.seed}") -> dict:

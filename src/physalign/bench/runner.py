@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from physalign.assets import resolve, shipped
-from physalign.bench.profiles import VARIANTS, Profile
+from physalign.bench.profiles import CONTROLS, VARIANTS, Profile, recipe
 from physalign.bench.timing import step_times
 from physalign.eval import evaluate_manifest
 from physalign.files import write_text_atomic
@@ -79,14 +79,15 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path | None = None,
 def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, configs) -> Path:
     from physalign.bench.report import write_bench_report
 
-    train_manifest = post_training_data(profile, Path(data_root))
     test_manifest = test_data(profile, out / "test")
     arms = [Arm(m, s) for m in profile.methods for s in profile.seeds]
-    cfgs = {arm.name: arm_config(arm, profile, train_manifest, base, Path(data_root) / "cache", Path(configs)) for arm in arms}
+    data = {arm.name: post_training_data(profile, Path(data_root), recipe(arm.method)[2]) for arm in arms}
+    cfgs = {arm.name: arm_config(arm, profile, data[arm.name], base, Path(data_root) / "cache", Path(configs)) for arm in arms}
     for arm in arms:
         save_config(cfgs[arm.name], _config_path(out, arm))
     timing = cached_json(out / "timing.json", lambda: step_times(
-        {a.method: cfgs[a.name] for a in arms if a.seed == profile.seeds[0]}, profile.timing_rounds))
+        {a.method: cfgs[a.name] for a in arms if a.seed == profile.seeds[0] and a.method not in CONTROLS},
+        profile.timing_rounds))
     models = {"base": base} | {a.name: a.run(out) / "model" for a in arms}
 
     def sampling(name: str) -> list[tuple[str, list[str]]]:
@@ -115,10 +116,11 @@ def bench_settings(profile: Profile, base: Path, configs: Path) -> dict:
     world version and each method's config file (hash) and variant."""
     methods = {}
     for method in profile.methods:
-        name, variant = VARIANTS.get(method, (method, []))
+        name, variant, kinds = recipe(method)
         path = configs / f"{name}.yaml"
         methods[method] = {"config": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file()
                            else None, "variant": list(variant)}
+        methods[method] |= {"corrupt_kinds": list(kinds)} if kinds else {}
     return {"profile": {k: v for k, v in profile.to_dict().items() if k not in ADDITIVE}, "base": str(base),
             "base_fingerprint": folder_fingerprint(base), "world_version": spec.WORLD_VERSION, "methods": methods}
 
@@ -180,13 +182,17 @@ def longest_first(arms: list[Arm], timing: dict) -> list[Arm]:
     """``arms`` ordered by measured step time, slowest first, so the slowest run (PhysHPO's four levels)
     does not start last and run alone while the other job slot idles. Methods without a timing go last."""
     cost = {name: t["ratio"] for name, t in timing.items()}
-    return sorted(arms, key=lambda a: -cost.get(a.method, cost.get(VARIANTS.get(a.method, ("",))[0], 0.0)))
+    return sorted(arms, key=lambda a: -cost.get(a.method, cost.get(recipe(a.method)[0], 0.0)))
 
 
-def post_training_data(profile: Profile, root: Path) -> Path:
-    """The post-training set of ``profile`` (with counterfactuals), generated once and shared by runs."""
+def post_training_data(profile: Profile, root: Path, corrupt_kinds: tuple[str, ...] = ()) -> Path:
+    """The post-training set of ``profile`` (with counterfactuals), generated once and shared by runs; with
+    ``corrupt_kinds``, its corrupted copy (the same scenes) for a negative control."""
     want = {"n": profile.train_videos, "seed": profile.data_seed, "split": "train", "counterfactuals": True}
-    return _stamped(root / f"post-{profile.train_videos}-s{profile.data_seed}", want)
+    if not corrupt_kinds:
+        return _stamped(root / f"post-{profile.train_videos}-s{profile.data_seed}", want)
+    want["corrupt_kinds"] = list(corrupt_kinds)
+    return _stamped(root / f"post-{profile.train_videos}-s{profile.data_seed}-corrupted", want)
 
 
 def test_data(profile: Profile, folder: Path) -> Path:
@@ -201,7 +207,8 @@ def _stamped(folder: Path, want: dict) -> Path:
     want = {**want, "world_version": spec.WORLD_VERSION}
     if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == want:
         return manifest
-    generate(folder, want["n"], want["split"], want["seed"], counterfactuals=want["counterfactuals"])
+    generate(folder, want["n"], want["split"], want["seed"], counterfactuals=want["counterfactuals"],
+             corrupt_kinds=tuple(want.get("corrupt_kinds", ())))
     stamp.write_text(json.dumps(want))
     return manifest
 
@@ -209,10 +216,10 @@ def _stamped(folder: Path, want: dict) -> Path:
 def arm_config(arm: Arm, profile: Profile, manifest: Path, base: Path, cache: Path, configs: Path) -> Config:
     """The method's own config (``configs/<method>.yaml``, or a named variant's, ``profiles.VARIANTS``) with the
     comparison's shared settings."""
-    name, variant = VARIANTS.get(arm.method, (arm.method, []))
+    name, variant, _ = recipe(arm.method)
     path = configs / f"{name}.yaml"
     if not path.is_file():
-        available = sorted(p.stem for p in configs.glob("*.yaml")) + sorted(VARIANTS)
+        available = sorted(p.stem for p in configs.glob("*.yaml")) + sorted(VARIANTS) + sorted(CONTROLS)
         raise BenchError(f"method {arm.method!r}: no config {path}; available: {available}")
     return load_config(path, [*variant, f"model.init={base}", f"data.manifest={manifest}", "data.split=train",
                               f"data.cache_dir={cache}", f"train.steps={profile.steps}",
