@@ -65,10 +65,10 @@ PROFILES = {
     # 300 steps of batch 32 (9,600 clips, ~5 passes over the 2,000 videos): 2 h 49 min measured on a 2-core
     # machine (partly shared) with nine methods, PhysHPO's 4x step the largest share.
     "full": Profile("full", steps=300),
-    # PhysHPO with each level left out, and with the FM anchor, at the quick profile's budget
     # the instrument's controls next to SFT, at the quick profile's data and a longer training
     "control": Profile("control", methods=("sft", "control-negative"), train_videos=256, steps=150, batch_size=12,
                        test_prompts=32, samples_per_prompt=1, sample_steps=16, timing_rounds=2),
+    # PhysHPO with each level left out, and with the FM anchor, at the quick profile's budget
     "ablation": Profile("ablation", methods=("sft", "physhpo", *VARIANTS), train_videos=500, steps=60, batch_size=16,
                         test_prompts=48, samples_per_prompt=1, sample_steps=20, timing_rounds=2),
 }
