@@ -39,7 +39,7 @@ from tqdm import tqdm
 from physalign.judges.base import PLAUSIBILITY_QUESTION, fact_question, prompt_question
 from physalign.world import scene as grammar
 from physalign.world import spec
-from physalign.world.corrupt import CORRUPTIONS, applicable, corrupt
+from physalign.world.corrupt import CORRUPTIONS, applicable, check_kinds, corrupt
 from physalign.world.dataset import draw_scene, make_example, video_seed
 from physalign.world.phenomena import MOVE_DISTANCE, drop, phenomena
 from physalign.world.render import render
@@ -105,9 +105,7 @@ def build_split(split: str, n: int, seed: int, plausibility_kinds=DEFAULT_PLAUSI
                 prompt_kinds=DEFAULT_PROMPT_KINDS, frames: int = spec.DEFAULT_FRAMES,
                 resolution: int = spec.DEFAULT_RESOLUTION, progress: bool = False) -> JudgeData:
     """``n`` scenes of ``split`` and their questions (see the module docstring)."""
-    unknown = sorted((set(plausibility_kinds) | set(prompt_kinds)) - set(CORRUPTIONS))
-    if unknown:
-        raise ValueError(f"unknown corruption kinds {unknown}; available: {sorted(CORRUPTIONS)}")
+    check_kinds(set(plausibility_kinds) | set(prompt_kinds))
     kinds = tuple(plausibility_kinds) + tuple(k for k in prompt_kinds if k not in plausibility_kinds)
     videos, scenes, used = [], [], {k: 0 for k in kinds}
     for i in tqdm(range(n), desc=f"judge data {split}", unit="scene", disable=not progress):

@@ -55,6 +55,13 @@ class Corruption:
     needs: str  # what a scene must have for the kind to apply (said when it does not)
 
 
+def check_kinds(kinds) -> None:
+    """Raise ValueError naming any of ``kinds`` that is not a corruption, with the available ones."""
+    unknown = sorted(set(kinds) - set(CORRUPTIONS))
+    if unknown:
+        raise ValueError(f"unknown corruption kinds {unknown}; available: {sorted(CORRUPTIONS)}")
+
+
 def applicable(scene: Scene, rollout: Rollout) -> list[str]:
     """Names of the corruptions that apply to this scene and rollout."""
     return [name for name, c in CORRUPTIONS.items() if c.candidates(scene, rollout)]

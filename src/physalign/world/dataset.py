@@ -36,7 +36,7 @@ from tqdm import tqdm
 from physalign.video import VideoError, read_video, write_mp4
 from physalign.world import scene as grammar
 from physalign.world import spec
-from physalign.world.corrupt import CORRUPTIONS, applicable, corrupt
+from physalign.world.corrupt import applicable, check_kinds, corrupt
 from physalign.world.phenomena import phenomena
 from physalign.world.render import render
 from physalign.world.sim import Rollout, simulate
@@ -87,9 +87,7 @@ def generate(
     negative control."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Got {split!r}.")
-    unknown = sorted(set(corrupt_kinds) - set(CORRUPTIONS))
-    if unknown:
-        raise ValueError(f"unknown corruption kinds {unknown}; available: {sorted(CORRUPTIONS)}")
+    check_kinds(corrupt_kinds)
     if n < 1:
         raise ValueError(f"n must be >= 1. Got {n}.")
     out = Path(out_dir)
