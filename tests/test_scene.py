@@ -26,7 +26,7 @@ def test_a_random_subset_of_all_scenes_round_trips():
 
 def test_all_scenes_holds_every_value_and_the_held_out_combinations():
     scenes = list(g.all_scenes())
-    for field, values in g._FIELD_VALUES.items():
+    for field, values in g.FIELD_VALUES.items():
         assert {getattr(s, field) for s in scenes} == set(values), field
     for combo in g.HELD_OUT_COMBOS:
         assert any(all(getattr(s, k) == v for k, v in combo.items()) for s in scenes), combo

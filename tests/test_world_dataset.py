@@ -278,3 +278,36 @@ def test_a_corrupted_set_has_the_clean_sets_scenes_and_fails_physics_where_corru
             assert not result.pc, (b["corrupted"], b["prompt"])
     with pytest.raises(ValueError, match=r"unknown corruption kinds \['melt'\]"):
         generate(tmp_path / "x", 1, "train", seed=0, progress=False, corrupt_kinds=("melt",))
+
+
+def test_a_mislabelled_set_shows_its_slice_under_another_physics_and_the_evaluator_flags_it(tmp_path):
+    """The positive control's breaking data: scenes whose prompt says low gravity are simulated under normal
+    gravity (prompt and scene unchanged), the rest are the clean set's videos; the evaluator, told the prompted
+    scene, fails the shown slice on gravity and passes the others."""
+    from physalign.eval.score import evaluate_video
+    from physalign.world.dataset import Mislabel
+
+    wrong = Mislabel.parse("force:low=normal")
+    clean = load_manifest(generate(tmp_path / "clean", 12, "train", seed=5, progress=False))
+    bad = load_manifest(generate(tmp_path / "bad", 12, "train", seed=5, progress=False, mislabel=wrong))
+    assert [r["prompt"] for r in bad] == [r["prompt"] for r in clean]
+    low = [b["scene"]["force"] == "low" for b in bad]
+    assert 0 < sum(low) < len(bad)
+    for c, b, is_low in zip(clean, bad, low):
+        assert b["mislabelled"] == ({"force": "normal"} if is_low else None)
+        same = np.array_equal(read_video(tmp_path / "clean" / c["video"]), read_video(tmp_path / "bad" / b["video"]))
+        assert same != is_low
+        result = evaluate_video(read_video(tmp_path / "bad" / b["video"]), Scene.from_dict(b["scene"]))
+        flies = not b["scene"]["kinematics"].startswith("rolled") and b["scene"]["interaction"] != "ramp"
+        assert result.pc != (is_low and flies), (b["prompt"], result.failed)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("force-low", "expected FIELD:PROMPTED=SHOWN"), ("mass:low=high", "unknown scene field 'mass'"),
+    ("force:low=strong", "force has no value 'strong'"), ("force:low=low", "must differ"),
+])
+def test_a_bad_mislabel_is_refused_by_name(text, message):
+    from physalign.world.dataset import Mislabel
+
+    with pytest.raises(ValueError, match=message):
+        Mislabel.parse(text)

@@ -25,17 +25,20 @@ def generate(
     counterfactuals: bool = typer.Option(False, help="Also write one one-axis counterfactual per video."),
     corrupt: str = typer.Option("", help="Comma-separated corruption kinds (physalign.world.corrupt): each video "
                                 "becomes a corrupted copy of one kind that applies to it, named in its line."),
+    mislabel: str = typer.Option("", help="FIELD:PROMPTED=SHOWN, e.g. force:low=normal: scenes whose FIELD is PROMPTED "
+                                 "are simulated with SHOWN while the prompt still says PROMPTED (a broken slice)."),
 ) -> None:
     """Simulate and render N videos of a split into OUT/videos and OUT/manifest.jsonl.
 
     Re-running a split replaces that split's manifest lines (and its videos); other splits are kept.
     """
-    from physalign.world.dataset import generate as run
+    from physalign.world.dataset import Mislabel, generate as run
 
     start = time.perf_counter()
     try:
         kinds = tuple(k.strip() for k in corrupt.split(",") if k.strip())
-        manifest = run(out, n, split, seed, frames, resolution, counterfactuals, corrupt_kinds=kinds)
+        wrong = Mislabel.parse(mislabel) if mislabel else None
+        manifest = run(out, n, split, seed, frames, resolution, counterfactuals, corrupt_kinds=kinds, mislabel=wrong)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -54,6 +55,47 @@ class ManifestError(ValueError):
     """A manifest line that is not what was expected; the message names file, line and field."""
 
 
+@dataclass(frozen=True)
+class Mislabel:
+    """Scenes whose ``field`` is ``prompted`` are simulated and rendered with ``shown`` instead, while the prompt
+    still says ``prompted``: a wrong physics for one slice of scenes (e.g. ``force:low=normal``, low-gravity
+    prompts falling at normal gravity), the data that breaks a model for the bench's positive control."""
+
+    field: str
+    prompted: str
+    shown: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Mislabel":
+        """From ``FIELD:PROMPTED=SHOWN``, each value checked against the grammar."""
+        m = re.fullmatch(r"\s*(\w+)\s*:\s*(\w+)\s*=\s*(\w+)\s*", text)
+        if not m:
+            raise ValueError(f"mislabel {text!r}: expected FIELD:PROMPTED=SHOWN, e.g. force:low=normal")
+        field, prompted, shown = m.groups()
+        values = grammar.FIELD_VALUES.get(field)
+        if values is None:
+            raise ValueError(f"mislabel {text!r}: unknown scene field {field!r}; available: {sorted(grammar.FIELD_VALUES)}")
+        for v in (prompted, shown):
+            if v not in values:
+                raise ValueError(f"mislabel {text!r}: {field} has no value {v!r}; available: {list(values)}")
+        if prompted == shown:
+            raise ValueError(f"mislabel {text!r}: the shown value must differ from the prompted one")
+        return cls(field, prompted, shown)
+
+    def __str__(self) -> str:
+        return f"{self.field}:{self.prompted}={self.shown}"
+
+    def shown_scene(self, scene: grammar.Scene) -> grammar.Scene | None:
+        """The scene the video shows instead of ``scene``, or None where this slice does not hold it (or the
+        changed scene cannot happen: it is then shown as prompted)."""
+        if getattr(scene, self.field) != self.prompted:
+            return None
+        try:
+            return replace(scene, **{self.field: self.shown})
+        except grammar.SceneError:
+            return None
+
+
 def video_seed(seed: int, split: str, index: int) -> int:
     return int(np.random.SeedSequence([seed, SPLITS.index(split), index]).generate_state(1)[0])
 
@@ -78,13 +120,16 @@ def generate(
     counterfactuals: bool = False,
     progress: bool = True,
     corrupt_kinds: tuple[str, ...] = (),
+    mislabel: Mislabel | None = None,
 ) -> Path:
     """Simulate, render and write ``n`` videos of ``split``; return the manifest path.
 
     With ``corrupt_kinds`` (names in ``corrupt.CORRUPTIONS``), each video is replaced by a corrupted copy of
     one of those kinds that applies to it, drawn from its own stream (the scenes are those of the clean set),
     and its line says which (``"corrupted": kind``, None where none applies): training data for the bench's
-    negative control."""
+    negative control. With ``mislabel``, a slice of scenes is shown with another physics than its prompt says
+    (:class:`Mislabel`; the line's ``mislabelled`` names the shown value, None outside the slice): the data that
+    breaks a model for the bench's positive control."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Got {split!r}.")
     check_kinds(corrupt_kinds)
@@ -96,7 +141,7 @@ def generate(
     lines = []
     for i in tqdm(range(n), desc=f"world {split}", unit="video", disable=not progress):
         lines.append(_write_example(out, split, i, video_seed(seed, split, i), frames, resolution, counterfactuals,
-                                    tuple(corrupt_kinds)))
+                                    tuple(corrupt_kinds), mislabel))
     _write_lines(manifest, kept + lines)
     _remove_stale_videos(out, split, lines)
     return manifest
@@ -111,10 +156,11 @@ def _remove_stale_videos(out: Path, split: str, lines: list[dict]) -> None:
 
 
 def _write_example(out: Path, split: str, i: int, seed: int, frames: int, resolution: int, cf: bool,
-                   corrupt_kinds: tuple[str, ...] = ()) -> dict:
+                   corrupt_kinds: tuple[str, ...] = (), mislabel: Mislabel | None = None) -> dict:
     rng = random.Random(seed)
     scene = draw_scene(split, i, rng)
-    video, rollout = make_example(scene, seed, frames, resolution)
+    shown = mislabel.shown_scene(scene) if mislabel else None
+    video, rollout = make_example(shown or scene, seed, frames, resolution)
     kind = None
     if corrupt_kinds:
         own = random.Random(f"corrupt-{seed}")  # its own stream: the clean draws (scene, counterfactual) stay
@@ -135,6 +181,8 @@ def _write_example(out: Path, split: str, i: int, seed: int, frames: int, resolu
     }
     if corrupt_kinds:
         line["corrupted"] = kind
+    if mislabel:
+        line["mislabelled"] = {mislabel.field: mislabel.shown} if shown else None
     if cf:
         line["perturbed"] = _counterfactual(out, name, scene, seed, rng, frames, resolution)
     return line

@@ -51,7 +51,7 @@ PHYSICS_AXES = {
     "interactions": "interaction",
     "magnitudes": "magnitude",
 }
-_FIELD_VALUES = {
+FIELD_VALUES = {
     "kind": KINDS,
     "color": COLORS,
     "size": SIZES,
@@ -126,7 +126,7 @@ class Scene:
 
 def validate(scene: Scene) -> None:
     """Raise :class:`SceneError` if an attribute is unknown or the combination cannot happen."""
-    for name, values in _FIELD_VALUES.items():
+    for name, values in FIELD_VALUES.items():
         value = getattr(scene, name)
         if value not in values:
             raise SceneError(f"{name} must be one of {values}. Got {value!r}.")
@@ -344,8 +344,8 @@ def _magnitude(kinematics: str, height: str | None, speed: str | None, slots: di
 
 def all_scenes() -> Iterator[Scene]:
     """Every valid scene of the grammar, in a fixed order."""
-    names = list(_FIELD_VALUES)
-    for values in itertools.product(*_FIELD_VALUES.values()):
+    names = list(FIELD_VALUES)
+    for values in itertools.product(*FIELD_VALUES.values()):
         attrs = dict(zip(names, values))
         others = [c for c in COLORS if c != attrs["color"]] if attrs["interaction"] == "ball" else [None]
         for other in others:
@@ -359,7 +359,7 @@ def sample_scene(rng: random.Random, held_out: bool | None = False) -> Scene:
     """A uniformly random valid scene. ``held_out``: False excludes the held-out combinations, True draws
     only from them, None draws from everything."""
     while True:
-        attrs = {name: rng.choice(values) for name, values in _FIELD_VALUES.items()}
+        attrs = {name: rng.choice(values) for name, values in FIELD_VALUES.items()}
         other = rng.choice([c for c in COLORS if c != attrs["color"]]) if attrs["interaction"] == "ball" else None
         try:
             scene = Scene(**attrs, other_color=other)
@@ -379,7 +379,7 @@ def perturb(scene: Scene, axis: str, rng: random.Random) -> Scene:
         raise SceneError(f"axis must be one of {tuple(PHYSICS_AXES)}. Got {axis!r}.")
     field = PHYSICS_AXES[axis]
     candidates = []
-    for value in _FIELD_VALUES[field]:
+    for value in FIELD_VALUES[field]:
         if value == getattr(scene, field):
             continue
         other = scene.other_color
