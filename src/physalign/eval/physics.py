@@ -87,7 +87,8 @@ def size_stability(v: View) -> Check:
         area = body.track.area[body.seen]
         if area.size == 0:
             return unseen("size_stability", "PC", name)
-        ratio = np.maximum(area / np.median(area), np.median(area) / area).max()
+        middle = motion.median(area)
+        ratio = np.maximum(area / middle, middle / area).max()
         if ratio > worst:
             worst, who = float(ratio), name
     return Check("size_stability", "PC", worst <= SIZE_RATIO, worst, f"largest area change x{worst:.2f} ({who or 'none'})")
@@ -371,7 +372,7 @@ def momentum(v: View) -> Check:
     if min(len(before), len(after)) < 2 or not all(x.seen[w].all() for x in (a, b) for w in (before, after)):
         return Check("momentum", "PC", None, None, f"collision at frame {c}: too close to the clip's ends or not seen")
     density = spec.MATERIALS[v.scene.material].density
-    masses = [density * float(np.median(x.track.area[x.seen])) for x in (a, b)]
+    masses = [density * float(motion.median(x.track.area[x.seen])) for x in (a, b)]
     p = [sum(m * motion.fit_line(w * FRAME_TIME, x.pos[w, 0])[1] for m, x in zip(masses, (a, b))) for w in (before, after)]
     sigma = math.hypot(*masses) * math.hypot(*(_velocity_std(len(w), v.noise.sigma) for w in (before, after)))
     friction = STRUCTURE_FRICTION * spec.MATERIALS[v.scene.material].friction * v.g * sum(masses)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from physalign.eval.checks import Check, View, unseen
+from physalign.eval.motion import median
 from physalign.world import spec
 
 PRESENT_FRACTION = 0.5  # an object the prompt names is visible in at least half the frames
@@ -36,7 +37,7 @@ def size(v: View) -> Check:
     body = v.primary
     if not math.isfinite(body.half):
         return unseen("size", "SA", "the object")
-    area = float(np.median(body.track.area[body.seen if body.seen.any() else body.track.present]))
+    area = float(median(body.track.area[body.seen if body.seen.any() else body.track.present]))
     shape = math.pi if v.scene.kind == "ball" else 4.0
     nearest = min(spec.SIZES, key=lambda s: abs(math.log(area / (shape * spec.SIZES[s] ** 2))))
     return Check("size", "SA", nearest == v.scene.size, area, f"area {area:.1f} units^2 reads as {nearest}")
@@ -49,7 +50,7 @@ def kind(v: View) -> Check:
     if not t.present.any():
         return unseen("kind", "SA", "the object")
     frames = v.primary.seen if v.primary.seen.any() else t.present
-    score, fill = float(np.median(t.squareness[frames])), float(np.median(t.fill[frames]))
+    score, fill = float(median(t.squareness[frames])), float(median(t.fill[frames]))
     seen = "block" if score > 0 else "ball"
     return Check("kind", "SA", seen == v.scene.kind, score,
                  f"reads as a {seen} (squareness {score:+.2f}; fills {fill:.2f} of its box)")

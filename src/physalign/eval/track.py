@@ -104,8 +104,11 @@ def label_table() -> np.ndarray:
 
 def label_pixels(video: np.ndarray) -> np.ndarray:
     """Label codes (T, H, W) uint8 of a (T, H, W, 3) uint8 video: palette index | ``_SOLID`` flag."""
-    q = (video >> (8 - QUANT_BITS)).astype(np.int32)
-    return label_table()[(q[..., 0] << (2 * QUANT_BITS)) | (q[..., 1] << QUANT_BITS) | q[..., 2]]
+    q = video >> (8 - QUANT_BITS)  # (T, H, W, 3) uint8
+    index = q[..., 0].astype(np.int32) << (2 * QUANT_BITS)
+    index |= q[..., 1].astype(np.int32) << QUANT_BITS
+    index |= q[..., 2]
+    return label_table()[index]
 
 
 def observe(video: np.ndarray, scene: Scene) -> Observation:
@@ -181,7 +184,8 @@ def _track(color: str, video: np.ndarray, labels: np.ndarray, bg: int, others: t
     labelled = mask.ravel()[near]
     weight.ravel()[near] = np.where(labelled, np.maximum(alpha, 0.5), alpha)  # labelled: at least half covered
     mass = weight.sum((1, 2))  # (T,) pixels
-    present = mask.any((1, 2))
+    cols, rows = mask.any(1), mask.any(2)  # (T, W), (T, H): columns and rows holding a labelled pixel
+    present = cols.any(1)
     safe = np.where(present, mass, 1.0)
     col_w, row_w = weight.max(1), weight.max(2)  # (T, W), (T, H): soft extents
     pos = np.stack([weight.sum(1) @ grid.xs, weight.sum(2) @ grid.ys], 1) / safe[:, None]
@@ -190,11 +194,11 @@ def _track(color: str, video: np.ndarray, labels: np.ndarray, bg: int, others: t
         color=color,
         area=np.where(present, mass, 0.0) * grid.unit_area,
         pos=pos * nan,
-        bbox=_bbox(mask, grid) * nan,
+        bbox=_bbox(cols, rows, grid) * nan,
         fill=mass / np.maximum(col_w.sum(1) * row_w.sum(1), 1e-9),
         squareness=squareness(weight, near, pos, mass, grid),
         rgb=_mean_rgb(video, mask),
-        clipped=mask[:, 0].any(1) | mask[:, -1].any(1) | mask[:, :, 0].any(1) | mask[:, :, -1].any(1),
+        clipped=rows[:, 0] | rows[:, -1] | cols[:, 0] | cols[:, -1],
     )
 
 
@@ -208,8 +212,9 @@ def squareness(weight: np.ndarray, near: np.ndarray, pos: np.ndarray, mass: np.n
     px, py = grid.pixel
     frame, rest = np.divmod(near, grid.rows * grid.cols)
     row, col = np.divmod(rest, grid.cols)
-    dx = grid.xs[col] / px - np.nan_to_num(pos[frame, 0]) / px  # (M,) pixels from the centroid
-    dy = grid.ys[row] / py - np.nan_to_num(pos[frame, 1]) / py
+    centre = np.nan_to_num(pos)  # (T, 2)
+    dx = grid.xs[col] / px - centre[frame, 0] / px  # (M,) pixels from the centroid
+    dy = grid.ys[row] / py - centre[frame, 1] / py
     area = mass[frame]  # pixels
     half = np.sqrt(area) / 2
     square = _overlap(dx, half) * _overlap(dy, half)
@@ -236,9 +241,9 @@ def _grow(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _bbox(mask: np.ndarray, grid: _Grid) -> np.ndarray:
-    """(T, 4) x0, y0, x1, y1: outer pixel edges of the labelled pixels."""
-    cols, rows = mask.any(1), mask.any(2)  # (T, W), (T, H)
+def _bbox(cols: np.ndarray, rows: np.ndarray, grid: _Grid) -> np.ndarray:
+    """(T, 4) x0, y0, x1, y1: outer pixel edges of the labelled pixels, from the columns (T, W) and rows
+    (T, H) that hold one."""
     c0, c1 = cols.argmax(1), grid.cols - cols[:, ::-1].argmax(1)
     r0, r1 = rows.argmax(1), grid.rows - rows[:, ::-1].argmax(1)
     px, py = grid.pixel
@@ -254,8 +259,7 @@ def _mean_rgb(video: np.ndarray, mask: np.ndarray) -> np.ndarray:
     inner[:, :-1] &= mask[:, 1:]
     inner[:, :, 1:] &= mask[:, :, :-1]
     inner[:, :, :-1] &= mask[:, :, 1:]
-    frame, pixel = np.nonzero(inner.reshape(t, -1))
-    sums = np.zeros((t, 3))
-    np.add.at(sums, frame, video.reshape(t, -1, 3)[frame, pixel])
-    count = np.bincount(frame, minlength=t)[:, None]
+    flat = inner.reshape(t, 1, -1)  # (T, 1, H W)
+    sums = (flat.astype(np.float64) @ video.reshape(t, -1, 3))[:, 0]  # (T, 3): exact sums of integers
+    count = flat.sum(2)  # (T, 1)
     return np.where(count > 0, sums / np.maximum(count, 1), np.nan)
