@@ -151,8 +151,10 @@ def test_the_negative_control_trains_sft_on_corrupted_clips_and_the_report_says_
     from physalign.bench.runner import bench_settings, post_training_data
     from physalign.world.dataset import load_manifest
 
+    from physalign.bench.profiles import CONTROLS
+
     control = get_profile("control")
-    assert control.methods == ("sft", "control-negative")
+    assert control.methods[:2] == ("sft", "control-negative")
     small = replace(control, train_videos=6)
     clean, bad = post_training_data(small, tmp_path), post_training_data(small, tmp_path, NEGATIVE_KINDS)
     assert clean != bad and "corrupted" not in load_manifest(clean)[0]
@@ -164,10 +166,113 @@ def test_the_negative_control_trains_sft_on_corrupted_clips_and_the_report_says_
     settings = bench_settings(small, tmp_path, CONFIGS / "methods")["methods"]
     assert settings["control-negative"]["corrupt_kinds"] == list(NEGATIVE_KINDS) and "corrupt_kinds" not in settings["sft"]
 
-    def vs_base(lo, hi):
-        return {"pc": {"mean": (lo + hi) / 2, "lo": lo, "hi": hi, "n": 32}}
-
-    seen, unseen = control_verdict(vs_base(-0.3, -0.1)), control_verdict(vs_base(-0.2, 0.05))
-    assert seen["seen"] and not unseen["seen"]
+    results, arms = _fake_results({"base": 0.6, "control-negative-s0": 0.2}, 40)
+    seen = control_verdict("control-negative", CONTROLS["control-negative"], arms, results, {"base": "base"})
+    assert seen["seen"] and seen["checks"]["pc"]["hi"] < 0
+    results, arms = _fake_results({"base": 0.6, "control-negative-s0": 0.55}, 40)
+    unseen = control_verdict("control-negative", CONTROLS["control-negative"], arms, results, {"base": "base"})
+    assert not unseen["seen"] and unseen["checks"]["pc"]["lo"] < 0 < unseen["checks"]["pc"]["hi"] + 1e-9
     text = _controls_markdown({"control-negative": unseen})
-    assert "NOT seen: the instrument could not see this change" in text and "-0.075 [-0.200, +0.050]" in text
+    assert "NOT seen: the instrument could not see this change" in text and "Δ pc vs base < 0" in text
+
+
+SCENE = {"kind": "ball", "color": "red", "size": "small", "background": "black", "kinematics": "dropped",
+         "force": "normal", "material": "rubber", "interaction": "none", "magnitude": "high", "other_color": None}
+
+
+def _fake_results(pass_rates: dict, n: int, force=lambda i: "low" if i % 2 else "normal", gravity=None):
+    """Evaluator results of ``n`` videos per model (same names, so they pair), PC passing at each model's rate
+    (the first round(rate * n) videos), scenes alternating low / normal gravity; ``gravity``: model -> the
+    gravity ratio of every video."""
+    from physalign.bench.runner import Arm
+    from physalign.eval.checks import Check
+    from physalign.eval.score import VideoResult
+
+    results = {}
+    for model, rate in pass_rates.items():
+        results[model] = [VideoResult(video=f"v{i}.mp4", prompt=f"p{i}", scene={**SCENE, "force": force(i)},
+                                      checks=[Check("gravity", "PC", i < round(rate * n))],
+                                      physics_errors={"gravity_ratio": (gravity or {}).get(model, 1.0)}) for i in range(n)]
+    arms = [Arm(m.rsplit("-s", 1)[0], int(m.rsplit("-s", 1)[1])) for m in pass_rates if "-s" in m]
+    return results, arms
+
+
+def test_the_positive_control_breaks_a_base_on_one_slice_then_judges_the_repair_there(tmp_path):
+    """control-positive starts from the broken model (SFT on data whose low-gravity prompts fall at normal
+    gravity) and trains SFT on the clean set; its verdict reads only the slice, against the broken model."""
+    from physalign.bench.profiles import BROKEN, CONTROLS, recipe
+    from physalign.bench.report import control_verdict
+    from physalign.bench.runner import bench_settings, post_training_data
+    from physalign.world.dataset import load_manifest
+
+    control = get_profile("control")
+    assert set(control.methods) == {"sft", "control-negative", "control-positive"}
+    small = replace(control, train_videos=9)
+    broken = post_training_data(small, tmp_path, mislabel=recipe(BROKEN).mislabel)
+    rows = load_manifest(broken)
+    assert {r["scene"]["force"] for r in rows if r["mislabelled"]} == {"low"}
+    settings = bench_settings(small, tmp_path, CONFIGS / "methods")["methods"]
+    assert settings[BROKEN]["mislabel"] == "force:low=normal" and settings["control-positive"]["start"] == BROKEN
+    positive = CONTROLS["control-positive"]
+    names = {"base": "base", BROKEN: "broken-s0"}
+    # repaired on the slice (low gravity: odd videos), unchanged elsewhere: seen
+    rate = {"broken-s0": 0.0, "control-positive-s0": 1.0}
+    results, arms = _fake_results(rate, 60, gravity={"broken-s0": 3.0, "control-positive-s0": 1.1})
+    for r in results["control-positive-s0"][::2]:  # the normal-gravity half keeps the broken model's verdicts
+        r.checks[0].passed = False
+    got = control_verdict("control-positive", positive, arms, results, names)
+    assert got["seen"] and got["checks"]["pc"]["n"] == 30 and got["checks"]["pc"]["mean"] == 1.0
+    assert got["checks"]["gravity_error"]["mean"] == pytest.approx(0.1 - 2.0) and got["slice"] == "on force = low"
+    # PC repaired but the gravity error not: not seen
+    results, arms = _fake_results(rate, 60, gravity={"broken-s0": 3.0, "control-positive-s0": 3.0})
+    got = control_verdict("control-positive", positive, arms, results, names)
+    assert got["checks"]["pc"]["seen"] and not got["checks"]["gravity_error"]["seen"] and not got["seen"]
+
+
+def test_seed_spread_and_learning_curves_from_results():
+    from physalign.bench.report import learning_curves, seed_spread
+    from physalign.bench.runner import curve_steps
+
+    results, arms = _fake_results({"base": 0.5, "sft-s0": 0.5, "sft-s1": 0.75, "tsa-s0": 0.25}, 8)
+    spread = seed_spread(arms, results)
+    assert list(spread) == ["sft: s1 − s0"] and spread["sft: s1 − s0"]["pc"]["mean"] == pytest.approx(0.25)
+    profile = Profile("t", steps=8, curve_points=4, curve_prompts=2, samples_per_prompt=2, test_prompts=4)
+    assert curve_steps(profile) == [2, 4, 6] and curve_steps(replace(profile, curve_points=0)) == []
+    mid, _ = _fake_results({"a": 1.0, "b": 0.0, "c": 0.5}, 8)
+    table = learning_curves(arms, results, {}, {"sft-s0": {2: mid["a"], 4: mid["b"], 6: mid["c"]}}, profile, {})
+    points = table["sft-s0"]
+    assert [p["step"] for p in points] == [0, 2, 4, 6, 8] and all(p["n"] == 4 for p in points)  # 2 prompts x 2
+    assert [p["pc"]["mean"] for p in points] == [1.0, 1.0, 0.0, 1.0, 1.0]  # the first 4 videos of each set
+    assert points[0]["gravity_error"] == 0.0
+
+
+def test_bench_with_a_positive_control_two_sft_seeds_and_a_learning_curve_end_to_end(tmp_path):
+    """The broken model trains first (on the mislabelled set) and control-positive starts from its export;
+    SFT runs under two seeds; every run is sampled at its curve checkpoint on the first curve prompts."""
+    from physalign.train.config import load_config
+
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    WorldVideoModel.from_config(TINY_FULL_SHAPE).save_pretrained(base)
+    profile = Profile("test", methods=("sft", "control-positive"), train_videos=6, steps=2, batch_size=2,
+                      reference_seeds=(0, 1), test_prompts=3, samples_per_prompt=1, sample_steps=2, guidance=2.0,
+                      timing_rounds=1, curve_points=2, curve_prompts=2)
+    out = tmp_path / "bench"
+    report = run_bench(profile, out, base=base, jobs=2, data_root=tmp_path / "data", configs=CONFIGS / "methods")
+    cfg = load_config(out / "configs" / "control-positive-s0.yaml")
+    assert cfg.model.init == str(out / "runs" / "broken-s0" / "model") and "force-low-normal" in load_config(
+        out / "configs" / "broken-s0.yaml").data.manifest
+    for run in ("broken-s0", "sft-s0", "sft-s1", "control-positive-s0"):
+        curve = out / "curve" / run / "step_000001" / "manifest.jsonl"
+        assert len(curve.read_text().splitlines()) == 2, run  # the first 2 test prompts x 1 sample
+    data = json.loads((out / "bench.json").read_text())
+    assert set(data["summaries"]) == {"simulator", "base", "broken", "sft", "control-positive"}
+    assert data["summaries"]["sft"]["n"] == 6 and list(data["seed_spread"]) == ["sft: s1 − s0"]
+    assert [p["step"] for p in data["learning_curves"]["control-positive-s0"]] == [0, 1, 2]
+    assert data["controls"]["control-positive"]["reference"] == "broken" and "broken" in data["vs_base"]
+    text = report.read_text()
+    assert text.startswith("> **Control control-positive**, on force = low:") and "## Learning curves" in text
+    assert "## Training seeds" in text and (out / "learning_curves.png").stat().st_size > 0
+    trained = (out / "runs" / "broken-s0" / "model" / "physalign_model.json").stat().st_mtime_ns
+    run_bench(profile, out, base=base, jobs=2, data_root=tmp_path / "data", configs=CONFIGS / "methods")
+    assert (out / "runs" / "broken-s0" / "model" / "physalign_model.json").stat().st_mtime_ns == trained

@@ -10,27 +10,58 @@ from dataclasses import asdict, dataclass, replace
 
 METHODS = ("sft", "dfm", "repa", "trd", "tsa", "mtsa", "direct", "diffphy", "physhpo")
 PHYSHPO_LEVELS = ("instance", "state", "motion", "semantic")
-# Named variants of a method: name -> (the method's config, overrides). PhysHPO's level ablation leaves each
-# level out in turn; ``physhpo-anchored`` adds the winner's flow-matching loss (fm_weight 10: Flow-DPO's
-# gradient starts at beta/2 = 50 times the error difference's, so an anchor of weight 1 would barely register),
-# against the winners' FM loss rising tenfold in the full bench.
-VARIANTS = {f"physhpo-no-{level}": ("physhpo", [f"method.{level}_weight=0"]) for level in PHYSHPO_LEVELS}
-VARIANTS["physhpo-anchored"] = ("physhpo", ["method.fm_weight=10"])
-# Controls: arms that must move the bench's figures by a known sign, or the instrument cannot see a change.
-# ``control-negative`` is SFT on the post-training set with each clip a corrupted copy of one of these
-# trajectory kinds (``physalign world generate --corrupt``): its paired Δ PC against the base must be < 0.
+@dataclass(frozen=True)
+class Recipe:
+    """What an arm trains: a method config with overrides, on the post-training set (or a corrupted or
+    mislabelled copy of it, ``physalign world generate --corrupt / --mislabel``), from a starting model."""
+
+    config: str
+    overrides: tuple[str, ...] = ()
+    corrupt_kinds: tuple[str, ...] = ()
+    mislabel: str = ""  # FIELD:PROMPTED=SHOWN (world.dataset.Mislabel)
+    start: str = "base"  # "base", or a model the bench trains first (BROKEN)
+
+
+@dataclass(frozen=True)
+class Control:
+    """An arm that must move the bench's figures by a known sign, or the instrument cannot see a change: its
+    paired Δ against ``reference`` (over the test videos whose scene has ``field = value`` for ``scene_slice``)
+    must have a 95% interval wholly on the side of zero that ``expect`` gives for each metric."""
+
+    recipe: Recipe
+    reference: str
+    expect: tuple[tuple[str, int], ...]  # (metric, sign): "pc" / "joint" or a continuous error of report.SHOWN_ERRORS
+    scene_slice: tuple[str, str] | None = None
+
+
+# Named variants of a method. PhysHPO's level ablation leaves each level out in turn; ``physhpo-anchored`` adds
+# the winner's flow-matching loss (fm_weight 10: Flow-DPO's gradient starts at beta/2 = 50 times the error
+# difference's, so an anchor of weight 1 would barely register), against the winners' FM loss rising tenfold in
+# the full bench.
+VARIANTS = {f"physhpo-no-{level}": Recipe("physhpo", (f"method.{level}_weight=0",)) for level in PHYSHPO_LEVELS}
+VARIANTS["physhpo-anchored"] = Recipe("physhpo", ("method.fm_weight=10",))
+# The negative control: SFT on the post-training set with each clip a corrupted copy of one of these kinds;
+# its Δ PC against the base must be < 0.
 NEGATIVE_KINDS = ("teleport", "freeze_midair", "pass_through_floor", "gain_energy", "gravity_upward", "wrong_gravity",
                   "weak_gravity")
-CONTROLS = {"control-negative": ("sft", NEGATIVE_KINDS)}
+# The positive control: a base broken on one slice of scenes (SFT on the post-training set with its low-gravity
+# prompts shown falling at normal gravity, four times too fast), then SFT on the clean set from that broken
+# model; on the slice, its Δ against the broken model must show the repair: PC up, the gravity error down.
+BROKEN = "broken"
+STARTS = {BROKEN: Recipe("sft", mislabel="force:low=normal")}
+CONTROLS = {
+    "control-negative": Control(Recipe("sft", corrupt_kinds=NEGATIVE_KINDS), "base", (("pc", -1),)),
+    "control-positive": Control(Recipe("sft", start=BROKEN), BROKEN, (("pc", 1), ("gravity_error", -1)), ("force", "low")),
+}
 
 
-def recipe(method: str) -> tuple[str, list[str], tuple[str, ...]]:
-    """What an arm named ``method`` trains: (its config's name, overrides, corruption kinds of its data)."""
+def recipe(method: str) -> Recipe:
+    """What an arm named ``method`` trains: a variant's, a control's, a starting model's or the method's own."""
     if method in VARIANTS:
-        return VARIANTS[method][0], list(VARIANTS[method][1]), ()
+        return VARIANTS[method]
     if method in CONTROLS:
-        return CONTROLS[method][0], [], CONTROLS[method][1]
-    return method, [], ()
+        return CONTROLS[method].recipe
+    return STARTS.get(method, Recipe(method))
 
 
 @dataclass(frozen=True)
@@ -42,18 +73,25 @@ class Profile:
     steps: int = 600
     batch_size: int = 32
     seeds: tuple[int, ...] = (0,)  # one training run per method per seed
+    reference_seeds: tuple[int, ...] = ()  # SFT's seeds when it needs more than the others (its seed spread)
     test_prompts: int = 96
     samples_per_prompt: int = 2
     sample_steps: int = 30
     guidance: float = 4.0
     test_seed: int = 1234
     timing_rounds: int = 6  # step-time ratios: median of this many interleaved steps per method
+    curve_points: int = 0  # learning curve: sample each run at this many evenly spaced checkpoints (the last is its model)
+    curve_prompts: int = 0  # ... on the first this many test prompts (0: all)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def with_methods(self, methods: tuple[str, ...] | None) -> "Profile":
         return self if not methods else replace(self, methods=tuple(methods))
+
+    def seeds_of(self, method: str) -> tuple[int, ...]:
+        """The training seeds of ``method``: SFT (the reference) takes ``reference_seeds`` when given."""
+        return tuple(self.reference_seeds) if method == "sft" and self.reference_seeds else tuple(self.seeds)
 
 
 PROFILES = {
@@ -66,8 +104,8 @@ PROFILES = {
     # machine (partly shared) with nine methods, PhysHPO's 4x step the largest share.
     "full": Profile("full", steps=300),
     # the instrument's controls next to SFT, at the quick profile's data and a longer training
-    "control": Profile("control", methods=("sft", "control-negative"), train_videos=256, steps=150, batch_size=12,
-                       test_prompts=32, samples_per_prompt=1, sample_steps=16, timing_rounds=2),
+    "control": Profile("control", methods=("sft", "control-negative", "control-positive"), train_videos=256, steps=150,
+                       batch_size=12, test_prompts=96, samples_per_prompt=1, sample_steps=16, timing_rounds=2),
     # PhysHPO with each level left out, and with the FM anchor, at the quick profile's budget
     "ablation": Profile("ablation", methods=("sft", "physhpo", *VARIANTS), train_videos=500, steps=60, batch_size=16,
                         test_prompts=48, samples_per_prompt=1, sample_steps=20, timing_rounds=2),

@@ -6,12 +6,14 @@ from __future__ import annotations
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from physalign.bench.compare import TARGET_HALF_WIDTH, pair_results, paired_difference
 from physalign.bench.profiles import CONTROLS
+from physalign.bench.profiles import recipe as recipe_of
 from physalign.eval.report import finite, fmt
 from physalign.eval.stats import METRICS, summarize
 from physalign.video import read_video, tile, write_gif
@@ -22,56 +24,160 @@ REFERENCE = "sft"
 GIF_PROMPTS = 4
 
 
-def write_bench_report(out: Path, profile, arms, results: dict, timing: dict, runs: dict) -> Path:
+def write_bench_report(out: Path, profile, arms, results: dict, timing: dict, runs: dict, starts: dict | None = None,
+                       curves: dict | None = None) -> Path:
+    """``starts``: a starting model's name (``profiles.BROKEN``) -> its run's name, a model of the bench that
+    some arms start from; ``curves``: run name -> {step: the evaluator's results of that checkpoint's samples}."""
+    starts, curves = starts or {}, curves or {}
     methods = list(dict.fromkeys(a.method for a in arms))
-    pooled = {"simulator": results["simulator"], "base": results["base"]}
+    pooled = {"simulator": results["simulator"], "base": results["base"]} | {n: results[r] for n, r in starts.items()}
     pooled |= {m: [r for a in arms if a.method == m for r in results[a.name]] for m in methods}
     summaries = {name: summarize(rs) for name, rs in pooled.items()}
     deltas = {m: _delta(arms, results, m) for m in methods if REFERENCE in methods and m != REFERENCE}
-    vs_base = {m: _delta(arms, results, m, against=lambda arm: "base") for m in methods}
-    physics_vs_base = {m: _delta_errors(arms, results, m) for m in methods}
-    controls = {m: control_verdict(vs_base[m]) for m in methods if m in CONTROLS}
+    # every trained model against the base it (or its starting model) started from
+    solo = [_Solo(r) for r in starts.values()]
+    vs_base = {name: _delta(arms + solo, results, m, against=lambda arm: "base")
+               for name, m in [*((n, r) for n, r in starts.items()), *((m, m) for m in methods)]}
+    physics_vs_base = {name: _delta_errors(arms + solo, results, m)
+                       for name, m in [*((n, r) for n, r in starts.items()), *((m, m) for m in methods)]}
+    controls = {m: control_verdict(m, CONTROLS[m], arms, results, {**starts, "base": "base"}) for m in methods if m in CONTROLS}
+    spread = seed_spread(arms, results)
+    curve_table = learning_curves(arms, results, runs, curves, profile, starts)
     data = {"profile": profile.to_dict(), "summaries": summaries, "vs_sft": deltas, "vs_base": vs_base, "controls": controls,
-            "physics_vs_base": physics_vs_base, "step_time": timing,
-            "curves": {a.name: _curve(runs[a.name]) for a in arms}}
+            "physics_vs_base": physics_vs_base, "step_time": timing, "seed_spread": spread,
+            "learning_curves": curve_table, "curves": {name: _curve(run) for name, run in runs.items()}}
     (out / "bench.json").write_text(json.dumps(finite(data), indent=2, allow_nan=False))
     plots = [_plot_metrics(out, summaries), _plot_curves(out, data["curves"])]
-    gif = _gif_grid(out, list(pooled)[1:], arms)
+    plots += [_plot_learning_curves(out, curve_table)] if any(len(c) > 2 for c in curve_table.values()) else []
+    gif = _gif_grid(out, list(pooled)[1:], arms, starts)
     md = _markdown(profile, summaries, deltas, vs_base, timing, plots, gif) + _physics_markdown(summaries, physics_vs_base)
+    md += _seed_markdown(spread, deltas) + _curve_markdown(curve_table)
     md = _controls_markdown(controls) + md if controls else md
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(_html(md))
     return out / "report.md"
 
 
-def control_verdict(vs_base: dict) -> dict:
-    """A negative control (SFT on corrupted clips) is seen when its paired Δ PC against the base has a 95%
-    interval wholly below zero."""
-    pc = vs_base["pc"]
-    return {"expected": "Δ PC vs base < 0", "pc": pc, "seen": bool(math.isfinite(pc["hi"]) and pc["hi"] < 0)}
+@dataclass(frozen=True)
+class _Solo:
+    """A model trained once, outside the arms (a starting model): an arm of its own run name."""
+
+    method: str
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.method
+
+
+def control_verdict(name: str, control, arms, results: dict, names: dict) -> dict:
+    """Whether the instrument saw a control's change: for each (metric, sign) of ``control.expect``, the paired
+    Δ of the control's arms against ``control.reference`` (its run: ``names``), over the test videos of its scene
+    slice, has a 95% interval wholly on that side of zero. ``seen`` only if every one does."""
+    keep = (lambda r: r.scene.get(control.scene_slice[0]) == control.scene_slice[1]) if control.scene_slice else None
+    reference = names[control.reference]
+    checks = {}
+    for metric, sign in control.expect:
+        delta = (_delta_errors(arms, results, name, against=lambda arm: reference, keep=keep)[metric]
+                 if metric in SHOWN_ERRORS else _delta(arms, results, name, lambda arm: reference, keep)[metric])
+        bound = delta["hi"] if sign < 0 else -delta["lo"]
+        checks[metric] = {"expected": f"Δ {metric} vs {control.reference} {'<' if sign < 0 else '>'} 0", **delta,
+                          "seen": bool(math.isfinite(bound) and bound < 0)}
+    where = f" on {control.scene_slice[0]} = {control.scene_slice[1]}" if control.scene_slice else ""
+    return {"reference": control.reference, "slice": where.strip(), "checks": checks,
+            "seen": all(c["seen"] for c in checks.values())}
 
 
 def _controls_markdown(controls: dict) -> str:
     lines = []
     for name, c in controls.items():
         verdict = "seen" if c["seen"] else "NOT seen: the instrument could not see this change"
-        lines.append(f"> **Control {name}** ({c['expected']}): {_fmt_delta(c['pc'])}, {verdict}.")
-    return "\n".join(lines) + "\n\n"
+        parts = "; ".join(f"{k['expected']}: {_fmt_delta(k)}{'' if k['seen'] else ' (not seen)'}" for k in c["checks"].values())
+        where = f", {c['slice']}" if c["slice"] else ""
+        lines.append(f"> **Control {name}**{where}: {parts}. {verdict}.")
+    return "\n>\n".join(lines) + "\n\n"
 
 
-def _delta(arms, results, method: str, against=lambda arm: f"{REFERENCE}-s{arm.seed}") -> dict:
+def _delta(arms, results, method: str, against=lambda arm: f"{REFERENCE}-s{arm.seed}", keep=None) -> dict:
     """Paired differences method - reference, pooled over training seeds: by default SFT (seed s pairs with
-    SFT's seed s); ``against`` names the reference of each arm (e.g. the base, which every method starts from)."""
+    SFT's seed s); ``against`` names the reference of each arm (e.g. the base, which every method starts from);
+    ``keep`` (a test on a result) restricts them to some videos."""
     out = {}
     for metric in METRICS:
         a, b = [], []
         for arm in arms:
             if arm.method == method:
-                x, y = pair_results(results[arm.name], results[against(arm)])
+                x, y = pair_results(_kept(results[arm.name], keep), results[against(arm)])
                 a += [getattr(r, metric) for r in x]
                 b += [getattr(r, metric) for r in y]
         out[metric] = paired_difference(a, b)
     return out
+
+
+def seed_spread(arms, results: dict) -> dict:
+    """For each method trained under several seeds: the paired Δ (PC, SA, Joint) of each later seed against
+    its first seed, on the same prompts and noise: how far a training seed alone moves the figures."""
+    out = {}
+    for method in dict.fromkeys(a.method for a in arms):
+        seeds = [a for a in arms if a.method == method]
+        for arm in seeds[1:]:
+            out[f"{method}: s{arm.seed} − s{seeds[0].seed}"] = _delta([arm], results, method, lambda _: seeds[0].name)
+    return out
+
+
+def _seed_markdown(spread: dict, deltas: dict) -> str:
+    if not spread:
+        return ""
+    lines = ["", "## Training seeds", "", "How far another training seed alone moves each figure (paired, same prompts "
+             "and noise). A method whose Δ Joint vs SFT is within SFT's seed spread needs a second seed before it is "
+             "ranked.", "", "| comparison | Δ PC | Δ SA | Δ Joint |", "|---|---|---|---|"]
+    lines += [f"| {k} | " + " | ".join(_fmt_delta(d[m]) for m in METRICS) + " |" for k, d in spread.items()]
+    sft = [abs(d["joint"]["mean"]) for k, d in spread.items() if k.startswith(f"{REFERENCE}:")]
+    if sft and deltas:
+        within = [m for m, d in deltas.items() if abs(d["joint"]["mean"]) <= max(sft)]
+        lines += ["", f"SFT's seed spread on Joint: {max(sft):.3f}. Within it: {', '.join(within) or 'none'}."]
+    return "\n".join(lines) + "\n"
+
+
+# the learning curve's figures at each step: the headline rates and the mean gravity error
+CURVE_METRICS = ("pc", "sa", "joint")
+
+
+def learning_curves(arms, results: dict, runs: dict, curves: dict, profile, starts: dict) -> dict:
+    """run name -> [{"step", "n", "pc", "sa", "joint", "gravity_error"}] at step 0 (its starting model's
+    samples), each curve checkpoint and the last step (its model's samples), all on the curve's prompts and noise
+    (the first ``curve_prompts`` test prompts). Empty when the profile samples no curve."""
+    if not any(curves.values()):
+        return {}
+    n = (profile.curve_prompts or profile.test_prompts) * profile.samples_per_prompt
+    start_of = {a.name: starts.get(recipe_of(a.method).start, "base") for a in arms} | {r: "base" for r in starts.values()}
+    out = {}
+    for name, points in curves.items():
+        series = [(0, results[start_of[name]]), *sorted(points.items()), (profile.steps, results[name])]
+        out[name] = [{"step": step, **_curve_point(rs[:n])} for step, rs in series]
+    return out
+
+
+def _curve_point(rs: list) -> dict:
+    s = summarize(rs)
+    g = [abs(r.physics_errors["gravity_ratio"] - 1.0) for r in rs if r.physics_errors.get("gravity_ratio") is not None]
+    return {"n": s["n"], **{m: s["overall"][m] for m in CURVE_METRICS},
+            "gravity_error": float(np.mean(g)) if g else float("nan")}
+
+
+def _curve_markdown(table: dict) -> str:
+    if not table:
+        return ""
+    steps = sorted({p["step"] for points in table.values() for p in points})
+    lines = ["", "## Learning curves (Joint; mean gravity error)", "",
+             "Each run's EMA export at evenly spaced checkpoints, sampled on the curve's prompts with the same noise; "
+             "step 0 is the model it started from.", "",
+             "| run | " + " | ".join(f"step {k}" for k in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+    for name, points in table.items():
+        at = {p["step"]: p for p in points}
+        lines.append(f"| {name} | " + " | ".join(
+            f"{at[k]['joint']['mean']:.3f}; {at[k]['gravity_error']:.2f}" if k in at else "" for k in steps) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # continuous physics errors shown, as (name, what is compared: a function of the video's value)
@@ -79,15 +185,19 @@ SHOWN_ERRORS = {"gravity_error": ("gravity_ratio", lambda x: abs(x - 1.0)), "fit
                 "impulse": ("impulse", float), "penetration": ("penetration", float)}
 
 
-def _delta_errors(arms, results, method: str, against=lambda arm: "base") -> dict:
+def _kept(rs: list, keep) -> list:
+    return rs if keep is None else [r for r in rs if keep(r)]
+
+
+def _delta_errors(arms, results, method: str, against=lambda arm: "base", keep=None) -> dict:
     """Paired differences method - reference of each continuous error in SHOWN_ERRORS (``gravity_error`` is
-    ``|gravity_ratio - 1|``), over the videos where both have it; pooled over training seeds."""
+    ``|gravity_ratio - 1|``), over the videos where both have it (and ``keep`` holds); pooled over seeds."""
     out = {}
     for shown, (name, value) in SHOWN_ERRORS.items():
         a, b = [], []
         for arm in arms:
             if arm.method == method:
-                for x, y in zip(*pair_results(results[arm.name], results[against(arm)])):
+                for x, y in zip(*pair_results(_kept(results[arm.name], keep), results[against(arm)])):
                     if x.physics_errors.get(name) is not None and y.physics_errors.get(name) is not None:
                         a.append(value(x.physics_errors[name]))
                         b.append(value(y.physics_errors[name]))
@@ -234,10 +344,32 @@ def _plot_curves(out: Path, curves: dict) -> str:
     return "curves.png"
 
 
-def _gif_grid(out: Path, models: list[str], arms) -> str:
-    """Rows: test prompts; columns: ground truth, base, then each method's first seed."""
-    first = {a.method: a.name for a in reversed(arms)}
-    folders = [out / "test"] + [out / "samples" / ("base" if m == "base" else first[m]) for m in models]
+def _plot_learning_curves(out: Path, table: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, points in table.items():
+        steps = [p["step"] for p in points]
+        axes[0].plot(steps, [p["joint"]["mean"] for p in points], marker="o", label=name)
+        axes[1].plot(steps, [p["gravity_error"] for p in points], marker="o", label=name)
+    axes[0].set_ylabel("Joint")
+    axes[1].set_ylabel("mean |gravity ratio - 1|")
+    for ax in axes:
+        ax.set_xlabel("step")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=120)
+    plt.close(fig)
+    return "learning_curves.png"
+
+
+def _gif_grid(out: Path, models: list[str], arms, starts: dict | None = None) -> str:
+    """Rows: test prompts; columns: ground truth, base, then each starting model and method's first seed."""
+    first = {a.method: a.name for a in reversed(arms)} | {"base": "base"} | (starts or {})
+    folders = [out / "test"] + [out / "samples" / first[m] for m in models]
     manifests = [load_manifest(f / "manifest.jsonl") for f in folders]
     rows = []
     for i in range(min(GIF_PROMPTS, len(manifests[0]))):

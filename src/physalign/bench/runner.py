@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from physalign.assets import resolve, shipped
-from physalign.bench.profiles import CONTROLS, VARIANTS, Profile, recipe
+from physalign.bench.profiles import CONTROLS, STARTS, VARIANTS, Profile, Recipe, recipe
 from physalign.bench.timing import step_times
 from physalign.eval import evaluate_manifest
 from physalign.files import write_text_atomic
@@ -36,7 +37,7 @@ from physalign.process import PARENT_ENV
 from physalign.train.checkpoint import folder_fingerprint, has_checkpoints
 from physalign.train.config import Config, load_config, save_config
 from physalign.world import spec
-from physalign.world.dataset import generate
+from physalign.world.dataset import Mislabel, generate
 
 
 
@@ -80,49 +81,102 @@ def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, c
     from physalign.bench.report import write_bench_report
 
     test_manifest = test_data(profile, out / "test")
-    arms = [Arm(m, s) for m in profile.methods for s in profile.seeds]
-    data = {arm.name: post_training_data(profile, Path(data_root), recipe(arm.method)[2]) for arm in arms}
-    cfgs = {arm.name: arm_config(arm, profile, data[arm.name], base, Path(data_root) / "cache", Path(configs)) for arm in arms}
-    for arm in arms:
+    arms = [Arm(m, s) for m in profile.methods for s in profile.seeds_of(m)]
+    starts = {s: Arm(s, profile.seeds[0]) for s in dict.fromkeys(recipe(a.method).start for a in arms) if s != "base"}
+    unknown = sorted(set(starts) - set(STARTS))
+    if unknown:
+        raise BenchError(f"no recipe for the starting model(s) {unknown}; known: {sorted(STARTS)}")
+    trains = [*starts.values(), *arms]  # a starting model trains before the arms that start from it
+    models = {"base": base} | {a.name: a.run(out) / "model" for a in trains}
+    cfgs = {}
+    for arm in trains:
+        r = recipe(arm.method)
+        data = post_training_data(profile, Path(data_root), r.corrupt_kinds, r.mislabel)
+        init = base if r.start == "base" else models[starts[r.start].name]
+        cfgs[arm.name] = arm_config(arm, profile, data, init, Path(data_root) / "cache", Path(configs))
         save_config(cfgs[arm.name], _config_path(out, arm))
     timing = cached_json(out / "timing.json", lambda: step_times(
-        {a.method: cfgs[a.name] for a in arms if a.seed == profile.seeds[0] and a.method not in CONTROLS},
+        {a.method: cfgs[a.name] for a in arms if a.seed == profile.seeds_of(a.method)[0] and a.method not in CONTROLS},
         profile.timing_rounds))
-    models = {"base": base} | {a.name: a.run(out) / "model" for a in arms}
 
     def sampling(name: str) -> list[tuple[str, list[str]]]:
         done = (out / "samples" / name / "manifest.jsonl").is_file()
         return [] if done else [(f"sample {name}", sample_command(models[name], test_manifest, out / "samples" / name, profile))]
 
+    def chain(arm: Arm) -> list[tuple[str, list[str]]]:
+        """Train (unless its export is there: exports are atomic), sample, then the learning curve's points."""
+        done = (models[arm.name] / "physalign_model.json").is_file()
+        return [*([] if done else [(f"train {arm.name}", train_command(out, arm))]), *sampling(arm.name),
+                *curve_commands(out, arm, profile, test_manifest)]
+
     # one chain per arm, train then sample, slowest first, and the base's samples last: a job slot freed by a
-    # finished chain takes the next one, so no slot idles while the last run trains
-    trained = [a for a in arms if (a.run(out) / "model" / "physalign_model.json").is_file()]  # exports are atomic
-    chains = [[(f"train {a.name}", train_command(out, a)), *sampling(a.name)]
-              for a in longest_first([a for a in arms if a not in trained], timing)]
-    chains += [sampling(a.name) for a in trained] + [sampling("base")]  # on a resumed bench: after the training
-    parallel([chain for chain in chains if chain], jobs, out / "logs")
+    # finished chain takes the next one, so no slot idles while the last run trains. A starting model's chain
+    # carries the arms that start from it.
+    chains = [chain(s) + [step for a in arms if recipe(a.method).start == name for step in chain(a)]
+              for name, s in starts.items()]
+    chains += [chain(a) for a in longest_first([a for a in arms if recipe(a.method).start == "base"], timing)]
+    chains.sort(key=lambda c: not any(name.startswith("train") for name, _ in c))  # resumed: untrained first
+    parallel([c for c in chains + [sampling("base")] if c], jobs, out / "logs")
     results = {"simulator": evaluate_manifest(test_manifest, progress=False)}
     for name in tqdm(models, desc="eval", unit="model"):
         results[name] = evaluate_manifest(out / "samples" / name / "manifest.jsonl", progress=False)
-    return write_bench_report(out, profile, arms, results, timing, {a.name: a.run(out) for a in arms})
+    curves = {a.name: curve_results(out, a, profile) for a in trains}
+    return write_bench_report(out, profile, arms, results, timing, {a.name: a.run(out) for a in trains},
+                              starts={n: a.name for n, a in starts.items()}, curves=curves)
+
+
+def curve_steps(profile: Profile) -> list[int]:
+    """The checkpoint steps sampled for the learning curve, the run's last step excluded (its model is
+    sampled anyway): ``curve_points`` evenly spaced checkpoints."""
+    if profile.curve_points < 2:
+        return []
+    every = profile.steps // profile.curve_points
+    return [every * k for k in range(1, profile.curve_points) if every * k < profile.steps]
+
+
+def _curve_folder(out: Path, arm: Arm, step: int) -> Path:
+    return out / "curve" / arm.name / f"step_{step:06d}"
+
+
+def curve_commands(out: Path, arm: Arm, profile: Profile, test_manifest: Path) -> list[tuple[str, list[str]]]:
+    """Export each curve checkpoint's EMA model and sample it on the curve's prompts (the first
+    ``curve_prompts`` test prompts, with the noise the full sampling gives them: the noise is drawn in order)."""
+    steps = []
+    for step in curve_steps(profile):
+        folder = _curve_folder(out, arm, step)
+        if (folder / "manifest.jsonl").is_file():
+            continue
+        ckpt, model = arm.run(out) / "checkpoints" / f"step_{step:06d}", folder / "model"
+        steps += [(f"export {arm.name} {step}", [sys.executable, "-m", "physalign.cli", "export", str(ckpt), "--out", str(model)]),
+                  (f"sample {arm.name} {step}", sample_command(model, test_manifest, folder, profile, profile.curve_prompts))]
+    return steps
+
+
+def curve_results(out: Path, arm: Arm, profile: Profile) -> dict[int, list]:
+    """step -> the evaluator's results of that checkpoint's curve samples."""
+    return {step: evaluate_manifest(_curve_folder(out, arm, step) / "manifest.jsonl", progress=False)
+            for step in curve_steps(profile)}
 
 
 SETTINGS_FILE = "bench_settings.json"
-ADDITIVE = ("methods", "seeds")  # a rerun may add methods or seeds: the others' stages stay valid
+ADDITIVE = ("methods", "seeds", "reference_seeds")  # a rerun may add methods or seeds: the others' stages stay valid
 
 
 def bench_settings(profile: Profile, base: Path, configs: Path) -> dict:
     """Everything the cached stages of a bench depend on: the profile, the base (path and fingerprint), the
     world version and each method's config file (hash) and variant."""
     methods = {}
-    for method in profile.methods:
-        name, variant, kinds = recipe(method)
-        path = configs / f"{name}.yaml"
+    starts = [r.start for r in map(recipe, profile.methods) if r.start != "base"]
+    for method in [*profile.methods, *dict.fromkeys(starts)]:
+        r = recipe(method)
+        path = configs / f"{r.config}.yaml"
         methods[method] = {"config": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file()
-                           else None, "variant": list(variant)}
-        methods[method] |= {"corrupt_kinds": list(kinds)} if kinds else {}
-    return {"profile": {k: v for k, v in profile.to_dict().items() if k not in ADDITIVE}, "base": str(base),
-            "base_fingerprint": folder_fingerprint(base), "world_version": spec.WORLD_VERSION, "methods": methods}
+                           else None, "variant": list(r.overrides)}
+        methods[method] |= {"corrupt_kinds": list(r.corrupt_kinds)} if r.corrupt_kinds else {}
+        methods[method] |= {k: getattr(r, k) for k in ("mislabel", "start") if getattr(r, k) != Recipe.__dataclass_fields__[k].default}
+    settings = {"profile": {k: v for k, v in profile.to_dict().items() if k not in ADDITIVE}, "base": str(base),
+                "base_fingerprint": folder_fingerprint(base), "world_version": spec.WORLD_VERSION, "methods": methods}
+    return json.loads(json.dumps(settings))  # as a rerun reads it back (tuples become lists)
 
 
 def claim(out: Path, settings: dict) -> None:
@@ -182,17 +236,21 @@ def longest_first(arms: list[Arm], timing: dict) -> list[Arm]:
     """``arms`` ordered by measured step time, slowest first, so the slowest run (PhysHPO's four levels)
     does not start last and run alone while the other job slot idles. Methods without a timing go last."""
     cost = {name: t["ratio"] for name, t in timing.items()}
-    return sorted(arms, key=lambda a: -cost.get(a.method, cost.get(recipe(a.method)[0], 0.0)))
+    return sorted(arms, key=lambda a: -cost.get(a.method, cost.get(recipe(a.method).config, 0.0)))
 
 
-def post_training_data(profile: Profile, root: Path, corrupt_kinds: tuple[str, ...] = ()) -> Path:
+def post_training_data(profile: Profile, root: Path, corrupt_kinds: tuple[str, ...] = (), mislabel: str = "") -> Path:
     """The post-training set of ``profile`` (with counterfactuals), generated once and shared by runs; with
-    ``corrupt_kinds``, its corrupted copy (the same scenes) for a negative control."""
+    ``corrupt_kinds``, its corrupted copy (the same scenes) for a negative control; with ``mislabel``
+    (FIELD:PROMPTED=SHOWN), its copy with one slice shown under another physics, to break a model."""
     want = {"n": profile.train_videos, "seed": profile.data_seed, "split": "train", "counterfactuals": True}
-    if not corrupt_kinds:
-        return _stamped(root / f"post-{profile.train_videos}-s{profile.data_seed}", want)
-    want["corrupt_kinds"] = list(corrupt_kinds)
-    return _stamped(root / f"post-{profile.train_videos}-s{profile.data_seed}-corrupted", want)
+    folder = root / f"post-{profile.train_videos}-s{profile.data_seed}"
+    if corrupt_kinds:
+        want["corrupt_kinds"], folder = list(corrupt_kinds), folder.with_name(folder.name + "-corrupted")
+    if mislabel:
+        want["mislabel"] = mislabel
+        folder = folder.with_name(folder.name + "-" + re.sub(r"\W+", "-", mislabel))
+    return _stamped(folder, want)
 
 
 def test_data(profile: Profile, folder: Path) -> Path:
@@ -207,8 +265,9 @@ def _stamped(folder: Path, want: dict) -> Path:
     want = {**want, "world_version": spec.WORLD_VERSION}
     if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == want:
         return manifest
+    mislabel = Mislabel.parse(want["mislabel"]) if want.get("mislabel") else None
     generate(folder, want["n"], want["split"], want["seed"], counterfactuals=want["counterfactuals"],
-             corrupt_kinds=tuple(want.get("corrupt_kinds", ())))
+             corrupt_kinds=tuple(want.get("corrupt_kinds", ())), mislabel=mislabel)
     stamp.write_text(json.dumps(want))
     return manifest
 
@@ -216,15 +275,17 @@ def _stamped(folder: Path, want: dict) -> Path:
 def arm_config(arm: Arm, profile: Profile, manifest: Path, base: Path, cache: Path, configs: Path) -> Config:
     """The method's own config (``configs/<method>.yaml``, or a named variant's, ``profiles.VARIANTS``) with the
     comparison's shared settings."""
-    name, variant, _ = recipe(arm.method)
-    path = configs / f"{name}.yaml"
+    r = recipe(arm.method)
+    path = configs / f"{r.config}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in configs.glob("*.yaml")) + sorted(VARIANTS) + sorted(CONTROLS)
         raise BenchError(f"method {arm.method!r}: no config {path}; available: {available}")
-    return load_config(path, [*variant, f"model.init={base}", f"data.manifest={manifest}", "data.split=train",
+    curve = [f"train.save_every={profile.steps // profile.curve_points}", "train.keep_checkpoints=0"] \
+        if curve_steps(profile) else [f"train.save_every={max(1, profile.steps // 4)}"]
+    return load_config(path, [*r.overrides, f"model.init={base}", f"data.manifest={manifest}", "data.split=train",
                               f"data.cache_dir={cache}", f"train.steps={profile.steps}",
                               f"train.batch_size={profile.batch_size}", f"train.seed={arm.seed}", "train.threads=1",
-                              f"train.save_every={max(1, profile.steps // 4)}"])
+                              *curve])
 
 
 def _config_path(out: Path, arm: Arm) -> Path:
@@ -240,9 +301,9 @@ def train_command(out: Path, arm: Arm) -> list[str]:
             *(["--resume"] if resume else ["--config", str(_config_path(out, arm))])]
 
 
-def sample_command(model: Path, manifest: Path, folder: Path, profile: Profile) -> list[str]:
+def sample_command(model: Path, manifest: Path, folder: Path, profile: Profile, limit: int = 0) -> list[str]:
     return [sys.executable, "-m", "physalign.cli", "sample", "--checkpoint", str(model), "--manifest", str(manifest),
-            "--out", str(folder), "--samples-per-prompt", str(profile.samples_per_prompt),
+            "--out", str(folder), "--samples-per-prompt", str(profile.samples_per_prompt), "--limit", str(limit),
             "--steps", str(profile.sample_steps), "--guidance", str(profile.guidance), "--seed", str(profile.test_seed),
             "--threads", "1"]
 

@@ -20,6 +20,8 @@ def bench_command(
     data_root: Path = typer.Option(Path("data"), help="Where the shared post-training data and caches live."),
     configs: Optional[Path] = typer.Option(None, help="Folder of the methods' configs, <method>.yaml (default: the shipped configs/methods)."),
     steps: Optional[int] = typer.Option(None, help="Override the profile's training steps."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated training seeds of every method (default: the profile's); "
+                                        "a rerun into the same --out may add seeds."),
 ) -> None:
     """Post-train every method from the same base, sample held-out prompts, score them, write a report."""
     from dataclasses import replace
@@ -28,9 +30,18 @@ def bench_command(
         p = get_profile(profile).with_methods(tuple(m.strip() for m in methods.split(",")) if methods else None)
         if steps is not None:
             p = replace(p, steps=steps)
+        if seeds:
+            p = replace(p, seeds=_ints(seeds, "--seeds"))
         report = run_bench(p, out, base=base, jobs=jobs, data_root=data_root, configs=configs)
     except (BenchError, ValueError, AssetError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     typer.echo((report).read_text())
     typer.echo(f"report: {report} (and {report.with_suffix('.html')})")
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected comma-separated integers, e.g. 0,1") from None
