@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from physalign.world import spec
-from physalign.world.corrupt import (CORRUPTIONS, FREEZE_FRAMES, SIZE_FACTOR, TELEPORT_MIN, VANISH_FRAMES,
-                                     NotApplicable, applicable, ballistic, corrupt)
+from physalign.world.corrupt import (BOUNCE_GAP, CORRUPTIONS, FREEZE_FRAMES, RESTITUTION_SHIFT, SIZE_FACTOR,
+                                     TELEPORT_MIN, VANISH_FRAMES, NotApplicable, applicable, ballistic, corrupt)
 from physalign.world.render import render
 from physalign.world.scene import prompt_to_scene
-from physalign.world.sim import simulate
+from physalign.world.sim import STRUCTURE_FRICTION, simulate
 
 DROP = "a small red rubber ball is dropped from high up under normal gravity, on a black background"
 ROLL = "a large red steel block slides slowly to the right under normal gravity, on a black background"
@@ -39,14 +39,16 @@ def centre(video: np.ndarray) -> np.ndarray:
 
 def test_kinds_apply_where_their_violation_can_happen():
     scene, rollout, _ = clip(DROP)
-    assert set(applicable(scene, rollout)) == set(CORRUPTIONS)
+    assert set(applicable(scene, rollout)) == set(CORRUPTIONS) - {"frictionless_slide"}  # it slides on nothing
     zero, zero_rollout, zero_video = clip(DROP.replace("under normal gravity", "in zero gravity"))
     kinds = applicable(zero, zero_rollout)
     assert not {"freeze_midair", "gravity_upward", "gain_energy", "pass_through_floor"} & set(kinds)
     with pytest.raises(NotApplicable, match="freeze_midair does not apply.*gravity"):
         corrupt(zero_video, zero, zero_rollout, "freeze_midair", random.Random(0))
     roll, roll_rollout, _ = clip(ROLL)
-    assert not {"freeze_midair", "gain_energy", "pass_through_floor", "wrong_gravity"} & set(applicable(roll, roll_rollout))
+    assert not {"freeze_midair", "gain_energy", "pass_through_floor", "wrong_gravity", "early_bounce",
+                "wrong_restitution"} & set(applicable(roll, roll_rollout))
+    assert "frictionless_slide" not in applicable(roll, roll_rollout)  # steel: friction bends the slide too little
     with pytest.raises(KeyError, match="unknown corruption"):
         corrupt(zero_video, zero, zero_rollout, "melt", random.Random(0))
 
@@ -54,7 +56,7 @@ def test_kinds_apply_where_their_violation_can_happen():
 def test_corruptions_leave_their_inputs_alone_and_keep_the_format():
     scene, rollout, video = clip(DROP)
     before, pos = video.copy(), rollout.objects[0].pos.copy()
-    for kind in CORRUPTIONS:
+    for kind in applicable(scene, rollout):
         bad = corrupt(video, scene, rollout, kind, random.Random(1))
         assert bad.shape == video.shape and bad.dtype == np.uint8 and (bad != video).any(), kind
     assert (video == before).all() and (rollout.objects[0].pos == pos).all()
@@ -121,3 +123,35 @@ def test_gain_energy_rebounds_faster_than_the_impact():
     heights = centre(corrupt(video, scene, rollout, "gain_energy", random.Random(0)))[:, 1]
     landing = int(np.nanargmin(heights[:10]))
     assert np.nanmax(heights[landing:]) > heights[0] * 0.9  # a rubber ball would peak at 0.72 of its drop
+
+
+def test_early_bounce_turns_above_the_floor():
+    scene, rollout, video = clip(DROP)
+    heights = centre(corrupt(video, scene, rollout, "early_bounce", random.Random(0)))[:, 1] - spec.SIZES["small"]
+    low = int(np.nanargmin(heights[:12]))
+    assert heights[low] >= spec.FLOOR_Y + BOUNCE_GAP - 0.5  # never nearer the floor than the gap (a pixel's rounding)
+    assert np.nanmax(heights[low:]) > heights[low] + 2.0  # and it rebounds from there
+
+
+def test_wrong_restitution_rebounds_as_another_material():
+    scene, rollout, video = clip(DROP)
+    choices = CORRUPTIONS["wrong_restitution"].candidates(scene, rollout)
+    assert choices and all(abs(e - spec.MATERIALS["rubber"].restitution) >= RESTITUTION_SHIFT for _, e in choices)
+    bad = centre(corrupt(video, scene, rollout, "wrong_restitution", random.Random(0)))[:, 1]
+    good = centre(video)[:, 1]
+    hit = choices[0][0].frame
+    assert np.nanmax(np.abs(bad[hit:] - good[hit:])) >= 1.0 and np.allclose(bad[: hit - 1], good[: hit - 1])
+
+
+def test_frictionless_slide_keeps_its_speed():
+    scene, rollout, video = clip("a large red rubber block slides fast to the right under normal gravity, on a black background")
+    t = np.arange(len(video)) / spec.FPS
+
+    def curvature(video):  # twice the quadratic coefficient of the wholly red pixels' centre x while in view
+        x = centre(video)[:, 0]
+        shown = np.isfinite(x) & (x < spec.WORLD_SIZE - 5)
+        return 2 * np.polyfit(t[shown], x[shown], 2)[0]
+
+    mu_g = STRUCTURE_FRICTION * spec.MATERIALS["rubber"].friction * spec.GRAVITY["normal"]
+    assert curvature(video) < -0.5 * mu_g  # the real block slows down
+    assert abs(curvature(corrupt(video, scene, rollout, "frictionless_slide", random.Random(0)))) < 0.2 * mu_g

@@ -154,3 +154,66 @@ def test_direction_fails_the_mirrored_video():
     _, rollout, fall = clip(DROP)
     assert checks(render(still, simulate(still, 0)), still)["direction"].passed is True
     assert checks(fall, still)["direction"].passed is False  # dropped in zero gravity stays put
+
+
+def test_magnitude_reads_the_start_against_the_worlds_ranges():
+    """The other magnitude's video (same draws) fails SA's magnitude; the prompted one passes; ranges come
+    from the world's start states and do not overlap where the magnitude shows."""
+    from physalign.eval.semantics import magnitude_ranges
+
+    roll = "a small yellow wood ball rolls slowly to the left under normal gravity, on a black background"
+    launch = "a large cyan clay ball is launched fast upward under low gravity, on a navy background"
+    for prompt in (DROP, THROW, roll, launch):
+        scene, _, video = clip(prompt)
+        other = replace(scene, magnitude="low" if scene.magnitude == "high" else "high")
+        ranges = magnitude_ranges(scene)
+        assert ranges[scene.magnitude] != ranges[other.magnitude]
+        assert checks(video, scene)["magnitude"].passed is True
+        shown = render(other, simulate(other, 0))
+        assert checks(shown, scene)["magnitude"].passed is False, checks(shown, scene)["magnitude"].detail
+    assert magnitude_ranges(prompt_to_scene(DROP))["high"] == (spec.FLOOR_Y + 15.0 + 2.5, spec.FLOOR_Y + 20.0 + 2.5)
+
+
+def test_magnitude_does_not_apply_where_the_worlds_ranges_overlap():
+    scene = prompt_to_scene("a small red rubber ball is dropped from a low height and lands on a ramp under low gravity, on a black background")
+    _, _, video = clip("a small red rubber ball is dropped from a low height and lands on a ramp under low gravity, on a black background")
+    assert checks(video, scene)["magnitude"].passed is None
+
+
+def test_bounce_checks_fail_a_bounce_above_the_floor_and_the_wrong_rebound():
+    scene, rollout, video = clip(DROP)
+    got = checks(corrupt(video, scene, rollout, "early_bounce", random.Random(0)), scene)
+    assert got["impact_point"].passed is False or got["free_flight"].passed is False
+    assert checks(video, scene)["rebound"].passed is True and checks(video, scene)["impact_point"].passed is True
+    dead = corrupt(video, scene, rollout, "wrong_restitution", random.Random(0))  # a rubber ball landing as steel or clay
+    assert checks(dead, scene)["rebound"].passed is False
+
+
+def test_sliding_fails_a_block_that_never_slows():
+    scene, rollout, video = clip("a large red rubber block slides fast to the right under normal gravity, on a black background")
+    assert checks(video, scene)["sliding"].passed is True
+    got = checks(corrupt(video, scene, rollout, "frictionless_slide", random.Random(0)), scene)
+    assert got["sliding"].passed is False, got["sliding"].detail
+
+
+def test_the_friction_fit_matches_a_plain_search():
+    """_friction_fit's vectorised search equals fitting each candidate law by numpy.polyfit, one by one."""
+    from physalign.eval.physics import FRAME_TIME, SLIDE_STEPS, _friction_fit
+
+    rng = np.random.default_rng(1)
+    n, mu_g = 12, 5.0
+    t = np.arange(n) * FRAME_TIME
+    x = 3 + 4 * t - mu_g * np.minimum(t, 0.5) ** 2 / 2 + 2 * np.maximum(t - 0.5, 0) + rng.normal(0, 0.05, n)
+    for rolls in (False, True):
+        best = np.inf
+        for s in (1.0, -1.0):
+            for tau in np.arange(n * SLIDE_STEPS + 1) * FRAME_TIME / SLIDE_STEPS:
+                inside = np.minimum(t, tau)
+                y = x - s * mu_g * (tau * inside - inside**2 / 2)
+                fit = np.polyval(np.polyfit(t, y, 1), t) if rolls else np.full(n, y.mean())
+                best = min(best, ((y - fit) ** 2).sum())
+            y = x + s * mu_g * t**2 / 2
+            slope, cut = np.polyfit(t, y, 1)
+            if rolls or s * slope >= mu_g * t[-1]:
+                best = min(best, ((y - (cut + slope * t)) ** 2).sum())
+        assert _friction_fit(x, mu_g, rolls) == pytest.approx(best, rel=1e-9, abs=1e-12)

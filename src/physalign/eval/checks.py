@@ -59,6 +59,11 @@ class View:
         return self.bodies["primary"]
 
     @property
+    def start_window(self) -> tuple[int, int]:
+        """The primary's frames from its first sighting to its first impact (``motion.start_window``)."""
+        return self.once("start_window", lambda: motion.start_window(self.primary))
+
+    @property
     def g(self) -> float:
         return spec.GRAVITY[self.scene.force]
 

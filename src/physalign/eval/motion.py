@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from statistics import NormalDist
 
 import numpy as np
@@ -65,8 +65,13 @@ class Body:
     half: float  # radius or half-side, from its median area
     track: Track
     gaps: dict[str, np.ndarray]  # signed distance to each surface ("floor", "wall", "ramp", "other")
-    near: np.ndarray  # bool: may touch some surface (see ``touching``)
+    touches: dict[str, np.ndarray]  # bool, per surface: may touch it (``touching`` under its share of gravity)
     seen: np.ndarray  # bool: present and not cut by the frame's border
+
+    @cached_property
+    def near(self) -> np.ndarray:
+        """Frames (T,) that may touch some surface."""
+        return np.logical_or.reduce(list(self.touches.values()))
 
     @property
     def pos(self) -> np.ndarray:
@@ -77,7 +82,7 @@ class Body:
         """Distance to the nearest surface (T,)."""
         return np.min(np.stack(list(self.gaps.values())), 0)
 
-    @property
+    @cached_property
     def free(self) -> np.ndarray:
         """Frames of free flight: seen and not near any surface."""
         return self.seen & ~self.near
@@ -154,10 +159,8 @@ def bodies(obs: Observation, scene: Scene) -> dict[str, Body]:
             partner = "other" if name == "primary" else "primary"
             gaps["other"] = pair_gap(track.pos, halves[name], kinds[name], obs.tracks[partner].pos, halves[partner])
         g = spec.GRAVITY[scene.force]
-        near = np.zeros(obs.frames, bool)
-        for surface, gap in gaps.items():
-            near |= touching(gap, g * PULL[surface])
-        out[name] = Body(name, kinds[name], halves[name], track, gaps, near, track.present & ~track.clipped)
+        touches = {surface: touching(gap, g * PULL[surface]) for surface, gap in gaps.items()}
+        out[name] = Body(name, kinds[name], halves[name], track, gaps, touches, track.present & ~track.clipped)
     return out
 
 
@@ -283,6 +286,74 @@ def fit_acceleration(y: np.ndarray, segments: list[tuple[int, int]], sigma: floa
     if den == 0:
         return math.nan, math.inf
     return 2 * num / den * spec.FPS**2, 2 * sigma / math.sqrt(den) * spec.FPS**2
+
+
+@dataclass(frozen=True)
+class StartFit:
+    """A position or velocity at frame 0 fitted over the frames before the first impact: ``value`` (units or
+    units/s) with its standard error ``std`` under the video's noise; friction may have slowed the motion
+    meanwhile, so a speed may be up to ``slowed`` larger than measured (0 where nothing slows it)."""
+
+    value: float
+    std: float
+    slowed: float
+    frames: int
+
+
+def start_window(body: Body) -> tuple[int, int]:
+    """Frames [a, b) of ``body`` from its first uncut sighting ``a`` to its first impact: every frame after
+    ``a`` seen, and frames from 0 on clear of every surface the object did not rest on at the start, or, for a
+    surface it starts on (a launch, a roll), until it has left it and comes back. A frame ends the window when
+    it may touch a surface (``touching``) it approaches (the gap shrinks into it or out of it); the first such
+    frame precedes the impact, so it is kept. (0, 0) if the object is never seen."""
+    if not body.seen.any():
+        return 0, 0
+    a = int(np.argmax(body.seen))
+    end = a + int(np.argmin(body.seen[a:])) if not body.seen[a:].all() else len(body.seen)
+    for name, gap in body.gaps.items():
+        left = np.logical_or.accumulate(gap > CONTACT_MARGIN)  # (T,) has been clear of it by frame k
+        shrinks = ~(gap[1:] > gap[:-1])  # (T-1,) from frame k to k + 1 (or unseen)
+        approach = np.concatenate([shrinks, [False]]) | np.concatenate([[False], shrinks])  # (T,) into k or out of it
+        hits = np.flatnonzero(body.touches[name] & left & approach)
+        if hits.size:
+            end = min(end, int(hits[0]) + 1)
+    return a, max(end, a)
+
+
+@cache
+def _polynomial_fit(a: int, b: int, degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares weights (degree + 1, b - a) of ``y_k = sum_j c_j k^j`` over frames k = a..b-1 (the
+    coefficients are those at frame 0), and the coefficients' standard errors (degree + 1,) for unit noise."""
+    design = np.vander(np.arange(a, b, dtype=np.float64), degree + 1, increasing=True)  # (b - a, d + 1)
+    inverse = np.linalg.inv(design.T @ design)
+    return inverse @ design.T, np.sqrt(np.diag(inverse))
+
+
+def start_fit(body: Body, window: tuple[int, int], sigma: float, axis: int, what: str, friction: float) -> StartFit | None:
+    """The position (``what="position"``) or velocity at frame 0 along ``axis`` (0: x, 1: y), from a fit over
+    ``window``, the :func:`start_window` (None if it has fewer frames than the fit has coefficients). Vertically the
+    acceleration is fitted (a parabola: whether it is the scene's gravity is the gravity check's question).
+    Horizontally the world has no force in flight, and on the floor only friction, which slows the motion by at
+    most ``friction`` (units/s^2): a line's slope is a mean velocity, ``slowed`` by up to ``friction`` times the
+    mean time of the frames fitted. On the floor the line takes the first frames whose interval (that bias plus
+    the slope's error on both sides at ALPHA) is narrowest: more frames shrink the error, but widen the bias."""
+    a, b = window
+    degree = 2 if axis == 1 else 1
+    if b - a <= degree:
+        return None
+    on_floor = axis == 0 and bool(body.touches["floor"][a:b].any())
+    z = NormalDist().inv_cdf(1 - ALPHA / 2)
+    fits = [_start_fit(body.pos[a:stop, axis], a, degree, what, sigma, friction if on_floor else 0.0)
+            for stop in range(a + degree + 1, b + 1)]
+    return min(fits, key=lambda f: f.slowed + 2 * z * f.std)
+
+
+def _start_fit(y: np.ndarray, a: int, degree: int, what: str, sigma: float, friction: float) -> StartFit:
+    weights, errors = _polynomial_fit(a, a + len(y), degree)
+    order = 0 if what == "position" else 1
+    scale = FRAME_TIME**-order  # coefficient of k -> per second
+    slowed = friction * (2 * a + len(y) - 1) / 2 * FRAME_TIME
+    return StartFit(float(weights[order] @ y) * scale, float(errors[order]) * sigma * scale, slowed, len(y))
 
 
 def chi2_quantile(p: float, k: int) -> float:

@@ -10,6 +10,8 @@ half-size read from the area, friction). One world unit is one pixel at 32 x 32,
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 import numpy as np
 
@@ -327,9 +329,9 @@ def _rebounds(body: Body, g: float, starts_at_apex: bool, slowest: float, peak_e
     (``starts_at_apex``), not where another contact left it moving. Peaks are known to within ``peak_error``,
     which widens the bounds."""
     height, n = body.gaps["floor"], len(body.gaps["floor"])
-    clean = body.seen & ~_near_other_surface(body, g)
+    clean = body.seen & ~_near_other_surface(body)
     err = peak_error + g * FRAME_TIME**2 / 8  # the sampled top of a parabola is up to g dt^2 / 8 low
-    hops = motion.runs(clean & ~motion.touching(height, g))
+    hops = motion.runs(clean & ~body.touches["floor"])
     out = []
     for (a1, b1), (a2, b2) in zip(hops, hops[1:] + [(n, n)]):
         h1, top = float(height[a1:b1].max()), a1 + int(height[a1:b1].argmax())
@@ -347,13 +349,276 @@ def _rebounds(body: Body, g: float, starts_at_apex: bool, slowest: float, peak_e
     return out
 
 
-def _near_other_surface(body: Body, g: float) -> np.ndarray:
+def _near_other_surface(body: Body) -> np.ndarray:
     """(T,) frames that may touch a surface other than the floor."""
-    near = np.zeros(len(body.near), bool)
-    for name, gap in body.gaps.items():
+    near = np.zeros(len(body.seen), bool)
+    for name, touch in body.touches.items():
         if name != "floor":
-            near |= motion.touching(gap, g * motion.PULL[name])
+            near |= touch
     return near
+
+
+@dataclass(frozen=True)
+class Impact:
+    """A floor impact between two hops, from both flights fitted under the scene's gravity: the time
+    ``t`` (s) they meet, the object's gap to the floor there, the restitution (outgoing over incoming vertical
+    speed at ``t``), and the standard errors of the last two under the video's noise."""
+
+    frame: int  # first frame after the last one of the incoming hop
+    t: float
+    gap: float
+    gap_std: float
+    restitution: float
+    restitution_std: float
+
+
+def impact_point(v: View) -> Check:
+    """Bounces happen at the floor: the incoming and the outgoing flight of each floor bounce, two parabolas
+    under the scene's gravity, meet where the object touches the floor. Their meeting point's gap to the floor
+    must be within the simulator's overlap, the half-size read from the area and its own fitted error at
+    motion.ALPHA (over the bounces judged). A bounce that turns in mid-air, above the floor, fails."""
+    judged = _impacts(v)
+    if not judged:
+        return Check("impact_point", "PC", None, None, "no floor bounce with both flights in view")
+    z = NormalDist().inv_cdf(1 - motion.ALPHA / (2 * len(judged)))
+    excess = [abs(i.gap) - (SIM_OVERLAP + HALF_SIZE_ERROR + z * i.gap_std) for i in judged]
+    worst = judged[int(np.argmax(excess))]
+    text = "; ".join(f"frame {i.frame}: {i.gap:+.2f} +- {i.gap_std:.2f} units" for i in judged)
+    return Check("impact_point", "PC", max(excess) <= 0, worst.gap, f"flights meet the floor at gaps {text}")
+
+
+def restitution(v: View) -> Check:
+    """Each floor bounce rebounds as the material does, from the velocities: the outgoing over the incoming
+    vertical speed where the two fitted flights meet (see :func:`impact_point`) lies, within its error at
+    motion.ALPHA (over the bounces judged), in the material's restitution widened by RESTITUTION_TOL and
+    capped at 1. Unlike ``bounce`` it needs only a few frames of each flight, not their peaks."""
+    if v.g == 0:
+        return Check("restitution", "PC", None, None, "zero gravity: nothing falls onto the floor")
+    judged = _impacts(v)
+    if not judged:
+        return Check("restitution", "PC", None, None, "no floor bounce with both flights in view")
+    e_mat = spec.MATERIALS[v.scene.material].restitution
+    lo, hi = max(e_mat - RESTITUTION_TOL, 0.0), min(e_mat + RESTITUTION_TOL, 1.0)
+    z = NormalDist().inv_cdf(1 - motion.ALPHA / (2 * len(judged)))
+    excess = [max(lo - i.restitution, i.restitution - hi) - z * i.restitution_std for i in judged]
+    worst = judged[int(np.argmax(excess))]
+    text = "; ".join(f"frame {i.frame}: {i.restitution:.2f} +- {i.restitution_std:.2f}" for i in judged)
+    return Check("restitution", "PC", max(excess) <= 0, worst.restitution,
+                 f"rebound over impact speed {text} (material {e_mat:.2f}: {lo:.2f}-{hi:.2f})")
+
+
+def _impacts(v: View) -> list[Impact]:
+    """The primary's floor impacts between two hops of two frames or more each (:func:`_hops`; the stretch
+    between them touching the floor only), the incoming hop falling and the outgoing one rising where they
+    meet, under the scene's gravity and the video's noise (zero gravity: none)."""
+    def find():
+        body = v.primary
+        clean = body.seen & ~_near_other_surface(body)
+        hops = _hops(body, v.noise) if v.g else []
+        out = []
+        for (a1, b1), (a2, b2) in zip(hops, hops[1:]):
+            if clean[b1:a2].all():
+                hit = _meet(body.pos[:, 1], (a1, b1), (a2, b2), v.g, v.noise.sigma)
+                out += [] if hit is None else [replace(hit, gap=hit.gap - body.half - spec.FLOOR_Y)]
+        return out
+
+    return v.once("impacts", find)
+
+
+def rebound(v: View) -> Check:
+    """An object that lands rebounds within its material's restitution band ``[e_lo, e_hi]`` (the material's
+    +- RESTITUTION_TOL, capped at 0 and 1), under the scene's gravity: with the incoming flight (two frames or
+    more) fitted by a parabola under ``g`` and extrapolated to the floor at ``t*`` with speed ``v``, every later
+    frame in which the object touches nothing but the floor has its height above the floor's level
+    (:func:`_floor_level`) at least ``e_lo v tau - g tau^2 / 2`` (``tau = t - t*``, within that slowest
+    rebound's flight) and at most the fastest rebound's rise, ``e_hi v tau - g tau^2 / 2`` up to its apex and the
+    apex after (no later hop of any slower rebound rises above it). The margin: the simulator's overlap, the
+    level's error and the errors of the gap and of the extrapolation at motion.ALPHA (over the bounds tested).
+    A bouncy object that lands dead fails, and so does a dead one that hops; neither needs a whole hop."""
+    if v.g == 0:
+        return Check("rebound", "PC", None, None, "zero gravity: nothing falls onto the floor")
+    e_mat = spec.MATERIALS[v.scene.material].restitution
+    band = (max(e_mat - RESTITUTION_TOL, 0.0), min(e_mat + RESTITUTION_TOL, 1.0))
+    body = v.primary
+    clean = body.seen & ~_near_other_surface(body)
+    level, level_error = _floor_level(body, v.noise)
+    rows = []  # (frame, height, bound, its std, +1 for a least height / -1 for a greatest)
+    for a, b in _hops(body, v.noise):
+        rows += _rebound_bounds(body.gaps["floor"] - level, (a, b), clean, band, v.g, v.noise.sigma)
+    if not rows:
+        return Check("rebound", "PC", None, None, "no landing with frames after it in view")
+    z = NormalDist().inv_cdf(1 - motion.ALPHA / (2 * len(rows)))
+    excess = [side * (bound - h) - (SIM_OVERLAP + level_error + z * math.hypot(v.noise.sigma, std))
+              for _, h, bound, std, side in rows]
+    k = int(np.argmax(excess))
+    frame, h, bound, _, side = rows[k]
+    word = "lifts it at least" if side > 0 else "lifts it at most"
+    return Check("rebound", "PC", excess[k] <= 0, excess[k],
+                 f"frame {frame}: {h:.2f} above the floor where restitution {band[side < 0]:.2f} {word} {bound:.2f} "
+                 f"(worst of {len(rows)} bounds)")
+
+
+def _rebound_bounds(gap: np.ndarray, hop: tuple[int, int], clean: np.ndarray, band: tuple[float, float], g: float,
+                    sigma: float) -> list:
+    """Rows (frame, gap, bound, its std, side) after the landing that ends ``hop``: the hop's gap fitted by
+    ``c + u t - g t^2 / 2``, its later zero ``t*`` and speed there; for the frames from the hop's end while
+    ``clean``, the least height (side +1) of a rebound at ``band[0]`` within its flight (none at 0) and the
+    greatest (side -1) at ``band[1]``; stds by the delta method from the fit's covariance."""
+    a, b = hop
+    t = np.arange(a, b) * FRAME_TIME
+    design = np.stack([np.ones_like(t), t], 1)
+    inverse = np.linalg.inv(design.T @ design)
+    theta = inverse @ design.T @ (gap[a:b] + g * t**2 / 2)  # (c, u)
+    after = np.arange(b, b + int(np.argmin(np.append(clean[b:], False))))  # the clean frames after the hop
+    times = after * FRAME_TIME
+
+    def bounds(p):  # (2, m): least and greatest height at ``times``; NaN where not bounded
+        c, u = p
+        root = u * u + 2 * g * c
+        if root < 0:
+            return np.full((2, len(times)), np.nan)
+        landing = (u + math.sqrt(root)) / g  # the later zero of the falling parabola
+        speed = g * landing - u  # > 0 downward at the floor
+        tau = times - landing
+        least = band[0] * speed * tau - g * tau**2 / 2
+        rise = np.minimum(tau, band[1] * speed / g)  # the fastest rebound rises until its apex, then stays below it
+        greatest = band[1] * speed * rise - g * rise**2 / 2
+        return np.stack([np.where((tau > 0) & (least > 0), least, np.nan), np.where(tau > 0, greatest, np.nan)])
+
+    here = bounds(theta)
+    if not np.isfinite(here).any():
+        return []
+    std = _delta_std(bounds, theta, inverse, sigma)  # (2, m)
+    return [(int(k), float(gap[k]), float(here[i, j]), float(std[i, j]), 1 - 2 * i)
+            for i in range(2) for j, k in enumerate(after) if np.isfinite(here[i, j])]
+
+
+def _floor_level(body: Body, noise: motion.Noise) -> tuple[float, float]:
+    """The gap (units) the object shows when it rests on the floor, and its error. The half-size read from the
+    area shifts every gap alike (by up to HALF_SIZE_ERROR), so where the object rests (frames on the floor,
+    within CONTACT_MARGIN, each within the noise of two positions of the next) the median of those gaps is
+    the floor's level, to within its median's noise (1.25 sigma / sqrt(m)); elsewhere the level is 0, to
+    within HALF_SIZE_ERROR."""
+    gap = body.gaps["floor"]
+    still = np.abs(np.diff(body.pos[:, 1])) <= noise.bound(len(gap) - 1, math.sqrt(2))  # (T-1,) NaN: not still
+    on = body.seen & (gap <= CONTACT_MARGIN)
+    rest = np.zeros(len(gap), bool)
+    rest[:-1] |= still & on[:-1] & on[1:]
+    rest[1:] |= still & on[:-1] & on[1:]
+    if rest.sum() < 3:
+        return 0.0, HALF_SIZE_ERROR
+    return float(motion.median(gap[rest])), 1.25 * noise.sigma / math.sqrt(int(rest.sum()))
+
+
+def _hops(body: Body, noise: motion.Noise) -> list[tuple[int, int]]:
+    """Runs of two frames or more (a line's two coefficients, once gravity's parabola is taken out) in which
+    the vertical motion is free flight: seen, touching neither the floor, the ramp nor the other object, and
+    no wall impact inside. A wall's normal is horizontal, so an impact on it changes the vertical velocity only
+    by its friction: a run is cut at the frame nearest each wall impact (the impact lies next to it) and at the
+    frames within the noise of two positions of that nearest gap."""
+    vertical = body.seen.copy()
+    for name, touch in body.touches.items():
+        if name != "wall":
+            vertical &= ~touch
+    if "wall" in body.gaps:
+        gap, tol = body.gaps["wall"], noise.bound(len(body.seen), math.sqrt(2))
+        for a, b in motion.runs(body.touches["wall"]):
+            nearest = np.nanmin(gap[a:b]) if np.isfinite(gap[a:b]).any() else -math.inf
+            vertical[a:b] &= gap[a:b] > nearest + tol
+    return motion.runs(vertical, 2)
+
+
+def _meet(y: np.ndarray, first: tuple[int, int], second: tuple[int, int], g: float, sigma: float) -> Impact | None:
+    """Fit ``y_k = c_i + b_i t_k - g t_k^2 / 2`` over two hops (i = 1, 2) under the scene's gravity, and where
+    they meet, ``t* = (c_2 - c_1) / (b_1 - b_2)``, the height ``y*`` and the restitution ``-(b_2 - g t*) /
+    (b_1 - g t*)``, with standard errors by the delta method from the fit's covariance ``sigma^2 (X'X)^-1``.
+    None if the first does not fall or the second does not rise there. ``gap`` holds ``y*``."""
+    frames = [np.arange(a, b) for a, b in (first, second)]
+    t = np.concatenate(frames) * FRAME_TIME  # (n,)
+    one = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)])  # (n,) which hop
+    design = np.stack([one == 0, (one == 0) * t, one == 1, (one == 1) * t], 1).astype(np.float64)
+    inverse = np.linalg.inv(design.T @ design)
+    theta = inverse @ design.T @ (y[np.concatenate(frames)] + g * t**2 / 2)  # (c1, b1, c2, b2)
+
+    def meeting(p):
+        c1, b1, c2, b2 = p
+        tm = (c2 - c1) / (b1 - b2)
+        return np.array([c1 + b1 * tm - g * tm**2 / 2, -(b2 - g * tm) / (b1 - g * tm), tm, b1 - g * tm, b2 - g * tm])
+
+    here = meeting(theta)
+    if not (here[3] < 0 < here[4]):
+        return None
+    std = _delta_std(lambda p: meeting(p)[:2], theta, inverse, sigma)  # of (y*, e)
+    return Impact(first[1], float(here[2]), float(here[0]), float(std[0]), float(here[1]), float(std[1]))
+
+
+def _delta_std(f, theta: np.ndarray, inverse: np.ndarray, sigma: float) -> np.ndarray:
+    """Standard errors of ``f(theta)`` (any shape) where ``theta`` (p,) is a least-squares fit with covariance
+    ``sigma^2 inverse``: the delta method, ``sqrt(J inverse J^T) sigma``, with ``J`` by central differences
+    (0 where a step crosses the edge of where ``f`` is defined)."""
+    steps = 1e-6 * np.maximum(np.abs(theta), 1.0)
+    eye = np.eye(len(theta))
+    jacobian = np.stack([(f(theta + eye[j] * steps[j]) - f(theta - eye[j] * steps[j])) / (2 * steps[j])
+                         for j in range(len(theta))], -1)  # (..., p)
+    jacobian = np.nan_to_num(jacobian)
+    return sigma * np.sqrt(np.einsum("...i,ij,...j->...", jacobian, inverse, jacobian))
+
+
+def sliding(v: View) -> Check:
+    """On the floor, friction is the only horizontal force, and it acts against the sliding: from the start
+    (an object set moving on the floor: a roll or a slide) to the first impact, the horizontal position fits
+    the law of sliding friction, ``mu g`` (``mu`` the floor's and the material's friction coefficients
+    multiplied, as the simulator does) against the motion for some time ``tau``, then none: a block comes to
+    rest (it does not rotate), a ball rolls on at constant speed (its spin may even make the friction push
+    it forward until it rolls). ``chi2 = sum(r^2) / sigma^2`` of the best such fit (over ``tau``, the
+    direction, the start and, for a ball, its final speed) within its (1 - motion.ALPHA) quantile. A block
+    that slides on without slowing, or anything speeding up on flat ground, fails."""
+    body = v.primary
+    a, b = v.start_window
+    off_floor = np.flatnonzero(~(body.gaps["floor"][a:b] <= CONTACT_MARGIN))
+    b = a + int(off_floor[0]) if off_floor.size else b
+    params = 2 if v.scene.kind == "block" else 3  # start, tau (and a ball's final speed)
+    if b - a < params + 2:
+        return Check("sliding", "PC", None, None, "no slide on the floor from the start")
+    mu_g = STRUCTURE_FRICTION * spec.MATERIALS[v.scene.material].friction * v.g
+    squares = _friction_fit(body.pos[a:b, 0], mu_g, v.scene.kind == "ball")
+    chi2, limit = squares / v.noise.sigma**2, motion.chi2_quantile(1 - motion.ALPHA, b - a - params)
+    rms = math.sqrt(squares / (b - a))
+    return Check("sliding", "PC", chi2 <= limit, rms,
+                 f"{rms:.2f} units RMS from the best slide under friction {mu_g:.1f} units/s^2 over {b - a} frames "
+                 f"(chi2 {chi2:.1f}, noise {v.noise.sigma:.2f} allows {limit:.1f})")
+
+
+SLIDE_STEPS = 8  # the time friction stops acting is searched on a grid this many times finer than a frame
+
+
+def _friction_fit(x: np.ndarray, mu_g: float, rolls: bool) -> float:
+    """Least sum of squared residuals of ``x`` (n,) (frames 0..n-1 of a slide) under a velocity
+    ``v(t) = v_end + s mu_g max(tau - t, 0)``: friction against the motion until ``tau``, then a ball rolls on
+    at ``v_end`` and a block rests (``v_end = 0``), or still slides at the end (``tau`` past it, ``s v(t) >= 0``
+    throughout). Searched over ``s = +-1`` and ``tau`` on a grid of SLIDE_STEPS per frame (linear in the rest)."""
+    n = len(x)
+    t = np.arange(n) * FRAME_TIME  # (n,)
+    taus = np.arange(n * SLIDE_STEPS + 1) * FRAME_TIME / SLIDE_STEPS  # (G,) the friction's end, within the clip
+    inside = np.minimum(t[None], taus[:, None])  # (G, n)
+    shape = taus[:, None] * inside - inside**2 / 2  # (G, n): displacement of a deceleration of 1 lasting tau
+    design = np.stack([np.ones(n), t], 1) if rolls else np.ones((n, 1))
+    line = np.stack([np.ones(n), t], 1)
+    best = math.inf
+    for s in (1.0, -1.0):
+        best = min(best, float(_residual_squares(x[None] - s * mu_g * shape, design).min()))
+        # still sliding at the end: a parabola of curvature -s mu_g whose velocity keeps the sign s
+        coef = np.linalg.lstsq(line, x + s * mu_g * t**2 / 2, rcond=None)[0]
+        if rolls or s * coef[1] >= mu_g * t[-1]:
+            best = min(best, float(_residual_squares((x + s * mu_g * t**2 / 2)[None], line)[0]))
+    return best
+
+
+def _residual_squares(targets: np.ndarray, design: np.ndarray) -> np.ndarray:
+    """Residual sums of squares (G,) of each row of ``targets`` (G, n) fitted by least squares on ``design``
+    (n, p)."""
+    residual = targets - targets @ (design @ np.linalg.pinv(design)).T
+    return (residual**2).sum(1)
 
 
 def momentum(v: View) -> Check:
@@ -363,7 +628,7 @@ def momentum(v: View) -> Check:
     if "other" not in v.bodies:
         return Check("momentum", "PC", None, None, "no second ball")
     a, b = v.bodies["primary"], v.bodies["other"]
-    touching = np.flatnonzero(motion.touching(a.gaps["other"]))
+    touching = np.flatnonzero(a.touches["other"])
     if touching.size == 0:
         return Check("momentum", "PC", None, None, "the objects never touch")
     c = int(touching[0])  # frames before c are before the impact, frames after c after it
@@ -389,7 +654,7 @@ def _velocity_std(n: int, sigma: float) -> float:
 
 
 CHECKS = (permanence, size_stability, color_stability, continuity, gravity, ballistic, free_flight, no_hover,
-          no_penetration, bounce, momentum)
+          no_penetration, bounce, impact_point, restitution, rebound, sliding, momentum)
 
 
 # ------------------------------------------------------------------------------------ continuous errors

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import replace
+from functools import cache
+from statistics import NormalDist
 
 import numpy as np
 
+from physalign.eval import motion
 from physalign.eval.checks import Check, View, unseen
 from physalign.eval.motion import median
 from physalign.world import spec
+from physalign.world.scene import MAGNITUDES, Scene
+from physalign.world.sim import STRUCTURE_FRICTION, InitialDraws, start_state
 
 PRESENT_FRACTION = 0.5  # an object the prompt names is visible in at least half the frames
 STRAY_PIXELS = 3.0  # pixels of solid colour the prompt does not name; the smallest object has ~7
-
-
-
-
 
 
 def objects(v: View) -> Check:
@@ -84,4 +87,62 @@ def direction(v: View) -> Check:
     return Check("direction", "SA", first > 0, first, f"first moves {first:+.2f} units {want} (frame {present[1 + moved[0]]})")
 
 
-CHECKS = (objects, no_stray_objects, size, kind, background, direction)
+def magnitude(v: View) -> Check:
+    """The magnitude the prompt names (low / high drop height, slow / fast throw or roll, low / high launch)
+    is the one the start shows. The quantity it sets (``MAGNITUDE_QUANTITY``) is measured at frame 0 by a fit
+    over the frames before the first impact (:func:`motion.start_fit`), with its standard error from the
+    video's noise (and, on the floor, the interval friction may have slowed it by); each magnitude's range of
+    it is the world's (:func:`magnitude_ranges`). A generalised likelihood-ratio decision between the two
+    ranges: the check fails when the prompted range is rejected at ``motion.ALPHA`` (it lies more than
+    ``z(1 - ALPHA / 2)`` standard errors from the estimate) and the other range lies nearer (is the likelier of
+    the two). In between the ranges, or out past both, the prompt's class stands. Not applicable where the
+    world's two ranges overlap (a drop onto the ramp in low gravity starts above the slope either way)."""
+    name, axis, what = MAGNITUDE_QUANTITY[v.scene.kinematics]
+    fit = motion.start_fit(v.primary, v.start_window, v.noise.sigma, axis, what, _friction(v))
+    ranges = magnitude_ranges(v.scene)
+    other = next(m for m in ranges if m != v.scene.magnitude)
+    shown = ", ".join(f"{m} {a:.1f}-{b:.1f}" for m, (a, b) in ranges.items())
+    if max(a for a, _ in ranges.values()) <= min(b for _, b in ranges.values()):
+        return Check("magnitude", "SA", None, None, f"the world's {name} ranges overlap here ({shown})")
+    if fit is None:
+        return Check("magnitude", "SA", None, None, f"too few frames seen before the first impact to fit the {name}")
+    sign = -1.0 if v.scene.direction == "left" else 1.0
+    low = sign * fit.value  # along the prompted direction; friction may have slowed it by up to fit.slowed
+    high = low + fit.slowed
+    distance = {m: max(a - high, low - b, 0.0) for m, (a, b) in ranges.items()}
+    z = NormalDist().inv_cdf(1 - motion.ALPHA / 2)
+    wrong = distance[v.scene.magnitude] > z * fit.std and distance[other] < distance[v.scene.magnitude]
+    return Check("magnitude", "SA", not wrong, sign * fit.value,
+                 f"{name} {sign * fit.value:.2f} +- {fit.std:.2f} over {fit.frames} frames (ranges: {shown})")
+
+
+# The quantity a kinematics' magnitude sets, read at frame 0: (its name, axis, position or velocity).
+MAGNITUDE_QUANTITY = {
+    "dropped": ("start height of the centre", 1, "position"),
+    "launched_up": ("upward speed", 1, "velocity"),
+    **{k: ("horizontal speed", 0, "velocity") for k in ("thrown_left", "thrown_right", "rolled_left", "rolled_right")},
+}
+_DRAW_GRID = (0.0, 1.0)  # each start quantity is monotone in each draw (or a max of such): its extremes lie at corners
+
+
+@cache
+def magnitude_ranges(scene: Scene) -> dict[str, tuple[float, float]]:
+    """Magnitude -> (least, largest) value of its quantity over every start the world may draw for ``scene``
+    with that magnitude (``sim.start_state`` over the unit draws' grid): the same scene's two classes."""
+    _, axis, what = MAGNITUDE_QUANTITY[scene.kinematics]
+    sign = -1.0 if scene.direction == "left" else 1.0
+    out = {}
+    for m in MAGNITUDES:
+        other = replace(scene, magnitude=m)
+        values = [sign * start_state(other, InitialDraws(*u))[what == "velocity"][axis]
+                  for u in itertools.product(_DRAW_GRID, repeat=4)]
+        out[m] = (min(values), max(values))
+    return out
+
+
+def _friction(v: View) -> float:
+    """Largest deceleration (units/s^2) sliding friction gives along the floor: mu g."""
+    return STRUCTURE_FRICTION * spec.MATERIALS[v.scene.material].friction * v.g
+
+
+CHECKS = (objects, no_stray_objects, size, kind, background, direction, magnitude)

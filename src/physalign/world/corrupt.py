@@ -22,7 +22,7 @@ import numpy as np
 from physalign.world import spec
 from physalign.world.render import render
 from physalign.world.scene import Scene
-from physalign.world.sim import Contact, Rollout
+from physalign.world.sim import STRUCTURE_FRICTION, Contact, Rollout
 
 AIR_CLEARANCE = 1.0  # units between the object and every surface for it to be "in the air"
 # A teleport jumps farther in one frame than any motion of the world allows: a fall from the top of the
@@ -41,6 +41,13 @@ REST_SPEED = 0.5  # units/s: a bounce slower than this ends at rest on the floor
 # A whole flight under this share of the scene's gravity: the base model's own error (its fitted over true
 # gravity has a median of 0.55 on its samples), between the world's levels rather than on one of them.
 WEAK_GRAVITY = 0.55
+# Lawful-looking violations: each smooth, each a parabola or a line between its events.
+BOUNCE_GAP = 1.0  # units: a bounce that turns this far above the floor (a pixel of daylight under it)
+RESTITUTION_SHIFT = 0.3  # a rebound as another material's whose restitution differs by this much or more
+VISIBLE_SHIFT = 1.0  # units: a corrupted rebound's height leaves the true one's by a pixel or more in some frame
+# A frictionless slide is a straight line where friction bends the path into a parabola: its bend off the
+# best straight line over the slide in view (mu g T^2 / 12 for a slide of T seconds) is at least this (units).
+VISIBLE_BEND = 0.5
 
 
 class NotApplicable(ValueError):
@@ -314,6 +321,89 @@ def _wrong_gravity(video, scene, rollout, g: float) -> np.ndarray:
     return _moved(video, scene, rollout, pos)
 
 
+def _early_bounce_candidates(scene: Scene, rollout: Rollout) -> list[tuple[Contact, int]]:
+    """(impact, frame): floor impacts of a bouncing material ending a free fall, where the object, from the
+    last frame of that fall at least BOUNCE_GAP + AIR_CLEARANCE clear of every surface, bounces BOUNCE_GAP above
+    the floor instead (the material's restitution, every later bounce as high), showing MIN_VISIBLE_FRAMES
+    frames of rebound in view and clear of walls, ramp and ball."""
+    if spec.MATERIALS[scene.material].restitution == 0:
+        return []
+    clear = clearance(rollout)
+    out = []
+    for c in _floor_hits(rollout):
+        high = np.flatnonzero(clear[: c.frame] > BOUNCE_GAP + AIR_CLEARANCE)
+        k = int(high[-1]) if high.size else -1
+        if k >= 0 and (clear[k : c.frame] > 0).all() and _rebound_shown(rollout, c, _early_bounced(scene, rollout, k), AIR_CLEARANCE):
+            out.append((c, k))
+    return out
+
+
+def _early_bounced(scene: Scene, rollout: Rollout, k: int) -> np.ndarray:
+    floor = spec.FLOOR_Y + rollout.objects[0].half_size + BOUNCE_GAP
+    return _fly_on(scene, rollout, k, floor=floor, restitution=spec.MATERIALS[scene.material].restitution)
+
+
+def _rebound_shown(rollout: Rollout, contact: Contact, pos: np.ndarray, clear: float) -> bool:
+    """The trajectory ``pos`` from the frame before ``contact`` on is in view for MIN_VISIBLE_FRAMES frames
+    after it and clear of walls, ramp and ball (by ``clear``) to the end."""
+    obj, k = rollout.objects[0], contact.frame
+    if len(obj.pos) - k < MIN_VISIBLE_FRAMES:
+        return False
+    shown = _in_frame(pos[k : k + MIN_VISIBLE_FRAMES], obj.half_size).all()
+    return bool(shown and (clearance(rollout, pos, skip=("floor",))[k - 1 :] > clear).all())
+
+
+def _early_bounce(video, scene, rollout, choice: tuple[Contact, int]) -> np.ndarray:
+    return _moved(video, scene, rollout, _early_bounced(scene, rollout, choice[1]))
+
+
+def _restitution_candidates(scene: Scene, rollout: Rollout) -> list[tuple[Contact, float]]:
+    """(impact, restitution): from the first floor impact after a fall of at least MIN_FALL, every bounce as
+    a material whose restitution differs from the scene's by RESTITUTION_SHIFT or more (a rubber ball landing
+    dead like clay, clay bouncing like rubber), where the rebound stays in view and clear of walls, ramp and
+    ball for MIN_VISIBLE_FRAMES frames and whose height leaves the true one's by VISIBLE_SHIFT in some frame."""
+    e = spec.MATERIALS[scene.material].restitution
+    others = sorted({m.restitution for m in spec.MATERIALS.values() if abs(m.restitution - e) >= RESTITUTION_SHIFT})
+    hits = [c for c in _floor_hits(rollout) if _fall_height(rollout, c.frame) >= MIN_FALL][:1]
+    out = []
+    for c, e2 in ((c, e2) for c in hits for e2 in others):
+        pos = _rebounded(scene, rollout, c, e2)
+        moved = np.abs(pos[c.frame :, 1] - rollout.objects[0].pos[c.frame :, 1]).max(initial=0.0)
+        if moved >= VISIBLE_SHIFT and _rebound_shown(rollout, c, pos, AIR_CLEARANCE):
+            out.append((c, e2))
+    return out
+
+
+def _rebounded(scene: Scene, rollout: Rollout, contact: Contact, restitution: float) -> np.ndarray:
+    floor = spec.FLOOR_Y + rollout.objects[0].half_size
+    return _fly_on(scene, rollout, contact.frame - 1, floor=floor, restitution=restitution)
+
+
+def _restitution(video, scene, rollout, choice: tuple[Contact, float]) -> np.ndarray:
+    return _moved(video, scene, rollout, _rebounded(scene, rollout, *choice))
+
+
+def _frictionless_candidates(scene: Scene, rollout: Rollout) -> list[int]:
+    """A block sliding on the floor under gravity (nothing else in its way) that keeps its start velocity:
+    applies where friction would bend the path in view by VISIBLE_BEND or more (see there)."""
+    if not (scene.kind == "block" and scene.kinematics.startswith("rolled") and scene.interaction == "none"):
+        return []
+    mu_g = STRUCTURE_FRICTION * spec.MATERIALS[scene.material].friction * spec.GRAVITY[scene.force]
+    pos = _slid(rollout)
+    shown = np.flatnonzero(_in_frame(pos, rollout.objects[0].half_size))
+    duration = (shown.max(initial=0) - shown.min(initial=0)) / spec.FPS if shown.size else 0.0
+    return [0] if mu_g * duration**2 / 12 >= VISIBLE_BEND and shown.size >= MIN_VISIBLE_FRAMES else []
+
+
+def _slid(rollout: Rollout) -> np.ndarray:
+    obj = rollout.objects[0]
+    return obj.pos[0] + obj.vel[0] * (rollout.times - rollout.times[0])[:, None]
+
+
+def _frictionless(video, scene, rollout, k: int) -> np.ndarray:
+    return _moved(video, scene, rollout, _slid(rollout))
+
+
 # ------------------------------------------------------------------------------------------ appearance
 
 
@@ -362,4 +452,10 @@ CORRUPTIONS: dict[str, Corruption] = {
     "size_change": Corruption("appearance", _onsets, _resized, "the object wholly in view mid-clip"),
     "weak_gravity": Corruption("physical", _weak_gravity_candidates, _wrong_gravity,
                                "gravity and free flight clear of walls, ramp and ball"),
+    "early_bounce": Corruption("physical", _early_bounce_candidates, _early_bounce,
+                               "a bouncing material falling onto the floor with room to rebound"),
+    "wrong_restitution": Corruption("physical", _restitution_candidates, _restitution,
+                                    "a fall onto the floor with room to rebound"),
+    "frictionless_slide": Corruption("physical", _frictionless_candidates, _frictionless,
+                                     "a block sliding on the floor under gravity long enough to see it slow"),
 }
