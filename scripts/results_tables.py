@@ -161,7 +161,8 @@ def base_scores(results: Path) -> str:
 
 
 MODEL_NAMES = {"base": "base", "sft": "SFT", "dfm": "ΔFM", "repa": "REPA", "trd": "TRD", "tsa": "TSA", "mtsa": "M-TSA",
-               "direct": "DiReCT", "diffphy": "DiffPhy", "physhpo": "PhysHPO", "physhpo-anchored": "PhysHPO anchored"}
+               "direct": "DiReCT", "diffphy": "DiffPhy", "physhpo": "PhysHPO", "physhpo-anchored": "PhysHPO anchored",
+               "broken": "broken (positive control's start)"}
 
 
 def bench_table(results: Path, name: str) -> str:
@@ -184,6 +185,27 @@ def bench_table(results: Path, name: str) -> str:
 
 def bench_quick(results: Path) -> str:
     return bench_table(results, "bench_quick")
+
+
+def bench_control_verdicts(results: Path) -> str:
+    """The controls of ``physalign bench --profile control``: each expected change, its paired Δ and whether the
+    instrument saw it; then the broken model against the base (that the break took)."""
+    b = load(results, "bench_control/bench.json")
+    rows = []
+    for arm, c in b["controls"].items():
+        for metric, k in c["checks"].items():
+            rows.append([arm, c["slice"] or "all test prompts", k["expected"], str(k["n"]), signed_ci(k),
+                         "seen" if k["seen"] else "NOT seen"])
+    md = table(["control", "videos", "expected", "pairs", "Δ [95% CI]", "verdict"], rows)
+    if "broken" in b["vs_base"]:
+        d, e = b["vs_base"]["broken"], b["physics_vs_base"]["broken"]
+        md += ("\n\nThe broken model against the base, all test prompts: Δ PC " + signed_ci(d["pc"])
+               + ", Δ zero-gravity acceleration " + signed_ci(e["zero_g_accel"]) + ".")
+    return with_source(md, "bench_control")
+
+
+def bench_control(results: Path) -> str:
+    return bench_table(results, "bench_control")
 
 
 def make_demo(results: Path) -> str:
@@ -273,6 +295,7 @@ def judge_heldout(results: Path) -> str:
 
 
 TABLES = {"eval_rates": eval_rates, "eval_jitter": eval_jitter, "parity_sft": parity_sft, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
+          "bench_control": bench_control, "bench_control_verdicts": bench_control_verdicts,
           "stss": stss, "select": select, "select_left_out": select_left_out,
           "teacher_reconstruction": teacher_reconstruction, "teacher_probes": teacher_probes,
           "judge_heldout": judge_heldout}

@@ -105,7 +105,7 @@ def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):
     assert [r["step"] for r in data["curves"]["sft-s0"]] == [0, 1]
     text = report.read_text()
     assert "| sft | 3 |" in text and "step time / SFT" in text
-    assert set(data["physics_vs_base"]["sft"]) == {"gravity_error", "fit_residual", "impulse", "penetration"}
+    assert set(data["physics_vs_base"]["sft"]) == {"gravity_error", "zero_g_accel", "fit_residual", "impulse", "penetration"}
     assert "## Continuous physics errors" in text and "| simulator |" in text.split("## Continuous physics errors")[1]
     assert "## Power of the paired Joint comparisons" in text and "| fm − sft | 3 |" in text
     assert data["vs_base"]["sft"]["joint"]["mde"] > 0 or data["vs_base"]["sft"]["joint"]["sd"] == 0
@@ -180,10 +180,10 @@ SCENE = {"kind": "ball", "color": "red", "size": "small", "background": "black",
          "force": "normal", "material": "rubber", "interaction": "none", "magnitude": "high", "other_color": None}
 
 
-def _fake_results(pass_rates: dict, n: int, force=lambda i: "low" if i % 2 else "normal", gravity=None):
+def _fake_results(pass_rates: dict, n: int, force=lambda i: "low" if i % 2 else "normal", gravity=None, zero_g=None):
     """Evaluator results of ``n`` videos per model (same names, so they pair), PC passing at each model's rate
-    (the first round(rate * n) videos), scenes alternating low / normal gravity; ``gravity``: model -> the
-    gravity ratio of every video."""
+    (the first round(rate * n) videos), scenes alternating two gravities (``force``); ``gravity`` / ``zero_g``:
+    model -> the gravity ratio / zero-gravity acceleration of every video."""
     from physalign.bench.runner import Arm
     from physalign.eval.checks import Check
     from physalign.eval.score import VideoResult
@@ -192,13 +192,14 @@ def _fake_results(pass_rates: dict, n: int, force=lambda i: "low" if i % 2 else 
     for model, rate in pass_rates.items():
         results[model] = [VideoResult(video=f"v{i}.mp4", prompt=f"p{i}", scene={**SCENE, "force": force(i)},
                                       checks=[Check("gravity", "PC", i < round(rate * n))],
-                                      physics_errors={"gravity_ratio": (gravity or {}).get(model, 1.0)}) for i in range(n)]
+                                      physics_errors={"gravity_ratio": (gravity or {}).get(model, 1.0),
+                                                      "zero_g_accel": (zero_g or {}).get(model, 0.0)}) for i in range(n)]
     arms = [Arm(m.rsplit("-s", 1)[0], int(m.rsplit("-s", 1)[1])) for m in pass_rates if "-s" in m]
     return results, arms
 
 
 def test_the_positive_control_breaks_a_base_on_one_slice_then_judges_the_repair_there(tmp_path):
-    """control-positive starts from the broken model (SFT on data whose low-gravity prompts fall at normal
+    """control-positive starts from the broken model (SFT on data whose zero-gravity prompts fall under normal
     gravity) and trains SFT on the clean set; its verdict reads only the slice, against the broken model."""
     from physalign.bench.profiles import BROKEN, CONTROLS, recipe
     from physalign.bench.report import control_verdict
@@ -210,23 +211,26 @@ def test_the_positive_control_breaks_a_base_on_one_slice_then_judges_the_repair_
     small = replace(control, train_videos=9)
     broken = post_training_data(small, tmp_path, mislabel=recipe(BROKEN).mislabel)
     rows = load_manifest(broken)
-    assert {r["scene"]["force"] for r in rows if r["mislabelled"]} == {"low"}
+    assert {r["scene"]["force"] for r in rows if r["mislabelled"]} == {"none"}
     settings = bench_settings(small, tmp_path, CONFIGS / "methods")["methods"]
-    assert settings[BROKEN]["mislabel"] == "force:low=normal" and settings["control-positive"]["start"] == BROKEN
+    assert settings[BROKEN]["mislabel"] == "force:none=normal" and settings["control-positive"]["start"] == BROKEN
+    assert settings[BROKEN]["steps_factor"] == 2 and arm_config(Arm(BROKEN, 0), small, broken, Path("base"), Path(
+        "cache"), CONFIGS / "methods").train.steps == 2 * small.steps
     positive = CONTROLS["control-positive"]
     names = {"base": "base", BROKEN: "broken-s0"}
-    # repaired on the slice (low gravity: odd videos), unchanged elsewhere: seen
+    # repaired on the slice (zero gravity: odd videos), unchanged elsewhere: seen
     rate = {"broken-s0": 0.0, "control-positive-s0": 1.0}
-    results, arms = _fake_results(rate, 60, gravity={"broken-s0": 3.0, "control-positive-s0": 1.1})
+    slice_ = lambda i: "none" if i % 2 else "normal"  # noqa: E731
+    results, arms = _fake_results(rate, 60, slice_, zero_g={"broken-s0": 30.0, "control-positive-s0": 2.0})
     for r in results["control-positive-s0"][::2]:  # the normal-gravity half keeps the broken model's verdicts
         r.checks[0].passed = False
     got = control_verdict("control-positive", positive, arms, results, names)
     assert got["seen"] and got["checks"]["pc"]["n"] == 30 and got["checks"]["pc"]["mean"] == 1.0
-    assert got["checks"]["gravity_error"]["mean"] == pytest.approx(0.1 - 2.0) and got["slice"] == "on force = low"
-    # PC repaired but the gravity error not: not seen
-    results, arms = _fake_results(rate, 60, gravity={"broken-s0": 3.0, "control-positive-s0": 3.0})
+    assert got["checks"]["zero_g_accel"]["mean"] == pytest.approx(2.0 - 30.0) and got["slice"] == "on force = none"
+    # PC repaired but the fall in zero gravity not: not seen
+    results, arms = _fake_results(rate, 60, slice_, zero_g={"broken-s0": 30.0, "control-positive-s0": 30.0})
     got = control_verdict("control-positive", positive, arms, results, names)
-    assert got["checks"]["pc"]["seen"] and not got["checks"]["gravity_error"]["seen"] and not got["seen"]
+    assert got["checks"]["pc"]["seen"] and not got["checks"]["zero_g_accel"]["seen"] and not got["seen"]
 
 
 def test_seed_spread_and_learning_curves_from_results():
@@ -271,7 +275,7 @@ def test_bench_with_a_positive_control_two_sft_seeds_and_a_learning_curve_end_to
     assert [p["step"] for p in data["learning_curves"]["control-positive-s0"]] == [0, 1, 2]
     assert data["controls"]["control-positive"]["reference"] == "broken" and "broken" in data["vs_base"]
     text = report.read_text()
-    assert text.startswith("> **Control control-positive**, on force = low:") and "## Learning curves" in text
+    assert text.startswith("> **Control control-positive**, on force = none:") and "## Learning curves" in text
     assert "## Training seeds" in text and (out / "learning_curves.png").stat().st_size > 0
     trained = (out / "runs" / "broken-s0" / "model" / "physalign_model.json").stat().st_mtime_ns
     run_bench(profile, out, base=base, jobs=2, data_root=tmp_path / "data", configs=CONFIGS / "methods")

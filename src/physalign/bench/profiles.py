@@ -20,6 +20,7 @@ class Recipe:
     corrupt_kinds: tuple[str, ...] = ()
     mislabel: str = ""  # FIELD:PROMPTED=SHOWN (world.dataset.Mislabel)
     start: str = "base"  # "base", or a model the bench trains first (BROKEN)
+    steps_factor: int = 1  # trains this many times the profile's steps
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,15 @@ VARIANTS["physhpo-anchored"] = Recipe("physhpo", ("method.fm_weight=10",))
 # its Δ PC against the base must be < 0.
 NEGATIVE_KINDS = ("teleport", "freeze_midair", "pass_through_floor", "gain_energy", "gravity_upward", "wrong_gravity",
                   "weak_gravity")
-# The positive control: a base broken on one slice of scenes (SFT on the post-training set with its low-gravity
-# prompts shown falling at normal gravity, four times too fast), then SFT on the clean set from that broken
-# model; on the slice, its Δ against the broken model must show the repair: PC up, the gravity error down.
+# The positive control: a base broken on one slice of scenes (SFT on the post-training set with its zero-gravity
+# prompts shown falling under normal gravity, at twice the profile's steps and three times its lr: a break must
+# take before its repair can be seen), then SFT on the clean set from that broken model; on the slice, its Δ
+# against the broken model must show the repair: PC up, the acceleration fitted in zero gravity down.
 BROKEN = "broken"
-STARTS = {BROKEN: Recipe("sft", mislabel="force:low=normal")}
+STARTS = {BROKEN: Recipe("sft", ("optim.lr=0.0003",), mislabel="force:none=normal", steps_factor=2)}
 CONTROLS = {
     "control-negative": Control(Recipe("sft", corrupt_kinds=NEGATIVE_KINDS), "base", (("pc", -1),)),
-    "control-positive": Control(Recipe("sft", start=BROKEN), BROKEN, (("pc", 1), ("gravity_error", -1)), ("force", "low")),
+    "control-positive": Control(Recipe("sft", start=BROKEN), BROKEN, (("pc", 1), ("zero_g_accel", -1)), ("force", "none")),
 }
 
 
@@ -103,9 +105,10 @@ PROFILES = {
     # 300 steps of batch 32 (9,600 clips, ~5 passes over the 2,000 videos): 2 h 49 min measured on a 2-core
     # machine (partly shared) with nine methods, PhysHPO's 4x step the largest share.
     "full": Profile("full", steps=300),
-    # the instrument's controls next to SFT, at the quick profile's data and a longer training
+    # the instrument's controls next to SFT, at the quick profile's data and a longer training; 192 test prompts
+    # put about 36 on the positive control's slice (zero gravity)
     "control": Profile("control", methods=("sft", "control-negative", "control-positive"), train_videos=256, steps=150,
-                       batch_size=12, test_prompts=96, samples_per_prompt=1, sample_steps=16, timing_rounds=2),
+                       batch_size=12, test_prompts=192, samples_per_prompt=1, sample_steps=16, timing_rounds=2),
     # PhysHPO with each level left out, and with the FM anchor, at the quick profile's budget
     "ablation": Profile("ablation", methods=("sft", "physhpo", *VARIANTS), train_videos=500, steps=60, batch_size=16,
                         test_prompts=48, samples_per_prompt=1, sample_steps=20, timing_rounds=2),

@@ -151,9 +151,10 @@ def learning_curves(arms, results: dict, runs: dict, curves: dict, profile, star
         return {}
     n = (profile.curve_prompts or profile.test_prompts) * profile.samples_per_prompt
     start_of = {a.name: starts.get(recipe_of(a.method).start, "base") for a in arms} | {r: "base" for r in starts.values()}
+    factor = {a.name: recipe_of(a.method).steps_factor for a in arms} | {r: recipe_of(n).steps_factor for n, r in starts.items()}
     out = {}
     for name, points in curves.items():
-        series = [(0, results[start_of[name]]), *sorted(points.items()), (profile.steps, results[name])]
+        series = [(0, results[start_of[name]]), *sorted(points.items()), (profile.steps * factor[name], results[name])]
         out[name] = [{"step": step, **_curve_point(rs[:n])} for step, rs in series]
     return out
 
@@ -181,8 +182,9 @@ def _curve_markdown(table: dict) -> str:
 
 
 # continuous physics errors shown, as (name, what is compared: a function of the video's value)
-SHOWN_ERRORS = {"gravity_error": ("gravity_ratio", lambda x: abs(x - 1.0)), "fit_residual": ("fit_residual", float),
-                "impulse": ("impulse", float), "penetration": ("penetration", float)}
+SHOWN_ERRORS = {"gravity_error": ("gravity_ratio", lambda x: abs(x - 1.0)), "zero_g_accel": ("zero_g_accel", float),
+                "fit_residual": ("fit_residual", float), "impulse": ("impulse", float),
+                "penetration": ("penetration", float)}
 
 
 def _kept(rs: list, keep) -> list:

@@ -173,7 +173,8 @@ def bench_settings(profile: Profile, base: Path, configs: Path) -> dict:
         methods[method] = {"config": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file()
                            else None, "variant": list(r.overrides)}
         methods[method] |= {"corrupt_kinds": list(r.corrupt_kinds)} if r.corrupt_kinds else {}
-        methods[method] |= {k: getattr(r, k) for k in ("mislabel", "start") if getattr(r, k) != Recipe.__dataclass_fields__[k].default}
+        methods[method] |= {k: getattr(r, k) for k in ("mislabel", "start", "steps_factor")
+                            if getattr(r, k) != Recipe.__dataclass_fields__[k].default}
     settings = {"profile": {k: v for k, v in profile.to_dict().items() if k not in ADDITIVE}, "base": str(base),
                 "base_fingerprint": folder_fingerprint(base), "world_version": spec.WORLD_VERSION, "methods": methods}
     return json.loads(json.dumps(settings))  # as a rerun reads it back (tuples become lists)
@@ -282,10 +283,10 @@ def arm_config(arm: Arm, profile: Profile, manifest: Path, base: Path, cache: Pa
         raise BenchError(f"method {arm.method!r}: no config {path}; available: {available}")
     curve = [f"train.save_every={profile.steps // profile.curve_points}", "train.keep_checkpoints=0"] \
         if curve_steps(profile) else [f"train.save_every={max(1, profile.steps // 4)}"]
-    return load_config(path, [*r.overrides, f"model.init={base}", f"data.manifest={manifest}", "data.split=train",
-                              f"data.cache_dir={cache}", f"train.steps={profile.steps}",
+    return load_config(path, [f"model.init={base}", f"data.manifest={manifest}", "data.split=train",
+                              f"data.cache_dir={cache}", f"train.steps={profile.steps * r.steps_factor}",
                               f"train.batch_size={profile.batch_size}", f"train.seed={arm.seed}", "train.threads=1",
-                              *curve])
+                              *curve, *r.overrides])  # the recipe's own settings last: they win
 
 
 def _config_path(out: Path, arm: Arm) -> Path:
