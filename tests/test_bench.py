@@ -234,12 +234,17 @@ def test_the_positive_control_breaks_a_base_on_one_slice_then_judges_the_repair_
 
 
 def test_seed_spread_and_learning_curves_from_results():
-    from physalign.bench.report import learning_curves, seed_spread
+    from physalign.bench.report import learning_curves, second_seed_methods, seed_spread
     from physalign.bench.runner import curve_steps
 
     results, arms = _fake_results({"base": 0.5, "sft-s0": 0.5, "sft-s1": 0.75, "tsa-s0": 0.25}, 8)
     spread = seed_spread(arms, results)
     assert list(spread) == ["sft: s1 − s0"] and spread["sft: s1 − s0"]["pc"]["mean"] == pytest.approx(0.25)
+    # SFT's seeds differ by 0.25 Joint: TSA's -0.25 vs SFT is within that spread, REPA's -0.5 is not
+    results |= _fake_results({"repa-s0": 0.0}, 8)[0]
+    arms += [Arm("repa", 0)]
+    assert second_seed_methods(arms, results) == ["tsa"]
+    assert second_seed_methods([a for a in arms if a.seed == 0], results) == []  # no spread without a second seed
     profile = Profile("t", steps=8, curve_points=4, curve_prompts=2, samples_per_prompt=2, test_prompts=4)
     assert curve_steps(profile) == [2, 4, 6] and curve_steps(replace(profile, curve_points=0)) == []
     mid, _ = _fake_results({"a": 1.0, "b": 0.0, "c": 0.5}, 8)

@@ -76,6 +76,7 @@ class Profile:
     batch_size: int = 32
     seeds: tuple[int, ...] = (0,)  # one training run per method per seed
     reference_seeds: tuple[int, ...] = ()  # SFT's seeds when it needs more than the others (its seed spread)
+    second_seeds: bool = False  # then train SFT's second seed for every method whose Δ Joint vs SFT is within it
     test_prompts: int = 96
     samples_per_prompt: int = 2
     sample_steps: int = 30

@@ -125,6 +125,17 @@ def seed_spread(arms, results: dict) -> dict:
     return out
 
 
+def second_seed_methods(arms, results: dict) -> list[str]:
+    """The methods (not SFT, not a control) trained under one seed whose |Δ Joint vs SFT| is within SFT's seed
+    spread, the largest |Δ Joint| between SFT's later seeds and its first: they need another seed."""
+    spread = [abs(d["joint"]["mean"]) for k, d in seed_spread(arms, results).items() if k.startswith(f"{REFERENCE}:")]
+    if not spread:
+        return []
+    single = [m for m in dict.fromkeys(a.method for a in arms)
+              if m != REFERENCE and m not in CONTROLS and sum(a.method == m for a in arms) == 1]
+    return [m for m in single if abs(_delta(arms, results, m)["joint"]["mean"]) <= max(spread)]
+
+
 def _seed_markdown(spread: dict, deltas: dict) -> str:
     if not spread:
         return ""

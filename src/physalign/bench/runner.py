@@ -78,51 +78,78 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path | None = None,
 
 
 def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, configs) -> Path:
-    from physalign.bench.report import write_bench_report
+    from physalign.bench.report import second_seed_methods, write_bench_report
 
-    test_manifest = test_data(profile, out / "test")
+    bench = _Stages(profile, out, base, Path(data_root), Path(configs), jobs)
     arms = [Arm(m, s) for m in profile.methods for s in profile.seeds_of(m)]
     starts = {s: Arm(s, profile.seeds[0]) for s in dict.fromkeys(recipe(a.method).start for a in arms) if s != "base"}
     unknown = sorted(set(starts) - set(STARTS))
     if unknown:
         raise BenchError(f"no recipe for the starting model(s) {unknown}; known: {sorted(STARTS)}")
-    trains = [*starts.values(), *arms]  # a starting model trains before the arms that start from it
-    models = {"base": base} | {a.name: a.run(out) / "model" for a in trains}
-    cfgs = {}
-    for arm in trains:
-        r = recipe(arm.method)
-        data = post_training_data(profile, Path(data_root), r.corrupt_kinds, r.mislabel)
-        init = base if r.start == "base" else models[starts[r.start].name]
-        cfgs[arm.name] = arm_config(arm, profile, data, init, Path(data_root) / "cache", Path(configs))
-        save_config(cfgs[arm.name], _config_path(out, arm))
+    bench.prepare([*starts.values(), *arms], starts)  # a starting model trains before the arms that start from it
     timing = cached_json(out / "timing.json", lambda: step_times(
-        {a.method: cfgs[a.name] for a in arms if a.seed == profile.seeds_of(a.method)[0] and a.method not in CONTROLS},
+        {a.method: bench.cfgs[a.name] for a in arms if a.seed == profile.seeds_of(a.method)[0] and a.method not in CONTROLS},
         profile.timing_rounds))
-
-    def sampling(name: str) -> list[tuple[str, list[str]]]:
-        done = (out / "samples" / name / "manifest.jsonl").is_file()
-        return [] if done else [(f"sample {name}", sample_command(models[name], test_manifest, out / "samples" / name, profile))]
-
-    def chain(arm: Arm) -> list[tuple[str, list[str]]]:
-        """Train (unless its export is there: exports are atomic), sample, then the learning curve's points."""
-        done = (models[arm.name] / "physalign_model.json").is_file()
-        return [*([] if done else [(f"train {arm.name}", train_command(out, arm))]), *sampling(arm.name),
-                *curve_commands(out, arm, profile, test_manifest)]
-
-    # one chain per arm, train then sample, slowest first, and the base's samples last: a job slot freed by a
-    # finished chain takes the next one, so no slot idles while the last run trains. A starting model's chain
-    # carries the arms that start from it.
-    chains = [chain(s) + [step for a in arms if recipe(a.method).start == name for step in chain(a)]
-              for name, s in starts.items()]
-    chains += [chain(a) for a in longest_first([a for a in arms if recipe(a.method).start == "base"], timing)]
-    chains.sort(key=lambda c: not any(name.startswith("train") for name, _ in c))  # resumed: untrained first
-    parallel([c for c in chains + [sampling("base")] if c], jobs, out / "logs")
-    results = {"simulator": evaluate_manifest(test_manifest, progress=False)}
-    for name in tqdm(models, desc="eval", unit="model"):
-        results[name] = evaluate_manifest(out / "samples" / name / "manifest.jsonl", progress=False)
+    bench.train_and_sample(arms, starts, timing, with_base=True)
+    results = bench.evaluate(["base", *(a.name for a in [*starts.values(), *arms])])
+    if profile.second_seeds and len(profile.seeds_of("sft")) > 1:
+        # a method within SFT's seed spread gets SFT's second seed, so that it is not ranked on one run
+        extra = [Arm(m, profile.seeds_of("sft")[1]) for m in second_seed_methods(arms, results)]
+        extra = [a for a in extra if a not in arms]
+        bench.prepare(extra, starts)
+        bench.train_and_sample(extra, starts, timing)
+        results |= bench.evaluate([a.name for a in extra])
+        arms += extra
+    trains = [*starts.values(), *arms]
     curves = {a.name: curve_results(out, a, profile) for a in trains}
     return write_bench_report(out, profile, arms, results, timing, {a.name: a.run(out) for a in trains},
                               starts={n: a.name for n, a in starts.items()}, curves=curves)
+
+
+class _Stages:
+    """The bench's training, sampling and evaluation of a set of arms, in ``out``."""
+
+    def __init__(self, profile: Profile, out: Path, base: Path, data_root: Path, configs: Path, jobs: int):
+        self.profile, self.out, self.base, self.data_root, self.configs, self.jobs = profile, out, base, data_root, configs, jobs
+        self.test_manifest = test_data(profile, out / "test")
+        self.models, self.cfgs = {"base": base}, {}
+
+    def prepare(self, arms: list[Arm], starts: dict[str, Arm]) -> None:
+        """Each arm's data, config (saved in ``out/configs``) and model path."""
+        for arm in arms:
+            r = recipe(arm.method)
+            data = post_training_data(self.profile, self.data_root, r.corrupt_kinds, r.mislabel)
+            self.models[arm.name] = arm.run(self.out) / "model"
+            init = self.base if r.start == "base" else self.models[starts[r.start].name]
+            self.cfgs[arm.name] = arm_config(arm, self.profile, data, init, self.data_root / "cache", self.configs)
+            save_config(self.cfgs[arm.name], _config_path(self.out, arm))
+
+    def sampling(self, name: str) -> list[tuple[str, list[str]]]:
+        folder = self.out / "samples" / name
+        return [] if (folder / "manifest.jsonl").is_file() else \
+            [(f"sample {name}", sample_command(self.models[name], self.test_manifest, folder, self.profile))]
+
+    def chain(self, arm: Arm) -> list[tuple[str, list[str]]]:
+        """Train (unless its export is there: exports are atomic), sample, then the learning curve's points."""
+        done = (self.models[arm.name] / "physalign_model.json").is_file()
+        return [*([] if done else [(f"train {arm.name}", train_command(self.out, arm))]), *self.sampling(arm.name),
+                *curve_commands(self.out, arm, self.profile, self.test_manifest)]
+
+    def train_and_sample(self, arms: list[Arm], starts: dict[str, Arm], timing: dict, with_base: bool = False) -> None:
+        """One chain per arm, train then sample, slowest first, and the base's samples last: a job slot freed by a
+        finished chain takes the next one, so no slot idles while the last run trains. A starting model's chain
+        carries the arms that start from it."""
+        chains = [self.chain(s) + [step for a in arms if recipe(a.method).start == name for step in self.chain(a)]
+                  for name, s in starts.items() if any(recipe(a.method).start == name for a in arms)]
+        chains += [self.chain(a) for a in longest_first([a for a in arms if recipe(a.method).start == "base"], timing)]
+        chains.sort(key=lambda c: not any(name.startswith("train") for name, _ in c))  # resumed: untrained first
+        parallel([c for c in chains + [self.sampling("base") if with_base else []] if c], self.jobs, self.out / "logs")
+
+    def evaluate(self, names: list[str]) -> dict[str, list]:
+        results = {"simulator": evaluate_manifest(self.test_manifest, progress=False)} if "base" in names else {}
+        for name in tqdm(names, desc="eval", unit="model"):
+            results[name] = evaluate_manifest(self.out / "samples" / name / "manifest.jsonl", progress=False)
+        return results
 
 
 def curve_steps(profile: Profile) -> list[int]:
