@@ -87,18 +87,24 @@ CORRUPTION_NAMES = {"teleport": "teleport", "freeze_midair": "freeze in mid-air"
                     "color_change": "colour change", "pass_through_floor": "pass through the floor",
                     "gain_energy": "energy gain on a bounce", "gravity_upward": "upward gravity",
                     "wrong_gravity": "wrong gravity", "size_change": "size change",
-                    "weak_gravity": "weak gravity (0.55 g)"}
+                    "weak_gravity": "weak gravity (0.55 g)", "early_bounce": "bounce a pixel above the floor",
+                    "wrong_restitution": "another material's rebound", "frictionless_slide": "frictionless slide"}
 
 
 def eval_rates(results: Path) -> str:
     """The simulator's pass rates and each corruption kind's detection rate (bench_eval.py --rates)."""
     r = load(results, "eval_rates/eval_rates.json")["rates"]
     sim = r["simulator"]
-    rows = [["simulator", str(r["scenes"]), " / ".join(num(sim[m]) for m in ("pc", "sa", "joint")), "", ""]]
+    rows = [["simulator", str(r["scenes"]), " / ".join(num(sim[m]) for m in ("pc", "sa", "joint")), "", "", ""]]
     for kind, c in r["corruptions"].items():
-        rows.append([CORRUPTION_NAMES.get(kind, kind), str(c["applies_to"]), "", num(c["flagged_pc"]), num(c["flagged_joint"])])
-    md = table(["videos", "scenes", "passing PC / SA / Joint", "flagged by PC", "flagged by Joint"], rows)
-    return with_source(md, "eval_rates")
+        scenes = f"{c['applies_to']}{' *' if c.get('further_scenes') else ''}"
+        rows.append([CORRUPTION_NAMES.get(kind, kind), scenes, "", num(c["flagged_pc"]), "", num(c["flagged_joint"])])
+    for axis, c in r.get("counterfactuals", {}).items():
+        rows.append([f"other {axis}", f"{c['judged']} of {c['scenes']}", "", "", num(c["flagged_sa"]), num(c["flagged_joint"])])
+    md = table(["videos", "scenes", "passing PC / SA / Joint", "flagged by PC", "flagged by SA", "flagged by Joint"], rows)
+    note = ("\n\n\\* on further random scenes, drawn until the kind applied to --min-applied of them"
+            if any(c.get("further_scenes") for c in r["corruptions"].values()) else "")
+    return with_source(md + note, "eval_rates")
 
 
 def eval_jitter(results: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cache
 from statistics import NormalDist
 
 import numpy as np
@@ -598,27 +599,31 @@ def _friction_fit(x: np.ndarray, mu_g: float, rolls: bool) -> float:
     at ``v_end`` and a block rests (``v_end = 0``), or still slides at the end (``tau`` past it, ``s v(t) >= 0``
     throughout). Searched over ``s = +-1`` and ``tau`` on a grid of SLIDE_STEPS per frame (linear in the rest)."""
     n = len(x)
-    t = np.arange(n) * FRAME_TIME  # (n,)
-    taus = np.arange(n * SLIDE_STEPS + 1) * FRAME_TIME / SLIDE_STEPS  # (G,) the friction's end, within the clip
-    inside = np.minimum(t[None], taus[:, None])  # (G, n)
-    shape = taus[:, None] * inside - inside**2 / 2  # (G, n): displacement of a deceleration of 1 lasting tau
-    design = np.stack([np.ones(n), t], 1) if rolls else np.ones((n, 1))
-    line = np.stack([np.ones(n), t], 1)
+    t, shape, residual, line = _slide_designs(n, rolls)
     best = math.inf
     for s in (1.0, -1.0):
-        best = min(best, float(_residual_squares(x[None] - s * mu_g * shape, design).min()))
+        best = min(best, float((((x[None] - s * mu_g * shape) @ residual) ** 2).sum(1).min()))
         # still sliding at the end: a parabola of curvature -s mu_g whose velocity keeps the sign s
-        coef = np.linalg.lstsq(line, x + s * mu_g * t**2 / 2, rcond=None)[0]
-        if rolls or s * coef[1] >= mu_g * t[-1]:
-            best = min(best, float(_residual_squares((x + s * mu_g * t**2 / 2)[None], line)[0]))
+        target = x + s * mu_g * t**2 / 2
+        slope = float(line @ target)
+        if rolls or s * slope >= mu_g * t[-1]:
+            best = min(best, float(((target @ _slide_designs(n, True)[2]) ** 2).sum()))
     return best
 
 
-def _residual_squares(targets: np.ndarray, design: np.ndarray) -> np.ndarray:
-    """Residual sums of squares (G,) of each row of ``targets`` (G, n) fitted by least squares on ``design``
-    (n, p)."""
-    residual = targets - targets @ (design @ np.linalg.pinv(design)).T
-    return (residual**2).sum(1)
+@cache
+def _slide_designs(n: int, rolls: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For a slide of n frames: times (n,), the displacement (G, n) of a deceleration of 1 lasting each
+    ``tau`` of the grid, the residual-maker (n, n) ``I - X X^+`` of the free terms (a start; a ball's final
+    speed), and the least-squares slope weights (n,) of a line."""
+    t = np.arange(n) * FRAME_TIME
+    taus = np.arange(n * SLIDE_STEPS + 1) * FRAME_TIME / SLIDE_STEPS  # (G,) the friction's end, within the clip
+    inside = np.minimum(t[None], taus[:, None])  # (G, n)
+    shape = taus[:, None] * inside - inside**2 / 2
+    design = np.stack([np.ones(n), t], 1) if rolls else np.ones((n, 1))
+    residual = np.eye(n) - design @ np.linalg.pinv(design)  # symmetric
+    line = np.linalg.pinv(np.stack([np.ones(n), t], 1))[1]
+    return t, shape, residual, line
 
 
 def momentum(v: View) -> Check:
