@@ -269,7 +269,7 @@ def test_bench_with_a_positive_control_two_sft_seeds_and_a_learning_curve_end_to
     out = tmp_path / "bench"
     report = run_bench(profile, out, base=base, jobs=2, data_root=tmp_path / "data", configs=CONFIGS / "methods")
     cfg = load_config(out / "configs" / "control-positive-s0.yaml")
-    assert cfg.model.init == str(out / "runs" / "broken-s0" / "model") and "force-low-normal" in load_config(
+    assert cfg.model.init == str(out / "runs" / "broken-s0" / "model") and "force-none-normal" in load_config(
         out / "configs" / "broken-s0.yaml").data.manifest
     for run in ("broken-s0", "sft-s0", "sft-s1", "control-positive-s0"):
         curve = out / "curve" / run / "step_000001" / "manifest.jsonl"
