@@ -1,7 +1,7 @@
 """Bench profiles: how much data, training and sampling a comparison spends.
 
 ``quick`` is a smoke comparison that finishes in about 15 minutes on 2 CPU cores (its differences are
-mostly noise: read its intervals); ``full`` gives the figures recorded in the README.
+mostly noise: read its intervals); ``full`` is the powered comparison (docs/bench.md).
 """
 
 from __future__ import annotations
@@ -103,9 +103,13 @@ PROFILES = {
     # done; this one: 14 min 57 s for `make demo` on a fresh clone, set-up included (README).
     "quick": Profile("quick", train_videos=256, steps=30, batch_size=12, test_prompts=32, samples_per_prompt=1,
                      sample_steps=16, timing_rounds=3),
-    # 300 steps of batch 32 (9,600 clips, ~5 passes over the 2,000 videos): 2 h 49 min measured on a 2-core
-    # machine (partly shared) with nine methods, PhysHPO's 4x step the largest share.
-    "full": Profile("full", steps=300),
+    # The powered comparison (issue 17): 300 steps of batch 32 (9,600 clips, ~5 passes over the 2,000 videos);
+    # 400 test prompts x 1 sample, so that a paired Joint interval is about +-0.04 at the spread the v1 full bench
+    # showed (its +-0.04 to +-0.06 at 192 pairs: sd of paired differences 0.28-0.42, (1.96 sd / 0.04)^2 = 196-424
+    # pairs) and the pairs are independent (one video per prompt); SFT under two seeds, and a second seed for
+    # every method within its spread; a learning curve at 75/150/225 steps on the first 96 prompts; both controls.
+    "full": Profile("full", methods=(*METHODS, *CONTROLS), steps=300, test_prompts=400, samples_per_prompt=1,
+                    reference_seeds=(0, 1), second_seeds=True, curve_points=4, curve_prompts=96),
     # the instrument's controls next to SFT, at the quick profile's data and a longer training; 192 test prompts
     # put about 36 on the positive control's slice (zero gravity)
     "control": Profile("control", methods=("sft", "control-negative", "control-positive"), train_videos=256, steps=150,
