@@ -95,7 +95,8 @@ def magnitude(v: View) -> Check:
     it is the world's (:func:`magnitude_ranges`). A generalised likelihood-ratio decision between the two
     ranges: the check fails when the prompted range is rejected at ``motion.ALPHA`` (it lies more than
     ``z(1 - ALPHA / 2)`` standard errors from the estimate) and the other range lies nearer (is the likelier of
-    the two). In between the ranges, or out past both, the prompt's class stands. Not applicable where the
+    the two). In between the ranges the prompt's class stands; past both, the nearer decides (a "fast" throw
+    that barely moves fails, a fast one faster than the world's passes). Not applicable where the
     world's two ranges overlap (a drop onto the ramp in low gravity starts above the slope either way)."""
     name, axis, what = MAGNITUDE_QUANTITY[v.scene.kinematics]
     fit = motion.start_fit(v.primary, v.start_window, v.noise.sigma, axis, what, _friction(v))
