@@ -1,7 +1,8 @@
 """Speed of the evaluator on one core, and (with --rates) how it scores simulator and corrupted videos.
 
     .venv/bin/python benchmarks/bench_eval.py [--n 300] [--runs 5] [--rates 300] [--min-applied 30]
-                                              [--jitter 0.05,0.1,0.2] [--out FILE.json]
+                                              [--jitter 0.05,0.1,0.2] [--mislabel force:low=normal,...]
+                                              [--mislabel-scenes 300] [--out FILE.json]
 
 Scoring from arrays times ``evaluate_video`` on videos in memory; end to end times ``evaluate_manifest``
 on the same videos written as lossless mp4 (decode included). Each figure is the median of ``--runs``
@@ -9,6 +10,10 @@ runs. Target: >= 200 videos/s for 32 x 32 x 16 videos. With ``--rates``: the sim
 corruption kind's detection rate where it applies (a kind that applies to fewer than ``--min-applied`` of the
 scenes is measured on further random scenes drawn until it does), and SA's detection of the magnitude
 counterfactual (the same scene and draws rendered with the other magnitude, scored against the prompt's).
+With ``--mislabel``: for each ``FIELD:PROMPTED=SHOWN`` (``physalign.world.dataset.Mislabel``), random scenes of
+the prompted slice simulated with the shown value and scored against the prompt, until ``--mislabel-scenes``
+of them: how many PC and Joint flag, overall and apart for rolls (a roll on flat ground shows gravity only
+through friction) and the rest.
 ``--out`` also writes what is printed as JSON, with the settings, the date, the torch version and the thread
 count.
 """
@@ -36,6 +41,7 @@ from physalign.eval import evaluate_manifest, evaluate_video  # noqa: E402
 from physalign.video import write_mp4  # noqa: E402
 from physalign.world import spec  # noqa: E402
 from physalign.world.corrupt import CORRUPTIONS, applicable, corrupt, jittered  # noqa: E402
+from physalign.world.dataset import Mislabel  # noqa: E402
 from physalign.world.render import render  # noqa: E402
 from physalign.world.scene import MAGNITUDES, sample_scene  # noqa: E402
 from physalign.world.sim import simulate  # noqa: E402
@@ -177,6 +183,27 @@ def _other_magnitude(scene, seed: int) -> dict:
     return {"judged": judged, "sa": judged and not r.sa, "joint": judged and not r.joint}
 
 
+def mislabelled(text: str, n: int, seed: int) -> dict:
+    """Flag rates of ``n`` random scenes of a mislabel's prompted slice, rendered with the shown value and scored
+    against the prompt: overall, for rolls and for the rest."""
+    wrong, rng = Mislabel.parse(text), random.Random(seed)
+    count = collections.Counter()
+    i = 0
+    while count["all"] < n:
+        i += 1
+        scene = sample_scene(rng, held_out=None)
+        shown = wrong.shown_scene(scene)
+        if shown is None:
+            continue
+        r = evaluate_video(clip(shown, seed * 100_000 + i)[2], scene)
+        for part in ("all", "rolled" if scene.kinematics.startswith("rolled") else "not_rolled"):
+            count.update({part: 1, f"{part} pc": not r.pc, f"{part} joint": not r.joint})
+    out = {part: {"scenes": count[part], "flagged_pc": count[f"{part} pc"] / max(count[part], 1),
+                  "flagged_joint": count[f"{part} joint"] / max(count[part], 1)} for part in ("all", "rolled", "not_rolled")}
+    print(f"  mislabel {text}: " + ", ".join(f"{part} {c['flagged_pc']:.3f} of {c['scenes']}" for part, c in out.items()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300, help="videos to time")
@@ -187,18 +214,25 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jitter", type=str, default="", help="with --rates: also with these per-frame position "
                     "jitters (px, comma-separated, e.g. 0.05,0.1,0.2)")
+    ap.add_argument("--mislabel", type=str, default="", help="with --rates: also these mislabels (FIELD:PROMPTED=SHOWN, "
+                    "comma-separated, e.g. force:low=normal,force:normal=low)")
+    ap.add_argument("--mislabel-scenes", type=int, default=300, help="scenes of each mislabelled slice")
     ap.add_argument("--out", type=Path, help="also write the figures, settings, date and versions to this JSON file")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     started = datetime.datetime.now(datetime.timezone.utc)
     record = {"settings": {"n": args.n, "runs": args.runs, "rates": args.rates, "min_applied": args.min_applied,
-                           "seed": args.seed, "jitter": args.jitter}}
+                           "seed": args.seed, "jitter": args.jitter, "mislabel": args.mislabel,
+                           "mislabel_scenes": args.mislabel_scenes}}
     record["speed"] = speed(clips(args.n, args.seed), args.runs)
     if args.rates:
         data = clips(args.rates, args.seed + 1)
         extra = rare_clips(data, args.min_applied, args.seed + 3)
         record["rates"] = rates(data, extra, args.min_applied)
+        if args.mislabel:
+            record["rates"]["mislabels"] = {text: mislabelled(text, args.mislabel_scenes, args.seed + 4 + k)
+                                            for k, text in enumerate(args.mislabel.split(","))}
         if args.jitter:
             sigmas = [float(s) for s in args.jitter.split(",")]
             record["jitter"] = calibration(data, extra, sigmas, args.seed + 2, args.min_applied)

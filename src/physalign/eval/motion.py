@@ -34,6 +34,10 @@ POSITION_STD = 0.25 / math.sqrt(12)  # units (one pixel is one unit at 32 x 32)
 NOISE_FLOOR = POSITION_STD
 NOISE_CAP = 0.25
 MIN_NOISE_SAMPLES = 6  # third differences needed to measure the noise; fewer: the floor is used
+# Windows that may hold an impact (frames near a surface) are added where the lawful ones (flight, contact)
+# give fewer third differences than this: the estimate's own relative error would exceed a quarter
+# (0.80 / sqrt(20 / 2.31) = 0.27, see ESTIMATE_ERROR), and an impact in a window can only overstate the noise.
+LAWFUL_NOISE_SAMPLES = 20
 # The noise is the root of the mean of the smallest NOISE_KEPT of the squared third differences, over what a
 # Gaussian's second moment keeps under the same trim (so up to 10% of the windows may be spoilt by an
 # unexplained impulse; a variance, not a quantile, because the renderer's lattice quantises small jitter into
@@ -67,6 +71,7 @@ class Body:
     gaps: dict[str, np.ndarray]  # signed distance to each surface ("floor", "wall", "ramp", "other")
     touches: dict[str, np.ndarray]  # bool, per surface: may touch it (``touching`` under its share of gravity)
     seen: np.ndarray  # bool: present and not cut by the frame's border
+    impacts: dict[str, np.ndarray]  # (T-1,) bool, per surface: an impact may lie between frames k and k + 1
 
     @cached_property
     def near(self) -> np.ndarray:
@@ -86,6 +91,24 @@ class Body:
     def free(self) -> np.ndarray:
         """Frames of free flight: seen and not near any surface."""
         return self.seen & ~self.near
+
+    @cached_property
+    def flights(self) -> list[tuple[int, int]]:
+        """Every free-flight segment of two frames or more, wherever it lies: :meth:`flight_runs` clear of
+        every surface."""
+        return self.flight_runs(self.seen, tuple(self.gaps))
+
+    def flight_runs(self, keep: np.ndarray, surfaces: tuple[str, ...]) -> list[tuple[int, int]]:
+        """Segments [a, b) of two frames or more in free flight from ``surfaces`` (from the start, between floor
+        bounces, hops down the ramp, after a wall): runs of ``keep`` frames (T,) clear of each of them (gap over
+        CONTACT_MARGIN), cut wherever an impact on one may lie between two frames. A frame next to an impact
+        belongs to the flight on its side of it (``free`` leaves both out: a 5-frame hop keeps 3 frames there)."""
+        clear, impact = keep.copy(), np.zeros(len(keep) - 1, bool)
+        for name in surfaces:
+            clear &= self.gaps[name] > CONTACT_MARGIN
+            impact |= self.impacts[name]
+        joined = clear[:-1] & clear[1:] & ~impact  # (T-1,) frames k and k + 1 on one flight
+        return [(a, b + 1) for a, b in runs(joined)]
 
 
 @dataclass(frozen=True)
@@ -121,20 +144,27 @@ def measure_noise(bodies: dict[str, "Body"]) -> Noise:
     constant acceleration (free flight, rolling or sliding against friction, along the ramp), so the third
     difference of position is zero and what is left is noise: for independent errors of std ``sigma`` on
     each axis, a third difference has std ``sqrt(20) sigma``. Taken over every window of four seen frames
-    that are all in free flight or all in contact (a window from one to the other may hold an impact), both
+    that are all in one free flight (``Body.flights``) or all touching one surface (sliding, rolling or at
+    rest; frames merely near it may straddle a hop's impacts, and from flight to contact too), both
     axes, every object, with the largest tenth of them left out (see NOISE_KEPT), so the few windows an
     unexplained impulse spoils do not inflate it."""
-    parts = []
+    lawful, near = [], []
     for body in bodies.values():
-        for mask in (body.free, body.seen & body.near):
-            for a, b in runs(mask, 4):
-                parts.append(np.diff(body.pos[a:b], 3, axis=0).reshape(-1))
-    d3 = np.concatenate(parts) if parts else np.zeros(0)
-    d3 = d3[np.isfinite(d3)]
+        resting = [runs(body.seen & (gap <= CONTACT_MARGIN), 4) for gap in body.gaps.values()]
+        lawful += [np.diff(body.pos[a:b], 3, axis=0).reshape(-1) for a, b in body.flights + sum(resting, []) if b - a >= 4]
+        near += [np.diff(body.pos[a:b], 3, axis=0).reshape(-1) for a, b in runs(body.seen & body.near, 4)]
+    d3 = _finite(lawful)
+    if len(d3) < LAWFUL_NOISE_SAMPLES:
+        d3 = np.concatenate([d3, _finite(near)])
     if len(d3) < MIN_NOISE_SAMPLES:
         return Noise(math.nan, len(d3))
     kept = np.sort(d3**2)[: max(1, int(round(NOISE_KEPT * len(d3))))]
     return Noise(math.sqrt(float(kept.mean()) / TRIMMED_SECOND_MOMENT / 20), len(d3))
+
+
+def _finite(parts: list[np.ndarray]) -> np.ndarray:
+    d3 = np.concatenate(parts) if parts else np.zeros(0)
+    return d3[np.isfinite(d3)]
 
 
 def half_size(track: Track, kind: str) -> float:
@@ -159,25 +189,33 @@ def bodies(obs: Observation, scene: Scene) -> dict[str, Body]:
             partner = "other" if name == "primary" else "primary"
             gaps["other"] = pair_gap(track.pos, halves[name], kinds[name], obs.tracks[partner].pos, halves[partner])
         g = spec.GRAVITY[scene.force]
-        touches = {surface: touching(gap, g * PULL[surface]) for surface, gap in gaps.items()}
-        out[name] = Body(name, kinds[name], halves[name], track, gaps, touches, track.present & ~track.clipped)
+        hits = {surface: impact_between(gap, g * PULL[surface]) for surface, gap in gaps.items()}
+        touches = {surface: _near(gaps[surface], hit) for surface, hit in hits.items()}
+        out[name] = Body(name, kinds[name], halves[name], track, gaps, touches, track.present & ~track.clipped, hits)
     return out
 
 
 def touching(gap: np.ndarray, pull: float = 0.0) -> np.ndarray:
-    """Frames (T,) that may be in contact with a surface, from the signed gap (T,) to it.
+    """Frames (T,) that may be in contact with a surface, from the signed gap (T,) to it: within
+    CONTACT_MARGIN, or next to an interval in which an impact may lie (:func:`impact_between`). Unseen frames
+    (NaN) count as touching."""
+    return _near(gap, impact_between(gap, pull))
 
-    A frame touches if its gap is within CONTACT_MARGIN, or if an impact may lie between it and a
-    neighbour: the object comes in at ``v_in`` and leaves at ``v_out``, so an impact at time tau inside
+
+def impact_between(gap: np.ndarray, pull: float = 0.0) -> np.ndarray:
+    """Intervals (T-1,) between frames k and k + 1 in which an impact on a surface may lie, from the signed
+    gap (T,) to it. The object comes in at ``v_in`` and leaves at ``v_out``, so an impact at time tau inside
     (t_k, t_k+1) leaves ``gap_k + gap_k+1 = v_in (tau - t_k) + v_out (t_k+1 - tau) <= max(v_in, v_out) dt``.
     The normal travel per frame next to the interval bounds ``v dt``, up to ``pull dt^2`` (gravity along
-    the surface normal) gained meanwhile. Unseen frames (NaN) count as touching."""
+    the surface normal) gained meanwhile; CONTACT_MARGIN at each end. NaN (unseen) may hit."""
     step = np.abs(np.diff(gap))  # (T-1,) normal travel per frame
     step = np.where(np.isnan(step), np.inf, step)
     pad = np.concatenate([[0.0], step, [0.0]])
     approach = np.maximum(pad[:-2], pad[2:]) + pull * FRAME_TIME**2  # (T-1,) around each interval
-    pair = gap[:-1] + gap[1:]
-    hit = ~(pair > approach + 2 * CONTACT_MARGIN)  # (T-1,) NaN: may hit
+    return ~(gap[:-1] + gap[1:] > approach + 2 * CONTACT_MARGIN)
+
+
+def _near(gap: np.ndarray, hit: np.ndarray) -> np.ndarray:
     near = ~(gap > CONTACT_MARGIN)
     near[:-1] |= hit
     near[1:] |= hit

@@ -21,7 +21,7 @@ from physalign.eval.checks import Check, View, unseen
 from physalign.eval.motion import CONTACT_MARGIN, FRAME_TIME, Body
 from physalign.world import spec
 from physalign.world.scene import Scene
-from physalign.world.sim import STRUCTURE_FRICTION
+from physalign.world.sim import STRUCTURE_FRICTION, ramp_side
 
 # A step may exceed the fastest speed energy allows by the noise of its two ends, plus this margin (units)
 # for the sub-frame timing of the start and of impacts.
@@ -31,7 +31,8 @@ STRUCK_SPEEDUP = 2.0  # a struck ball leaves at most 2 m1 / (m1 + m2) < 2 times 
 # (the soft area is exact to ~2%, to ~10% where it touches the other object; measured at most 1.09).
 SIZE_RATIO = 1.25
 COLOR_DRIFT = 40.0  # RGB: a quarter of the distance between the closest object colours
-MIN_FLIGHT_FRAMES = 4  # a free-flight segment shorter than this says little about acceleration
+MIN_FLIGHT_FRAMES = 3  # the fewest frames that show an acceleration (a second difference); a short hop
+# weighs little in the shared fit (Var ~ 1 / sum of its squared frame offsets), so every one is used
 GRAVITY_REL = 0.25  # fitted gravity within 25% of the scene's (pymunk integrates it to < 1%), or within the
 # fit's own noise bound (two axes at motion.ALPHA), whichever is wider
 # The simulator keeps overlaps under 0.1 unit (40 sub-steps per frame, slop 0.02); the half-size read from
@@ -150,7 +151,8 @@ def _start_height(body: Body) -> float:
 
 def gravity(v: View) -> Check:
     """Free flight accelerates at (0, -g) of the scene: one acceleration fitted over every free-flight
-    segment (each with its own start and velocity). It fails when the fit is inconsistent with the scene's
+    segment (``Body.flights``: from the start, between bounces on the floor or down the ramp, after a wall;
+    each with its own start and velocity, the acceleration shared, as physics has it). It fails when the fit is inconsistent with the scene's
     gravity, whatever its precision; it passes only when precise enough to tell the scene's gravity from
     the nearest other level (otherwise it does not apply)."""
     segments, ay, std, ax = _flight(v)
@@ -173,7 +175,9 @@ def _flight(v: View) -> tuple[list[tuple[int, int]], float, float, float]:
     (segments, vertical, its std under the video's noise, horizontal)."""
     def fit():
         body = v.primary
-        segments = motion.runs(body.free, MIN_FLIGHT_FRAMES)
+        surfaces = tuple(name for name in body.gaps if name != "wall")  # a wall acts only at its impact
+        runs = body.flight_runs(body.seen & _off_wall(body, v.noise), surfaces)
+        segments = [(a, b) for a, b in runs if b - a >= MIN_FLIGHT_FRAMES]
         ay, std = motion.fit_acceleration(body.pos[:, 1], segments, v.noise.sigma)
         ax, _ = motion.fit_acceleration(body.pos[:, 0], segments, v.noise.sigma)
         return segments, ay, std, ax
@@ -201,7 +205,7 @@ def _largest_impulse(v: View) -> tuple[float, int, int]:
 def _impulse(v: View) -> tuple[float, int, int]:
     body = v.primary
     worst, at, count = -1.0, -1, 0
-    for a, b in motion.runs(body.free, 3):
+    for a, b in _flight(v)[0]:
         acc = np.diff(body.pos[a:b], 2, axis=0)  # (n-2, 2)
         acc[:, 1] += v.g * FRAME_TIME**2
         err = np.hypot(*acc.T)
@@ -517,16 +521,31 @@ def _hops(body: Body, noise: motion.Noise) -> list[tuple[int, int]]:
     no wall impact inside. A wall's normal is horizontal, so an impact on it changes the vertical velocity only
     by its friction: a run is cut at the frame nearest each wall impact (the impact lies next to it) and at the
     frames within the noise of two positions of that nearest gap."""
-    vertical = body.seen.copy()
+    vertical = body.seen & _off_wall(body, noise)
     for name, touch in body.touches.items():
         if name != "wall":
             vertical &= ~touch
+    return motion.runs(vertical, 2)
+
+
+def _off_wall(body: Body, noise: motion.Noise) -> np.ndarray:
+    """Frames (T,) clear of a wall impact. A wall pushes only at an impact (nothing holds an object to it, and
+    nothing in flight drives it back once it has met it), and the impact lies next to the first frame at the
+    least gap of each run of frames that may touch it: from the first frame within the noise of two positions of
+    that gap to that frame, the frames are cut. Later frames at the wall (clay stays there and falls) are free;
+    an impact among them would have a normal speed under that noise per frame, its friction impulse (up to
+    2 mu times it) under the noise too. A run with unseen frames is cut whole."""
+    off = np.ones(len(body.seen), bool)
     if "wall" in body.gaps:
         gap, tol = body.gaps["wall"], noise.bound(len(body.seen), math.sqrt(2))
         for a, b in motion.runs(body.touches["wall"]):
-            nearest = np.nanmin(gap[a:b]) if np.isfinite(gap[a:b]).any() else -math.inf
-            vertical[a:b] &= gap[a:b] > nearest + tol
-    return motion.runs(vertical, 2)
+            if not np.isfinite(gap[a:b]).all():
+                off[a:b] = False
+                continue
+            least = a + int(np.argmin(gap[a:b]))
+            first = a + int(np.argmax(gap[a:b] <= gap[least] + tol))
+            off[first : least + 1] = False
+    return off
 
 
 def _meet(y: np.ndarray, first: tuple[int, int], second: tuple[int, int], g: float, sigma: float) -> Impact | None:
@@ -566,28 +585,46 @@ def _delta_std(f, theta: np.ndarray, inverse: np.ndarray, sigma: float) -> np.nd
 
 
 def sliding(v: View) -> Check:
-    """On the floor, friction is the only horizontal force, and it acts against the sliding: from the start
-    (an object set moving on the floor: a roll or a slide) to the first impact, the horizontal position fits
-    the law of sliding friction, ``mu g`` (``mu`` the floor's and the material's friction coefficients
-    multiplied, as the simulator does) against the motion for some time ``tau``, then none: a block comes to
-    rest (it does not rotate), a ball rolls on at constant speed (its spin may even make the friction push
-    it forward until it rolls). ``chi2 = sum(r^2) / sigma^2`` of the best such fit (over ``tau``, the
-    direction, the start and, for a ball, its final speed) within its (1 - motion.ALPHA) quantile. A block
-    that slides on without slowing, or anything speeding up on flat ground, fails."""
+    """On the floor, friction is the only horizontal force, and it acts against the sliding: in every slide
+    (:func:`_slides`) the horizontal position fits the law of sliding friction, ``mu g`` (``mu`` the floor's
+    and the material's friction coefficients multiplied, as the simulator does) against the motion for some
+    time ``tau``, then none: a block comes to rest (it does not rotate), a ball rolls on at constant speed (its
+    spin may even make the friction push it forward until it rolls). ``chi2 = sum(r^2) / sigma^2`` of the best
+    such fit (over each slide's ``tau``, direction, start and, for a ball, final speed) within its
+    (1 - motion.ALPHA) quantile. A block that slides on without slowing, or slows as under another gravity's
+    friction, or anything speeding up on flat ground, fails."""
     body = v.primary
-    a, b = v.start_window
-    off_floor = np.flatnonzero(~(body.gaps["floor"][a:b] <= CONTACT_MARGIN))
-    b = a + int(off_floor[0]) if off_floor.size else b
     params = 2 if v.scene.kind == "block" else 3  # start, tau (and a ball's final speed)
-    if b - a < params + 2:
+    slides = _slides(v, params + 2)
+    if not slides:
         return Check("sliding", "PC", None, None, "no slide on the floor from the start")
     mu_g = STRUCTURE_FRICTION * spec.MATERIALS[v.scene.material].friction * v.g
-    squares = _friction_fit(body.pos[a:b, 0], mu_g, v.scene.kind == "ball")
-    chi2, limit = squares / v.noise.sigma**2, motion.chi2_quantile(1 - motion.ALPHA, b - a - params)
-    rms = math.sqrt(squares / (b - a))
+    squares = sum(_friction_fit(body.pos[a:b, 0], mu_g, v.scene.kind == "ball") for a, b in slides)
+    frames = sum(b - a for a, b in slides)
+    chi2, limit = squares / v.noise.sigma**2, motion.chi2_quantile(1 - motion.ALPHA, frames - params * len(slides))
+    rms = math.sqrt(squares / frames)
     return Check("sliding", "PC", chi2 <= limit, rms,
-                 f"{rms:.2f} units RMS from the best slide under friction {mu_g:.1f} units/s^2 over {b - a} frames "
-                 f"(chi2 {chi2:.1f}, noise {v.noise.sigma:.2f} allows {limit:.1f})")
+                 f"{rms:.2f} units RMS from the best slide under friction {mu_g:.1f} units/s^2 over {frames} frames "
+                 f"in {len(slides)} slides (chi2 {chi2:.1f}, noise {v.noise.sigma:.2f} allows {limit:.1f})")
+
+
+def _slides(v: View, least: int) -> list[tuple[int, int]]:
+    """Slides of ``least`` frames or more on the floor of an object that has never left it: from the start to the
+    first impact, then between impacts on a wall (:func:`_off_wall`) or with the other ball (each its own start
+    and speed: their normals are horizontal, so they add no friction impulse on the floor). After a landing a slide is not judged: the
+    landing's friction impulse (up to mu times its normal impulse) is one the frames cannot bound."""
+    body = v.primary
+    on_floor = body.seen & (body.gaps["floor"] <= CONTACT_MARGIN)
+    a, b = v.start_window
+    off = np.flatnonzero(~on_floor[a:b])
+    b = a + int(off[0]) if off.size else b
+    out = [(a, b)] if b - a >= least else []
+    if not on_floor[: b].all() or b == a:
+        return out
+    left = np.flatnonzero(~on_floor[b:])
+    stop = b + int(left[0]) if left.size else len(on_floor)  # the object stays on the floor until then
+    sideways = on_floor & _off_wall(body, v.noise) & ~body.touches.get("other", False)
+    return out + [(c + b, d + b) for c, d in motion.runs(sideways[b:stop], least)]
 
 
 SLIDE_STEPS = 8  # the time friction stops acting is searched on a grid this many times finer than a frame
@@ -626,6 +663,38 @@ def _slide_designs(n: int, rolls: bool) -> tuple[np.ndarray, np.ndarray, np.ndar
     return t, shape, residual, line
 
 
+def ramp_slide(v: View) -> Check:
+    """Down the ramp a block gains speed no faster than gravity's share along the slope: with ``u`` its velocity
+    down the slope, in flight ``du/dt = g sin(theta)``, sliding on the slope friction takes ``mu g cos(theta)``
+    off it, and a block (it does not rotate) moving downhill meets friction impulses at the ramp's impacts that
+    only slow it. So from its downhill turn (the least position along the slope: before it a block thrown uphill
+    meets friction pushing it down) to its first touch of the floor, the acceleration along the slope fitted
+    over those frames (a positive weighting of ``du/dt``, see :func:`motion.fit_acceleration`) is at most
+    ``g sin(theta)`` up to its error at motion.ALPHA. A block sliding down faster, as under a stronger gravity,
+    fails. A ball is not judged: its spin can turn friction forward."""
+    if v.scene.interaction != "ramp" or v.scene.kind != "block" or v.g == 0:
+        return Check("ramp_slide", "PC", None, None, "no block on a ramp under gravity")
+    body = v.primary
+    corners = motion.ramp_polygon(ramp_side(v.scene))  # (3, 2)
+    top = corners[np.argmax(corners[:, 1])]
+    foot = corners[np.argmax(np.abs(corners[:, 0] - top[0]))]  # the slope's end on the floor
+    down = (foot - top) / np.hypot(*(foot - top))  # unit vector down the slope
+    a_max = -v.g * down[1]  # g sin(theta)
+    floor = np.flatnonzero(body.touches["floor"] | ~body.seen)
+    end = int(floor[0]) if floor.size else len(body.seen)
+    along = body.pos[:end] @ down  # (end,) position down the slope
+    if end < MIN_FLIGHT_FRAMES:
+        return Check("ramp_slide", "PC", None, None, "too few frames above the floor")
+    turn = int(np.argmin(along))
+    if end - turn < MIN_FLIGHT_FRAMES:
+        return Check("ramp_slide", "PC", None, None, f"too few frames down the slope before the floor ({end - turn})")
+    acc, std = motion.fit_acceleration(along, [(turn, end)], v.noise.sigma)
+    z = NormalDist().inv_cdf(1 - motion.ALPHA)
+    return Check("ramp_slide", "PC", acc <= a_max + z * std, acc / a_max,
+                 f"acceleration down the slope {acc:.1f} +- {std:.1f} units/s^2 over frames {turn}-{end - 1} "
+                 f"(gravity's share {a_max:.1f})")
+
+
 def momentum(v: View) -> Check:
     """Across the collision with the second ball, total horizontal momentum (mass = density x area) changes
     by no more than floor friction can explain: ``|p_after - p_before| <= mu g (m1 + m2) dt + 3 sigma``,
@@ -659,7 +728,7 @@ def _velocity_std(n: int, sigma: float) -> float:
 
 
 CHECKS = (permanence, size_stability, color_stability, continuity, gravity, ballistic, free_flight, no_hover,
-          no_penetration, bounce, impact_point, restitution, rebound, sliding, momentum)
+          no_penetration, bounce, impact_point, restitution, rebound, sliding, ramp_slide, momentum)
 
 
 # ------------------------------------------------------------------------------------ continuous errors
