@@ -255,14 +255,17 @@ def test_seed_spread_and_learning_curves_from_results():
     assert points[0]["gravity_error"] == 0.0
 
 
-def test_bench_with_a_positive_control_two_sft_seeds_and_a_learning_curve_end_to_end(tmp_path):
+def test_bench_with_a_positive_control_two_sft_seeds_and_a_learning_curve_end_to_end(tmp_path, monkeypatch):
     """The broken model trains first (on the mislabelled set) and control-positive starts from its export;
-    SFT runs under two seeds; every run is sampled at its curve checkpoint on the first curve prompts."""
+    both are also sampled on the slice's own test prompts; SFT runs under two seeds; every run is sampled at its
+    curve checkpoint on the first curve prompts."""
+    from physalign.bench.profiles import CONTROLS
     from physalign.train.config import load_config
 
     torch.manual_seed(0)
     base = tmp_path / "base"
     WorldVideoModel.from_config(TINY_FULL_SHAPE).save_pretrained(base)
+    monkeypatch.setitem(CONTROLS, "control-positive", replace(CONTROLS["control-positive"], slice_prompts=2))
     profile = Profile("test", methods=("sft", "control-positive"), train_videos=6, steps=2, batch_size=2,
                       reference_seeds=(0, 1), test_prompts=3, samples_per_prompt=1, sample_steps=2, guidance=2.0,
                       timing_rounds=1, curve_points=2, curve_prompts=2)
@@ -280,8 +283,24 @@ def test_bench_with_a_positive_control_two_sft_seeds_and_a_learning_curve_end_to
     assert [p["step"] for p in data["learning_curves"]["control-positive-s0"]] == [0, 1, 2]
     assert data["controls"]["control-positive"]["reference"] == "broken" and "broken" in data["vs_base"]
     text = report.read_text()
-    assert text.startswith("> **Control control-positive**, on force = none:") and "## Learning curves" in text
+    assert text.startswith("> **Control control-positive**, on force = none (its own test prompts):")
+    rows = [json.loads(line) for line in (out / "samples" / "broken-s0" / "force-none" / "manifest.jsonl").open()]
+    assert len(rows) == 2 and {r["scene"]["force"] for r in rows} == {"none"}  # the slice's test set, sampled
+    assert (out / "samples" / "control-positive-s0" / "force-none" / "manifest.jsonl").is_file() and "## Learning curves" in text
     assert "## Training seeds" in text and (out / "learning_curves.png").stat().st_size > 0
     trained = (out / "runs" / "broken-s0" / "model" / "physalign_model.json").stat().st_mtime_ns
     run_bench(profile, out, base=base, jobs=2, data_root=tmp_path / "data", configs=CONFIGS / "methods")
     assert (out / "runs" / "broken-s0" / "model" / "physalign_model.json").stat().st_mtime_ns == trained
+
+
+def test_a_slice_test_set_holds_only_that_slice_and_is_drawn_once(tmp_path):
+    from physalign.bench.runner import slice_test_data
+    from physalign.world.dataset import load_manifest
+
+    profile = Profile("t", test_prompts=4)
+    manifest = slice_test_data(profile, tmp_path / "s", "force", "none", 5)
+    rows = load_manifest(manifest)
+    assert len(rows) == 5 and {r["scene"]["force"] for r in rows} == {"none"}
+    assert all((tmp_path / "s" / r["video"]).is_file() for r in rows)
+    before = manifest.stat().st_mtime_ns
+    assert slice_test_data(profile, tmp_path / "s", "force", "none", 5) == manifest and manifest.stat().st_mtime_ns == before

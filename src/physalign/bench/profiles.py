@@ -26,13 +26,21 @@ class Recipe:
 @dataclass(frozen=True)
 class Control:
     """An arm that must move the bench's figures by a known sign, or the instrument cannot see a change: its
-    paired Δ against ``reference`` (over the test videos whose scene has ``field = value`` for ``scene_slice``)
-    must have a 95% interval wholly on the side of zero that ``expect`` gives for each metric."""
+    paired Δ against ``reference`` must have a 95% interval wholly on the side of zero that ``expect`` gives for
+    each metric. With ``scene_slice`` (field, value), the Δ is read on a test set of its own, ``slice_prompts``
+    held-out prompts all from that slice (a slice is a fifth of the test prompts or less: too few to see a
+    change on)."""
 
     recipe: Recipe
     reference: str
     expect: tuple[tuple[str, int], ...]  # (metric, sign): "pc" / "joint" or a continuous error of report.SHOWN_ERRORS
     scene_slice: tuple[str, str] | None = None
+    slice_prompts: int = 96
+
+    @property
+    def slice_name(self) -> str:
+        """The slice's test set, as a folder name (``force-none``); empty without a slice."""
+        return "-".join(self.scene_slice) if self.scene_slice else ""
 
 
 # Named variants of a method. PhysHPO's level ablation leaves each level out in turn; ``physhpo-anchored`` adds

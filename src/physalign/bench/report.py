@@ -76,6 +76,10 @@ def control_verdict(name: str, control, arms, results: dict, names: dict) -> dic
     slice, has a 95% interval wholly on that side of zero. ``seen`` only if every one does."""
     keep = (lambda r: r.scene.get(control.scene_slice[0]) == control.scene_slice[1]) if control.scene_slice else None
     reference = names[control.reference]
+    tag, own = control.slice_name, [a.name for a in arms if a.method == name]
+    own_set = bool(tag) and all(f"{n}:{tag}" in results for n in [reference, *own])
+    if own_set:  # the slice's own test set
+        results = results | {n: results[f"{n}:{tag}"] for n in [reference, *own]}
     checks = {}
     for metric, sign in control.expect:
         delta = (_delta_errors(arms, results, name, against=lambda arm: reference, keep=keep)[metric]
@@ -84,6 +88,7 @@ def control_verdict(name: str, control, arms, results: dict, names: dict) -> dic
         checks[metric] = {"expected": f"Δ {metric} vs {control.reference} {'<' if sign < 0 else '>'} 0", **delta,
                           "seen": bool(math.isfinite(bound) and bound < 0)}
     where = f" on {control.scene_slice[0]} = {control.scene_slice[1]}" if control.scene_slice else ""
+    where += " (its own test prompts)" if own_set else ""
     return {"reference": control.reference, "slice": where.strip(), "checks": checks,
             "seen": all(c["seen"] for c in checks.values())}
 

@@ -37,7 +37,7 @@ from physalign.process import PARENT_ENV
 from physalign.train.checkpoint import folder_fingerprint, has_checkpoints
 from physalign.train.config import Config, load_config, save_config
 from physalign.world import spec
-from physalign.world.dataset import Mislabel, generate
+from physalign.world.dataset import Mislabel, generate, load_manifest
 
 
 
@@ -87,6 +87,11 @@ def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, c
     if unknown:
         raise BenchError(f"no recipe for the starting model(s) {unknown}; known: {sorted(STARTS)}")
     bench.prepare([*starts.values(), *arms], starts)  # a starting model trains before the arms that start from it
+    for method in dict.fromkeys(a.method for a in arms):  # a control read on a slice gets that slice's test set
+        control = CONTROLS.get(method)
+        if control and control.scene_slice:
+            reference = starts[control.reference].name if control.reference in starts else control.reference
+            bench.add_slice(control, [reference, *(a.name for a in arms if a.method == method)])
     timing = cached_json(out / "timing.json", lambda: step_times(
         {a.method: bench.cfgs[a.name] for a in arms if a.seed == profile.seeds_of(a.method)[0] and a.method not in CONTROLS},
         profile.timing_rounds))
@@ -113,6 +118,16 @@ class _Stages:
         self.profile, self.out, self.base, self.data_root, self.configs, self.jobs = profile, out, base, data_root, configs, jobs
         self.test_manifest = test_data(profile, out / "test")
         self.models, self.cfgs = {"base": base}, {}
+        self.slices: dict[str, Path] = {}  # a control's slice name -> its test set
+        self.on_slices: dict[str, list[str]] = {}  # model name -> the slices it is sampled on
+
+    def add_slice(self, control, models: list[str]) -> None:
+        """Sample ``models`` also on the test set of ``control``'s scene slice."""
+        name = control.slice_name
+        self.slices[name] = slice_test_data(self.profile, self.out / f"test-{name}", *control.scene_slice,
+                                            control.slice_prompts)
+        for model in models:
+            self.on_slices.setdefault(model, []).append(name)
 
     def prepare(self, arms: list[Arm], starts: dict[str, Arm]) -> None:
         """Each arm's data, config (saved in ``out/configs``) and model path."""
@@ -125,9 +140,13 @@ class _Stages:
             save_config(self.cfgs[arm.name], _config_path(self.out, arm))
 
     def sampling(self, name: str) -> list[tuple[str, list[str]]]:
-        folder = self.out / "samples" / name
-        return [] if (folder / "manifest.jsonl").is_file() else \
-            [(f"sample {name}", sample_command(self.models[name], self.test_manifest, folder, self.profile))]
+        """Sample model ``name`` on the test prompts and on each slice it is read on, unless done."""
+        sets = [("", self.test_manifest), *((s, self.slices[s]) for s in self.on_slices.get(name, []))]
+        return [(f"sample {name} {s}".strip(), sample_command(self.models[name], manifest, self.samples(name, s), self.profile))
+                for s, manifest in sets if not (self.samples(name, s) / "manifest.jsonl").is_file()]
+
+    def samples(self, name: str, slice_name: str = "") -> Path:
+        return self.out / "samples" / name / slice_name if slice_name else self.out / "samples" / name
 
     def chain(self, arm: Arm) -> list[tuple[str, list[str]]]:
         """Train (unless its export is there: exports are atomic), sample, then the learning curve's points."""
@@ -148,7 +167,9 @@ class _Stages:
     def evaluate(self, names: list[str]) -> dict[str, list]:
         results = {"simulator": evaluate_manifest(self.test_manifest, progress=False)} if "base" in names else {}
         for name in tqdm(names, desc="eval", unit="model"):
-            results[name] = evaluate_manifest(self.out / "samples" / name / "manifest.jsonl", progress=False)
+            results[name] = evaluate_manifest(self.samples(name) / "manifest.jsonl", progress=False)
+            for s in self.on_slices.get(name, []):  # "control-positive-s0:force-none"
+                results[f"{name}:{s}"] = evaluate_manifest(self.samples(name, s) / "manifest.jsonl", progress=False)
         return results
 
 
@@ -284,6 +305,29 @@ def post_training_data(profile: Profile, root: Path, corrupt_kinds: tuple[str, .
 def test_data(profile: Profile, folder: Path) -> Path:
     want = {"n": profile.test_prompts, "seed": profile.test_seed, "split": "test", "counterfactuals": False}
     return _stamped(folder, want)
+
+
+SLICE_SEED_OFFSET = 1  # a slice's test set is drawn from another seed than the main test set: other prompts
+
+
+def slice_test_data(profile: Profile, folder: Path, field: str, value: str, n: int) -> Path:
+    """``folder/manifest.jsonl``: the first ``n`` test prompts whose scene has ``field = value``, drawn from the
+    test split (a third out of distribution, as the main set) under another seed; made once, then reused."""
+    manifest, stamp = folder / "manifest.jsonl", folder / "bench_data.json"
+    want = {"n": n, "seed": profile.test_seed + SLICE_SEED_OFFSET, "split": "test", "slice": [field, value],
+            "world_version": spec.WORLD_VERSION}
+    if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == want:
+        return manifest
+    drawn, rows = n, []
+    while len(rows) < n:
+        drawn *= 2
+        rows = [r for r in load_manifest(generate(folder / "drawn", drawn, "test", want["seed"], progress=False))
+                if r["scene"].get(field) == value]
+        if drawn > 10_000 * n:
+            raise BenchError(f"no test prompts with {field} = {value} among {drawn} drawn")
+    write_text_atomic(manifest, "".join(json.dumps({**r, "video": f"drawn/{r['video']}"}) + "\n" for r in rows[:n]))
+    stamp.write_text(json.dumps(want))
+    return manifest
 
 
 def _stamped(folder: Path, want: dict) -> Path:
