@@ -88,7 +88,18 @@ CORRUPTION_NAMES = {"teleport": "teleport", "freeze_midair": "freeze in mid-air"
                     "gain_energy": "energy gain on a bounce", "gravity_upward": "upward gravity",
                     "wrong_gravity": "wrong gravity", "size_change": "size change",
                     "weak_gravity": "weak gravity (0.55 g)", "early_bounce": "bounce a pixel above the floor",
-                    "wrong_restitution": "another material's rebound", "frictionless_slide": "frictionless slide"}
+                    "wrong_restitution": "another material's rebound", "frictionless_slide": "frictionless slide",
+                    "slow_motion": "slow motion (0.5×)"}
+FORCE_NAMES = {"normal": "normal", "low": "low", "none": "zero"}
+
+
+def mislabel_name(text: str) -> str:
+    """'force:low=normal' -> 'low gravity shown at normal' (other fields as written)."""
+    field, rest = text.split(":")
+    prompted, shown = rest.split("=")
+    if field != "force":
+        return f"{field} {prompted} shown as {shown}"
+    return f"{FORCE_NAMES[prompted]} gravity shown at {FORCE_NAMES[shown]}"
 
 
 def eval_rates(results: Path) -> str:
@@ -101,6 +112,10 @@ def eval_rates(results: Path) -> str:
         rows.append([CORRUPTION_NAMES.get(kind, kind), scenes, "", num(c["flagged_pc"]), "", num(c["flagged_joint"])])
     for axis, c in r.get("counterfactuals", {}).items():
         rows.append([f"other {axis}", f"{c['judged']} of {c['scenes']}", "", "", num(c["flagged_sa"]), num(c["flagged_joint"])])
+    for text, parts in r.get("mislabels", {}).items():
+        for part, label in (("all", ""), ("not_rolled", ": throws, drops, launches, ramps"), ("rolled", ": rolls and slides")):
+            c = parts[part]
+            rows.append([mislabel_name(text) + label, str(c["scenes"]), "", num(c["flagged_pc"]), "", num(c["flagged_joint"])])
     md = table(["videos", "scenes", "passing PC / SA / Joint", "flagged by PC", "flagged by SA", "flagged by Joint"], rows)
     note = ("\n\n\\* on further random scenes, drawn until the kind applied to --min-applied of them"
             if any(c.get("further_scenes") for c in r["corruptions"].values()) else "")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from physalign.world import spec
-from physalign.world.corrupt import (BOUNCE_GAP, CORRUPTIONS, FREEZE_FRAMES, RESTITUTION_SHIFT, SIZE_FACTOR,
+from physalign.world.corrupt import (BOUNCE_GAP, CORRUPTIONS, FREEZE_FRAMES, RESTITUTION_SHIFT, SIZE_FACTOR, SLOW_MOTION,
                                      TELEPORT_MIN, VANISH_FRAMES, NotApplicable, applicable, ballistic, corrupt)
 from physalign.world.render import render
 from physalign.world.scene import prompt_to_scene
@@ -155,3 +155,17 @@ def test_frictionless_slide_keeps_its_speed():
     mu_g = STRUCTURE_FRICTION * spec.MATERIALS["rubber"].friction * spec.GRAVITY["normal"]
     assert curvature(video) < -0.5 * mu_g  # the real block slows down
     assert abs(curvature(corrupt(video, scene, rollout, "frictionless_slide", random.Random(0)))) < 0.2 * mu_g
+
+
+def test_slow_motion_plays_the_clip_at_half_speed():
+    """The slowed drop shows the rollout's first half at every other frame, and falls at a quarter of gravity
+    (read from the wholly red pixels while it falls); in zero gravity slowing is no violation."""
+    scene, rollout, video = clip(DROP)
+    slow = corrupt(video, scene, rollout, "slow_motion", random.Random(0))
+    assert np.array_equal(slow[::2], video[: (len(video) + 1) // 2])
+    first = next(c.frame for c in rollout.contacts if c.b == "floor")  # the slowed fall lasts 2 x as many frames
+    t = np.arange(min(2 * first - 1, len(video))) / spec.FPS
+    y = centre(slow)[: len(t), 1]
+    assert 2 * np.polyfit(t, y, 2)[0] == pytest.approx(-SLOW_MOTION**2 * spec.GRAVITY["normal"], rel=0.1)
+    zero, zero_rollout, _ = clip(DROP.replace("under normal gravity", "in zero gravity"))
+    assert "slow_motion" not in applicable(zero, zero_rollout)

@@ -354,12 +354,13 @@ def _rebounds(body: Body, g: float, starts_at_apex: bool, slowest: float, peak_e
     return out
 
 
-def _near_other_surface(body: Body) -> np.ndarray:
-    """(T,) frames that may touch a surface other than the floor."""
+def _near_other_surface(body: Body, noise: motion.Noise | None = None) -> np.ndarray:
+    """(T,) frames that may touch a surface other than the floor; given the video's noise, a wall only at its
+    impact (:func:`_off_wall`), for a check that fits each flight apart."""
     near = np.zeros(len(body.seen), bool)
     for name, touch in body.touches.items():
         if name != "floor":
-            near |= touch
+            near |= ~_off_wall(body, noise) if name == "wall" and noise is not None else touch
     return near
 
 
@@ -418,7 +419,7 @@ def _impacts(v: View) -> list[Impact]:
     meet, under the scene's gravity and the video's noise (zero gravity: none)."""
     def find():
         body = v.primary
-        clean = body.seen & ~_near_other_surface(body)
+        clean = body.seen & ~_near_other_surface(body, v.noise)
         hops = _hops(body, v.noise) if v.g else []
         out = []
         for (a1, b1), (a2, b2) in zip(hops, hops[1:]):
@@ -445,7 +446,7 @@ def rebound(v: View) -> Check:
     e_mat = spec.MATERIALS[v.scene.material].restitution
     band = (max(e_mat - RESTITUTION_TOL, 0.0), min(e_mat + RESTITUTION_TOL, 1.0))
     body = v.primary
-    clean = body.seen & ~_near_other_surface(body)
+    clean = body.seen & ~_near_other_surface(body, v.noise)
     level, level_error = _floor_level(body, v.noise)
     rows = []  # (frame, height, bound, its std, +1 for a least height / -1 for a greatest)
     for a, b in _hops(body, v.noise):

@@ -45,6 +45,9 @@ WEAK_GRAVITY = 0.55
 BOUNCE_GAP = 1.0  # units: a bounce that turns this far above the floor (a pixel of daylight under it)
 RESTITUTION_SHIFT = 0.3  # a rebound as another material's whose restitution differs by this much or more
 VISIBLE_SHIFT = 1.0  # units: a corrupted rebound's height leaves the true one's by a pixel or more in some frame
+# Slow motion: the whole clip played at this speed (every object's motion resampled at SLOW_MOTION x the time),
+# so speeds look SLOW_MOTION and accelerations SLOW_MOTION^2 times the world's: gravity at a quarter.
+SLOW_MOTION = 0.5
 # A frictionless slide is a straight line where friction bends the path into a parabola: its bend off the
 # best straight line over the slide in view (mu g T^2 / 12 for a slide of T seconds) is at least this (units).
 VISIBLE_BEND = 0.5
@@ -404,6 +407,58 @@ def _frictionless(video, scene, rollout, k: int) -> np.ndarray:
     return _moved(video, scene, rollout, _slid(rollout))
 
 
+def _slow_candidates(scene: Scene, rollout: Rollout) -> list[int]:
+    """Under gravity, where the slowed primary flies for GRAVITY_CHANGE_FRAMES frames or more (clear of every
+    surface by AIR_CLEARANCE): the quartered gravity shows there. (In zero gravity a slowed clip is the same
+    world at a lower speed, no violation.)"""
+    if spec.GRAVITY[scene.force] == 0:
+        return []
+    slowed = _slowed(rollout)
+    airborne = clearance(rollout, slowed.objects[0].pos) > AIR_CLEARANCE
+    shown = _in_frame(slowed.objects[0].pos, rollout.objects[0].half_size)
+    longest = max((b - a for a, b in _runs(airborne & shown)), default=0)
+    return [0] if longest >= GRAVITY_CHANGE_FRAMES else []
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+def _slowed(rollout: Rollout) -> Rollout:
+    """``rollout`` played at SLOW_MOTION (= 1/2) speed: frame k shows the world at time k dt / 2, so even frames are
+    the rollout's frames 0..T/2 and odd ones lie halfway between two. A midpoint is the cubic Hermite one,
+    ``(p0 + p1) / 2 + (v0 - v1) dt / 8``, exact for any constant acceleration (flight, a slide); across an impact
+    it is extrapolated from the frame on the impact's far side under that frame's own acceleration (the
+    velocity change over its other neighbouring interval)."""
+    assert SLOW_MOTION == 0.5, "the midpoints below resample at half speed"
+    dt = float(rollout.times[1] - rollout.times[0])
+    n = len(rollout.times)
+    objects = []
+    for obj in rollout.objects:
+        pos = np.empty_like(obj.pos)
+        for k in range(n):
+            j, odd = divmod(k, 2)
+            if not odd:
+                pos[k] = obj.pos[j]
+                continue
+            hits = [c.time for c in rollout.contacts if c.frame == j + 1 and obj.name in (c.a, c.b)]
+            if not hits:
+                pos[k] = (obj.pos[j] + obj.pos[j + 1]) / 2 + (obj.vel[j] - obj.vel[j + 1]) * dt / 8
+            elif min(hits) > rollout.times[j] + dt / 2 or j + 2 >= n:  # the midpoint is before the impact
+                acc = (obj.vel[j] - obj.vel[j - 1]) / dt if j >= 1 else np.zeros(2)
+                pos[k] = obj.pos[j] + obj.vel[j] * dt / 2 + acc * dt**2 / 8
+            else:  # after it: back from frame j + 1
+                acc = (obj.vel[j + 2] - obj.vel[j + 1]) / dt
+                pos[k] = obj.pos[j + 1] - obj.vel[j + 1] * dt / 2 + acc * dt**2 / 8
+        objects.append(replace(obj, pos=pos, vel=obj.vel * SLOW_MOTION))
+    return replace(rollout, objects=tuple(objects))
+
+
+def _slow(video, scene, rollout, k: int) -> np.ndarray:
+    return _render_like(video, scene, _slowed(rollout))
+
+
 # ------------------------------------------------------------------------------------------ appearance
 
 
@@ -458,4 +513,5 @@ CORRUPTIONS: dict[str, Corruption] = {
                                     "a fall onto the floor with room to rebound"),
     "frictionless_slide": Corruption("physical", _frictionless_candidates, _frictionless,
                                      "a block sliding on the floor under gravity long enough to see it slow"),
+    "slow_motion": Corruption("physical", _slow_candidates, _slow, "gravity and a flight in the slowed clip"),
 }
