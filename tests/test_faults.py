@@ -208,6 +208,14 @@ def test_a_bench_rerun_with_other_settings_is_refused_naming_them(tmp_path):
     edited = runner.bench_settings(profile.with_methods(("sft",)), BASE, tmp_path / "configs")
     with pytest.raises(runner.BenchError, match=r"methods.sft.config"):
         runner.claim(tmp_path, edited)
+    older = tmp_path / "older"  # made before a profile setting existed: it counts as that setting's default
+    older.mkdir()
+    (older / runner.SETTINGS_FILE).write_text(json.dumps({**settings, "profile": {
+        k: v for k, v in settings["profile"].items() if k != "curve_points"}}))
+    runner.claim(older, settings)
+    with pytest.raises(runner.BenchError, match=r"profile.curve_points: 0 -> 4"):
+        runner.claim(older, runner.bench_settings(type(profile)(**{**profile.to_dict(), "curve_points": 4}), BASE,
+                                                  Path(__file__).resolve().parents[1] / "configs" / "methods"))
     legacy = tmp_path / "legacy"
     (legacy / "runs" / "sft-s0").mkdir(parents=True)
     with pytest.raises(runner.BenchError, match="without a record of its settings"):

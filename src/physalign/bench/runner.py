@@ -23,7 +23,7 @@ import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from tqdm import tqdm
@@ -231,10 +231,13 @@ def bench_settings(profile: Profile, base: Path, configs: Path) -> dict:
 def claim(out: Path, settings: dict) -> None:
     """Record ``settings`` in ``out/bench_settings.json``, or refuse (naming each changed setting) a folder whose
     bench was made with other ones: its trained models, samples and timings would be reused as if they were
-    this bench's. Methods and seeds may be added."""
+    this bench's. Methods and seeds may be added. A profile setting added to physalign after the folder was made
+    counts as its default there (which keeps the behaviour of before)."""
     path = out / SETTINGS_FILE
     if path.is_file():
         old = json.loads(path.read_text())
+        defaults = {f.name: f.default for f in fields(Profile) if f.name not in ADDITIVE and f.default is not MISSING}
+        old["profile"] = json.loads(json.dumps({**defaults, **old.get("profile", {})}))
         common = set(old.get("methods", {})) & set(settings["methods"])
         changed = _differences({**old, "methods": {m: old["methods"][m] for m in common}},
                                {**settings, "methods": {m: settings["methods"][m] for m in common}})
