@@ -54,14 +54,17 @@ VARIANTS["physhpo-anchored"] = Recipe("physhpo", ("method.fm_weight=10",))
 NEGATIVE_KINDS = ("teleport", "freeze_midair", "pass_through_floor", "gain_energy", "gravity_upward", "wrong_gravity",
                   "weak_gravity")
 # The positive control: a base broken on one slice of scenes (SFT on the post-training set with its zero-gravity
-# prompts shown falling under normal gravity, at twice the profile's steps and three times its lr: a break must
-# take before its repair can be seen), then SFT on the clean set from that broken model; on the slice, its Δ
-# against the broken model must show the repair: PC up, the acceleration fitted in zero gravity down.
+# prompts shown falling under normal gravity), then SFT on the clean set from that broken model, the repair
+# trained as hard as the break (twice the profile's steps at three times its lr: a 150-step repair at the
+# default lr moved the fitted zero-g acceleration by -34 units/s^2 but PC on the slice by only +0.021
+# [-0.042, +0.083], results/bench_control/first_run); on the slice, its Δ against the broken model must show the
+# repair: PC up, the acceleration fitted in zero gravity down.
 BROKEN = "broken"
 STARTS = {BROKEN: Recipe("sft", ("optim.lr=0.0003",), mislabel="force:none=normal", steps_factor=2)}
 CONTROLS = {
     "control-negative": Control(Recipe("sft", corrupt_kinds=NEGATIVE_KINDS), "base", (("pc", -1),)),
-    "control-positive": Control(Recipe("sft", start=BROKEN), BROKEN, (("pc", 1), ("zero_g_accel", -1)), ("force", "none")),
+    "control-positive": Control(Recipe("sft", ("optim.lr=0.0003",), start=BROKEN, steps_factor=2), BROKEN,
+                                (("pc", 1), ("zero_g_accel", -1)), ("force", "none")),
 }
 
 
