@@ -665,35 +665,65 @@ def _slide_designs(n: int, rolls: bool) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def ramp_slide(v: View) -> Check:
-    """Down the ramp a block gains speed no faster than gravity's share along the slope: with ``u`` its velocity
-    down the slope, in flight ``du/dt = g sin(theta)``, sliding on the slope friction takes ``mu g cos(theta)``
-    off it, and a block (it does not rotate) moving downhill meets friction impulses at the ramp's impacts that
-    only slow it. So from its downhill turn (the least position along the slope: before it a block thrown uphill
-    meets friction pushing it down) to its first touch of the floor, the acceleration along the slope fitted
-    over those frames (a positive weighting of ``du/dt``, see :func:`motion.fit_acceleration`) is at most
-    ``g sin(theta)`` up to its error at motion.ALPHA. A block sliding down faster, as under a stronger gravity,
-    fails. A ball is not judged: its spin can turn friction forward."""
-    if v.scene.interaction != "ramp" or v.scene.kind != "block" or v.g == 0:
-        return Check("ramp_slide", "PC", None, None, "no block on a ramp under gravity")
+    """On the ramp the slope bounds how fast an object gains speed down it. With ``u`` its velocity down the
+    slope: in flight ``du/dt = g sin(theta)``; on the slope friction (at most ``mu`` times the normal force, an
+    impact's too) adds to it or takes from it. The acceleration along the slope fitted over a stretch of frames
+    is a weighted mean of ``du/dt`` (a kernel ``K >= 0`` of unit integral, :func:`_kernel_peak`), so from the
+    start to the first touch of the floor it is at least ``g sin(theta) - mu K_max (dv_n + g cos(theta) T)``:
+    the normal impulses over the stretch are the normal velocity's change ``dv_n`` plus gravity's share ``g
+    cos(theta) T``, and ``dv_n`` is at most twice the fastest speed energy allows (``continuity``'s); the stretch
+    ends where the object may touch the ramp's top corner instead of its slope. A block (it
+    does not rotate) moving downhill meets friction only against it, so from its downhill turn (the least
+    position along the slope) the fitted acceleration is also at most ``g sin(theta)``. Each within its error at
+    motion.ALPHA over the two. A slide under a weaker gravity (slower) or a stronger one (a block faster) fails."""
+    if v.scene.interaction != "ramp" or v.g == 0:
+        return Check("ramp_slide", "PC", None, None, "no ramp under gravity")
     body = v.primary
     corners = motion.ramp_polygon(ramp_side(v.scene))  # (3, 2)
     top = corners[np.argmax(corners[:, 1])]
     foot = corners[np.argmax(np.abs(corners[:, 0] - top[0]))]  # the slope's end on the floor
     down = (foot - top) / np.hypot(*(foot - top))  # unit vector down the slope
-    a_max = -v.g * down[1]  # g sin(theta)
-    floor = np.flatnonzero(body.touches["floor"] | ~body.seen)
-    end = int(floor[0]) if floor.size else len(body.seen)
-    along = body.pos[:end] @ down  # (end,) position down the slope
-    if end < MIN_FLIGHT_FRAMES:
+    sin, cos = -down[1], abs(down[0])
+    a = int(np.argmax(body.seen))
+    # Over the ramp's top corner the object may touch the corner, not the slope: a block's bottom face resting on
+    # it is pushed straight up, a ball beyond the slope's end away from the corner. Such frames end the stretch.
+    if v.scene.kind == "block":
+        corner = np.abs(body.pos[:, 0] - top[0]) < body.half
+    else:
+        corner = (body.pos - top) @ down < 0
+    stop = np.flatnonzero(body.touches["floor"][a:] | ~body.seen[a:] | (corner & body.touches["ramp"])[a:])
+    end = a + int(stop[0]) if stop.size else len(body.seen)
+    if end - a < MIN_FLIGHT_FRAMES:
         return Check("ramp_slide", "PC", None, None, "too few frames above the floor")
-    turn = int(np.argmin(along))
-    if end - turn < MIN_FLIGHT_FRAMES:
-        return Check("ramp_slide", "PC", None, None, f"too few frames down the slope before the floor ({end - turn})")
+    along = body.pos[:, 0] * down[0] + body.pos[:, 1] * down[1]  # (T,) position down the slope
+    z = NormalDist().inv_cdf(1 - motion.ALPHA / 2)
+    acc, std = motion.fit_acceleration(along, [(a, end)], v.noise.sigma)
+    mu = STRUCTURE_FRICTION * spec.MATERIALS[v.scene.material].friction
+    fastest = math.sqrt(max_start_speed(v.scene) ** 2 + 2 * v.g * max(_start_height(body) - np.nanmin(body.pos[a:end, 1]), 0))
+    duration = (end - 1 - a) * FRAME_TIME
+    least = v.g * sin - mu * _kernel_peak(end - a) * (2 * fastest + v.g * cos * duration)
+    text = (f"acceleration down the slope {acc:.1f} +- {std:.1f} units/s^2 over frames {a}-{end - 1} "
+            f"(friction and impacts allow {least:.1f} or more")
+    if acc + z * std < least:
+        return Check("ramp_slide", "PC", False, acc / (v.g * sin), text + ")")
+    turn = a + int(np.argmin(along[a:end]))
+    if v.scene.kind != "block" or end - turn < MIN_FLIGHT_FRAMES:
+        return Check("ramp_slide", "PC", True, acc / (v.g * sin), text + ")")
     acc, std = motion.fit_acceleration(along, [(turn, end)], v.noise.sigma)
-    z = NormalDist().inv_cdf(1 - motion.ALPHA)
-    return Check("ramp_slide", "PC", acc <= a_max + z * std, acc / a_max,
-                 f"acceleration down the slope {acc:.1f} +- {std:.1f} units/s^2 over frames {turn}-{end - 1} "
-                 f"(gravity's share {a_max:.1f})")
+    return Check("ramp_slide", "PC", acc - z * std <= v.g * sin, acc / (v.g * sin),
+                 text + f"; from frame {turn} downhill {acc:.1f} +- {std:.1f}, gravity's share {v.g * sin:.1f} at most)")
+
+
+@cache
+def _kernel_peak(n: int) -> float:
+    """The largest weight (1/s) the acceleration fitted over n frames (``motion.fit_acceleration``) gives a
+    velocity change at any moment of them: the fit is ``A = integral K(tau) a(tau) dtau`` with ``K(tau) =
+    sum_k w_k (t_k - tau)_+ >= 0`` of unit integral (``w`` the fit's weights); ``max K`` is 1.5-2 over the
+    stretch's duration."""
+    w = motion._quadratic_design(n)[0] * 2 * spec.FPS**2  # (n,) A = w . y
+    t = np.arange(n) * FRAME_TIME
+    tau = np.linspace(0.0, t[-1], 64 * n)
+    return float((w[None] * np.maximum(t[None] - tau[:, None], 0.0)).sum(1).max())
 
 
 def momentum(v: View) -> Check:
