@@ -217,3 +217,45 @@ def test_the_friction_fit_matches_a_plain_search():
             if rolls or s * slope >= mu_g * t[-1]:
                 best = min(best, ((y - (cut + slope * t)) ** 2).sum())
         assert _friction_fit(x, mu_g, rolls) == pytest.approx(best, rel=1e-9, abs=1e-12)
+
+
+def _shown_with(prompt: str, force: str, seed: int = 0):
+    """The scene of ``prompt`` and its video simulated under ``force`` instead (the prompt unchanged)."""
+    scene = prompt_to_scene(prompt)
+    shown = replace(scene, force=force)
+    return scene, render(shown, simulate(shown, seed))
+
+
+def test_gravity_uses_the_hops_down_the_ramp():
+    """A ball thrown onto the ramp under low gravity hops down it in flights of 3-5 frames between contacts;
+    shown under normal gravity, the shared fit over those hops tells the levels apart."""
+    from physalign.world.dataset import video_seed
+
+    prompt = "a large blue wood ball is thrown slowly to the right and lands on a ramp under low gravity, on a black background"
+    seed = video_seed(5, "train", 1)  # contacts at frames 4, 9, 12, 13 under normal gravity
+    scene, _, video = clip(prompt, seed)
+    assert checks(video, scene)["gravity"].passed is not False
+    wrong = checks(*_shown_with(prompt, "normal", seed)[::-1])
+    assert wrong["gravity"].passed is False and "frames" in wrong["gravity"].detail
+
+
+def test_ramp_slide_bounds_the_acceleration_down_the_slope():
+    """A block dropped onto the ramp slides down no faster than g sin(theta), and no slower than friction and
+    its impacts allow: under the other gravity it fails either way."""
+    for prompt, force in (("a small red wood block is dropped from a low height and lands on a ramp under low gravity, "
+                           "on a black background", "normal"),
+                          ("a small red wood block is dropped from a low height and lands on a ramp under normal gravity, "
+                           "on a black background", "low")):
+        scene, _, video = clip(prompt)
+        assert checks(video, scene)["ramp_slide"].passed is True
+        assert checks(*_shown_with(prompt, force)[::-1])["ramp_slide"].passed is False
+
+
+def test_sliding_judges_the_slide_back_from_a_wall():
+    """A block that never leaves the floor is judged after it bounces off the wall too (a wall adds no friction
+    impulse on the floor): shown with normal gravity's friction under a low-gravity prompt, it slows too fast."""
+    prompt = "a small red rubber block slides fast to the right and hits a wall under low gravity, on a gray background"
+    scene, _, video = clip(prompt, 3)
+    assert checks(video, scene)["sliding"].passed is True
+    got = checks(*_shown_with(prompt, "normal", 3)[::-1])["sliding"]
+    assert got.passed is False and "2 slides" in got.detail
