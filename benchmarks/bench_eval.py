@@ -198,9 +198,12 @@ def mislabelled(text: str, n: int, seed: int) -> dict:
         r = evaluate_video(clip(shown, seed * 100_000 + i)[2], scene)
         for part in ("all", "rolled" if scene.kinematics.startswith("rolled") else "not_rolled"):
             count.update({part: 1, f"{part} pc": not r.pc, f"{part} joint": not r.joint})
-    out = {part: {"scenes": count[part], "flagged_pc": count[f"{part} pc"] / max(count[part], 1),
-                  "flagged_joint": count[f"{part} joint"] / max(count[part], 1)} for part in ("all", "rolled", "not_rolled")}
-    print(f"  mislabel {text}: " + ", ".join(f"{part} {c['flagged_pc']:.3f} of {c['scenes']}" for part, c in out.items()))
+    out = {}
+    for part in ("all", "rolled", "not_rolled"):
+        n_part = max(count[part], 1)
+        out[part] = {"scenes": count[part], "flagged_pc": count[f"{part} pc"] / n_part,
+                     "flagged_joint": count[f"{part} joint"] / n_part}
+    print(f"  mislabel {text}: " + ", ".join(f"{p} {c['flagged_pc']:.3f} of {c['scenes']}" for p, c in out.items()))
     return out
 
 
@@ -214,8 +217,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jitter", type=str, default="", help="with --rates: also with these per-frame position "
                     "jitters (px, comma-separated, e.g. 0.05,0.1,0.2)")
-    ap.add_argument("--mislabel", type=str, default="", help="with --rates: also these mislabels (FIELD:PROMPTED=SHOWN, "
-                    "comma-separated, e.g. force:low=normal,force:normal=low)")
+    ap.add_argument("--mislabel", type=str, default="", help="with --rates: also these mislabels "
+                    "(FIELD:PROMPTED=SHOWN, comma-separated, e.g. force:low=normal,force:normal=low)")
     ap.add_argument("--mislabel-scenes", type=int, default=300, help="scenes of each mislabelled slice")
     ap.add_argument("--out", type=Path, help="also write the figures, settings, date and versions to this JSON file")
     args = ap.parse_args()

@@ -150,8 +150,8 @@ def measure_noise(bodies: dict[str, "Body"]) -> Noise:
     unexplained impulse spoils do not inflate it."""
     lawful, near = [], []
     for body in bodies.values():
-        resting = [runs(body.seen & (gap <= CONTACT_MARGIN), 4) for gap in body.gaps.values()]
-        lawful += [np.diff(body.pos[a:b], 3, axis=0).reshape(-1) for a, b in body.flights + sum(resting, []) if b - a >= 4]
+        windows = body.flights + [r for gap in body.gaps.values() for r in runs(body.seen & (gap <= CONTACT_MARGIN))]
+        lawful += [np.diff(body.pos[a:b], 3, axis=0).reshape(-1) for a, b in windows if b - a >= 4]
         near += [np.diff(body.pos[a:b], 3, axis=0).reshape(-1) for a, b in runs(body.seen & body.near, 4)]
     d3 = _finite(lawful)
     if len(d3) < LAWFUL_NOISE_SAMPLES:
@@ -308,6 +308,12 @@ def _quadratic_design(n: int) -> tuple[np.ndarray, float]:
     r = k**2 - lin @ np.linalg.lstsq(lin, k**2, rcond=None)[0]
     ss = float(r @ r)
     return r / ss, ss
+
+
+def acceleration_weights(n: int) -> np.ndarray:
+    """Weights ``w`` (n,) of the acceleration (units/s^2) fitted over n frames (:func:`fit_acceleration`'s one
+    segment): ``A = w . y``."""
+    return _quadratic_design(n)[0] * 2 * spec.FPS**2
 
 
 def fit_acceleration(y: np.ndarray, segments: list[tuple[int, int]], sigma: float = POSITION_STD) -> tuple[float, float]:

@@ -151,9 +151,9 @@ def _start_height(body: Body) -> float:
 
 def gravity(v: View) -> Check:
     """Free flight accelerates at (0, -g) of the scene: one acceleration fitted over every free-flight
-    segment (``Body.flights``: from the start, between bounces on the floor or down the ramp, after a wall;
-    each with its own start and velocity, the acceleration shared, as physics has it). It fails when the fit is inconsistent with the scene's
-    gravity, whatever its precision; it passes only when precise enough to tell the scene's gravity from
+    segment (:func:`_flight`: from the start, between bounces on the floor or down the ramp, after a wall;
+    each with its own start and velocity, the acceleration shared, as physics has it). It fails when the fit
+    is inconsistent with the scene's gravity, whatever its precision; it passes only when precise enough to tell the scene's gravity from
     the nearest other level (otherwise it does not apply)."""
     segments, ay, std, ax = _flight(v)
     frames = sum(b - a for a, b in segments)
@@ -171,7 +171,8 @@ def gravity(v: View) -> Check:
 
 
 def _flight(v: View) -> tuple[list[tuple[int, int]], float, float, float]:
-    """The primary's free-flight segments (MIN_FLIGHT_FRAMES or more) and the acceleration fitted over them:
+    """The primary's free-flight segments (MIN_FLIGHT_FRAMES or more: ``Body.flight_runs`` clear of every surface
+    but a wall, which acts only at its impact, :func:`_off_wall`) and the acceleration fitted over them:
     (segments, vertical, its std under the video's noise, horizontal)."""
     def fit():
         body = v.primary
@@ -432,8 +433,9 @@ def _impacts(v: View) -> list[Impact]:
 
 
 def rebound(v: View) -> Check:
-    """An object that lands rebounds within its material's restitution band ``[e_lo, e_hi]`` (the material's
-    +- RESTITUTION_TOL, capped at 0 and 1), under the scene's gravity: with the incoming flight (two frames or
+    """An object that lands rebounds at its material's restitution ``e_lo = e_hi = e`` (the simulator's floor
+    impacts leave at exactly ``e`` times the speed they came in with; what the frames cannot fix is carried by
+    the margin below, not by a band), under the scene's gravity: with the incoming flight (two frames or
     more) fitted by a parabola under ``g`` and extrapolated to the floor at ``t*`` with speed ``v``, every later
     frame in which the object touches nothing but the floor has its height above the floor's level
     (:func:`_floor_level`) at least ``e_lo v tau - g tau^2 / 2`` (``tau = t - t*``, within that slowest
@@ -444,7 +446,7 @@ def rebound(v: View) -> Check:
     if v.g == 0:
         return Check("rebound", "PC", None, None, "zero gravity: nothing falls onto the floor")
     e_mat = spec.MATERIALS[v.scene.material].restitution
-    band = (max(e_mat - RESTITUTION_TOL, 0.0), min(e_mat + RESTITUTION_TOL, 1.0))
+    band = (e_mat, e_mat)
     body = v.primary
     clean = body.seen & ~_near_other_surface(body, v.noise)
     level, level_error = _floor_level(body, v.noise)
@@ -501,16 +503,19 @@ def _rebound_bounds(gap: np.ndarray, hop: tuple[int, int], clean: np.ndarray, ba
 
 def _floor_level(body: Body, noise: motion.Noise) -> tuple[float, float]:
     """The gap (units) the object shows when it rests on the floor, and its error. The half-size read from the
-    area shifts every gap alike (by up to HALF_SIZE_ERROR), so where the object rests (frames on the floor,
-    within CONTACT_MARGIN, each within the noise of two positions of the next) the median of those gaps is
-    the floor's level, to within its median's noise (1.25 sigma / sqrt(m)); elsewhere the level is 0, to
-    within HALF_SIZE_ERROR."""
+    area shifts every gap alike (by up to HALF_SIZE_ERROR), so where the object rests the median of those gaps
+    is the floor's level, to within its median's noise (1.25 sigma / sqrt(m)); elsewhere the level is 0, to
+    within HALF_SIZE_ERROR. It rests in the frames from some frame to the clip's end that lie on the floor
+    (within CONTACT_MARGIN), each within the noise of two positions of the next: nothing in the world lifts an
+    object at rest on the floor, so a still stretch that ends in a rise is a slow rebound, not rest."""
     gap = body.gaps["floor"]
     still = np.abs(np.diff(body.pos[:, 1])) <= noise.bound(len(gap) - 1, math.sqrt(2))  # (T-1,) NaN: not still
     on = body.seen & (gap <= CONTACT_MARGIN)
+    first = len(gap) - 1  # of the trailing run of frames at rest
+    while first > 0 and still[first - 1] and on[first - 1] and on[first]:
+        first -= 1
     rest = np.zeros(len(gap), bool)
-    rest[:-1] |= still & on[:-1] & on[1:]
-    rest[1:] |= still & on[:-1] & on[1:]
+    rest[first:] = first < len(gap) - 1
     if rest.sum() < 3:
         return 0.0, HALF_SIZE_ERROR
     return float(motion.median(gap[rest])), 1.25 * noise.sigma / math.sqrt(int(rest.sum()))
@@ -520,8 +525,7 @@ def _hops(body: Body, noise: motion.Noise) -> list[tuple[int, int]]:
     """Runs of two frames or more (a line's two coefficients, once gravity's parabola is taken out) in which
     the vertical motion is free flight: seen, touching neither the floor, the ramp nor the other object, and
     no wall impact inside. A wall's normal is horizontal, so an impact on it changes the vertical velocity only
-    by its friction: a run is cut at the frame nearest each wall impact (the impact lies next to it) and at the
-    frames within the noise of two positions of that nearest gap."""
+    by its friction: a run is cut only at the wall's impact (:func:`_off_wall`)."""
     vertical = body.seen & _off_wall(body, noise)
     for name, touch in body.touches.items():
         if name != "wall":
@@ -610,10 +614,11 @@ def sliding(v: View) -> Check:
 
 
 def _slides(v: View, least: int) -> list[tuple[int, int]]:
-    """Slides of ``least`` frames or more on the floor of an object that has never left it: from the start to the
-    first impact, then between impacts on a wall (:func:`_off_wall`) or with the other ball (each its own start
-    and speed: their normals are horizontal, so they add no friction impulse on the floor). After a landing a slide is not judged: the
-    landing's friction impulse (up to mu times its normal impulse) is one the frames cannot bound."""
+    """Slides of ``least`` frames or more on the floor of an object that has never left it: from the start to
+    the first impact, then between impacts on a wall (:func:`_off_wall`) or with the other ball (each its own
+    start and speed: their normals are horizontal, so they add no friction impulse on the floor). After a
+    landing a slide is not judged: the landing's friction impulse (up to mu times its normal impulse) is one
+    the frames cannot bound."""
     body = v.primary
     on_floor = body.seen & (body.gaps["floor"] <= CONTACT_MARGIN)
     a, b = v.start_window
@@ -679,10 +684,7 @@ def ramp_slide(v: View) -> Check:
     if v.scene.interaction != "ramp" or v.g == 0:
         return Check("ramp_slide", "PC", None, None, "no ramp under gravity")
     body = v.primary
-    corners = motion.ramp_polygon(ramp_side(v.scene))  # (3, 2)
-    top = corners[np.argmax(corners[:, 1])]
-    foot = corners[np.argmax(np.abs(corners[:, 0] - top[0]))]  # the slope's end on the floor
-    down = (foot - top) / np.hypot(*(foot - top))  # unit vector down the slope
+    top, down = _slope(v.scene)
     sin, cos = -down[1], abs(down[0])
     a = int(np.argmax(body.seen))
     # Over the ramp's top corner the object may touch the corner, not the slope: a block's bottom face resting on
@@ -699,7 +701,8 @@ def ramp_slide(v: View) -> Check:
     z = NormalDist().inv_cdf(1 - motion.ALPHA / 2)
     acc, std = motion.fit_acceleration(along, [(a, end)], v.noise.sigma)
     mu = STRUCTURE_FRICTION * spec.MATERIALS[v.scene.material].friction
-    fastest = math.sqrt(max_start_speed(v.scene) ** 2 + 2 * v.g * max(_start_height(body) - np.nanmin(body.pos[a:end, 1]), 0))
+    fall = max(_start_height(body) - float(np.nanmin(body.pos[a:end, 1])), 0.0)
+    fastest = math.sqrt(max_start_speed(v.scene) ** 2 + 2 * v.g * fall)
     duration = (end - 1 - a) * FRAME_TIME
     least = v.g * sin - mu * _kernel_peak(end - a) * (2 * fastest + v.g * cos * duration)
     text = (f"acceleration down the slope {acc:.1f} +- {std:.1f} units/s^2 over frames {a}-{end - 1} "
@@ -714,13 +717,21 @@ def ramp_slide(v: View) -> Check:
                  text + f"; from frame {turn} downhill {acc:.1f} +- {std:.1f}, gravity's share {v.g * sin:.1f} at most)")
 
 
+def _slope(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
+    """The ramp's top corner (2,) and the unit vector (2,) down its slope."""
+    corners = motion.ramp_polygon(ramp_side(scene))  # (3, 2)
+    top = corners[np.argmax(corners[:, 1])]
+    foot = corners[np.argmax(np.abs(corners[:, 0] - top[0]))]  # the slope's end on the floor
+    return top, (foot - top) / np.hypot(*(foot - top))
+
+
 @cache
 def _kernel_peak(n: int) -> float:
     """The largest weight (1/s) the acceleration fitted over n frames (``motion.fit_acceleration``) gives a
     velocity change at any moment of them: the fit is ``A = integral K(tau) a(tau) dtau`` with ``K(tau) =
     sum_k w_k (t_k - tau)_+ >= 0`` of unit integral (``w`` the fit's weights); ``max K`` is 1.5-2 over the
     stretch's duration."""
-    w = motion._quadratic_design(n)[0] * 2 * spec.FPS**2  # (n,) A = w . y
+    w = motion.acceleration_weights(n)  # (n,) A = w . y
     t = np.arange(n) * FRAME_TIME
     tau = np.linspace(0.0, t[-1], 64 * n)
     return float((w[None] * np.maximum(t[None] - tau[:, None], 0.0)).sum(1).max())
