@@ -259,3 +259,12 @@ def test_sliding_judges_the_slide_back_from_a_wall():
     assert checks(video, scene)["sliding"].passed is True
     got = checks(*_shown_with(prompt, "normal", 3)[::-1])["sliding"]
     assert got.passed is False and "2 slides" in got.detail
+
+
+def test_a_rolled_ball_slides_until_it_rolls_at_two_thirds_of_its_speed():
+    """Set moving without spin, a ball slides at mu g until it rolls with 2/3 of its start speed, later under a
+    weaker gravity: a fast rubber roll of a normal-gravity prompt shown under low gravity fails ``sliding``."""
+    prompt = "a large red rubber ball rolls fast to the right under normal gravity, on a black background"
+    scene, _, video = clip(prompt)
+    assert checks(video, scene)["sliding"].passed is True
+    assert checks(*_shown_with(prompt, "low")[::-1])["sliding"].passed is False

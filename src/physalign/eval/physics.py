@@ -594,23 +594,57 @@ def sliding(v: View) -> Check:
     (:func:`_slides`) the horizontal position fits the law of sliding friction, ``mu g`` (``mu`` the floor's
     and the material's friction coefficients multiplied, as the simulator does) against the motion for some
     time ``tau``, then none: a block comes to rest (it does not rotate), a ball rolls on at constant speed (its
-    spin may even make the friction push it forward until it rolls). ``chi2 = sum(r^2) / sigma^2`` of the best
-    such fit (over each slide's ``tau``, direction, start and, for a ball, final speed) within its
-    (1 - motion.ALPHA) quantile. A block that slides on without slowing, or slows as under another gravity's
-    friction, or anything speeding up on flat ground, fails."""
+    spin may even make the friction push it forward until it rolls). A rolled ball is set moving without spin
+    (the world's start), so its first slide has no free final speed (:func:`_rolling_start_fit`).
+    ``chi2 = sum(r^2) / sigma^2`` of the best such fits (over each slide's ``tau``, direction, start and, for a
+    ball, final speed) within its (1 - motion.ALPHA) quantile. A block that slides on without slowing, or slows
+    as under another gravity's friction, or anything speeding up on flat ground, fails."""
     body = v.primary
-    params = 2 if v.scene.kind == "block" else 3  # start, tau (and a ball's final speed)
-    slides = _slides(v, params + 2)
+    ball = v.scene.kind == "ball"
+    slides = _slides(v, 5 if ball else 4)  # two frames more than a fit's free terms (start, tau, a ball's end)
     if not slides:
         return Check("sliding", "PC", None, None, "no slide on the floor from the start")
     mu_g = STRUCTURE_FRICTION * spec.MATERIALS[v.scene.material].friction * v.g
-    squares = sum(_friction_fit(body.pos[a:b, 0], mu_g, v.scene.kind == "ball") for a, b in slides)
+    from_rest = ball and v.scene.kinematics.startswith("rolled") and slides[0][0] == v.start_window[0]
+    squares, free = 0.0, 0
+    for i, (a, b) in enumerate(slides):
+        if i == 0 and from_rest:
+            squares, free = squares + _rolling_start_fit(body.pos[a:b, 0], a, mu_g), free + 2  # start, speed
+        else:
+            squares, free = squares + _friction_fit(body.pos[a:b, 0], mu_g, ball), free + 2 + ball
     frames = sum(b - a for a, b in slides)
-    chi2, limit = squares / v.noise.sigma**2, motion.chi2_quantile(1 - motion.ALPHA, frames - params * len(slides))
+    chi2, limit = squares / v.noise.sigma**2, motion.chi2_quantile(1 - motion.ALPHA, frames - free)
     rms = math.sqrt(squares / frames)
     return Check("sliding", "PC", chi2 <= limit, rms,
                  f"{rms:.2f} units RMS from the best slide under friction {mu_g:.1f} units/s^2 over {frames} frames "
                  f"in {len(slides)} slides (chi2 {chi2:.1f}, noise {v.noise.sigma:.2f} allows {limit:.1f})")
+
+
+ROLLING_SPEEDS = np.arange(0.0, 15.0, 0.01)  # units/s: start speeds searched (1.5 x the fastest roll; a step
+# moves a 16-frame slide by at most 0.013 units)
+
+
+def _rolling_start_fit(x: np.ndarray, a: int, mu_g: float) -> float:
+    """Least sum of squared residuals of ``x`` (n,) (frames a..a+n-1) for a ball set moving at time 0 without
+    spin: friction ``mu_g`` slows it and spins it up until it rolls, at ``t = v0 / (3 mu_g)`` with 2/3 of its
+    start speed ``v0`` (a disc, ``I = m r^2 / 2``: ``v0 - mu_g t = 2 mu_g t``), then it rolls on. Searched over
+    ``v0`` (ROLLING_SPEEDS) and its sign; the start position is free."""
+    shape = _rolling_designs(len(x), a, mu_g)  # (G, n) displacement for each v0
+    best = math.inf
+    for s in (1.0, -1.0):
+        r = x[None] - s * shape
+        best = min(best, float(((r - r.mean(1, keepdims=True)) ** 2).sum(1).min()))
+    return best
+
+
+@cache
+def _rolling_designs(n: int, a: int, mu_g: float) -> np.ndarray:
+    t = (a + np.arange(n)) * FRAME_TIME  # (n,)
+    v0 = ROLLING_SPEEDS[:, None]  # (G, 1)
+    if mu_g == 0:
+        return v0 * t
+    tau = np.minimum(t[None], v0 / (3 * mu_g))  # (G, n) time it has slid by t
+    return v0 * t - mu_g * (tau * t - tau**2 / 2)
 
 
 def _slides(v: View, least: int) -> list[tuple[int, int]]:
