@@ -247,8 +247,9 @@ def test_seed_spread_and_learning_curves_from_results():
     assert second_seed_methods([a for a in arms if a.seed == 0], results) == []  # no spread without a second seed
     profile = Profile("t", steps=8, curve_points=4, curve_prompts=2, samples_per_prompt=2, test_prompts=4)
     assert curve_steps(profile) == [2, 4, 6] and curve_steps(replace(profile, curve_points=0)) == []
+    assert curve_steps(profile, factor=2) == [4, 8, 12]  # a run of twice the steps: its own quarters
     mid, _ = _fake_results({"a": 1.0, "b": 0.0, "c": 0.5}, 8)
-    table = learning_curves(arms, results, {}, {"sft-s0": {2: mid["a"], 4: mid["b"], 6: mid["c"]}}, profile, {})
+    table = learning_curves(arms, results, {"sft-s0": {2: mid["a"], 4: mid["b"], 6: mid["c"]}}, profile, {})
     points = table["sft-s0"]
     assert [p["step"] for p in points] == [0, 2, 4, 6, 8] and all(p["n"] == 4 for p in points)  # 2 prompts x 2
     assert [p["pc"]["mean"] for p in points] == [1.0, 1.0, 0.0, 1.0, 1.0]  # the first 4 videos of each set
@@ -274,13 +275,14 @@ def test_bench_with_a_positive_control_two_sft_seeds_and_a_learning_curve_end_to
     cfg = load_config(out / "configs" / "control-positive-s0.yaml")
     assert cfg.model.init == str(out / "runs" / "broken-s0" / "model") and "force-none-normal" in load_config(
         out / "configs" / "broken-s0.yaml").data.manifest
-    for run in ("broken-s0", "sft-s0", "sft-s1", "control-positive-s0"):
-        curve = out / "curve" / run / "step_000001" / "manifest.jsonl"
+    for run, step in (("broken-s0", 2), ("sft-s0", 1), ("sft-s1", 1), ("control-positive-s0", 2)):
+        curve = out / "curve" / run / f"step_{step:06d}" / "manifest.jsonl"
         assert len(curve.read_text().splitlines()) == 2, run  # the first 2 test prompts x 1 sample
     data = json.loads((out / "bench.json").read_text())
     assert set(data["summaries"]) == {"simulator", "base", "broken", "sft", "control-positive"}
     assert data["summaries"]["sft"]["n"] == 6 and list(data["seed_spread"]) == ["sft: s1 − s0"]
-    assert [p["step"] for p in data["learning_curves"]["control-positive-s0"]] == [0, 1, 2]
+    assert [p["step"] for p in data["learning_curves"]["sft-s1"]] == [0, 1, 2]
+    assert [p["step"] for p in data["learning_curves"]["control-positive-s0"]] == [0, 2, 4]  # twice the steps
     assert data["controls"]["control-positive"]["reference"] == "broken" and "broken" in data["vs_base"]
     text = report.read_text()
     assert text.startswith("> **Control control-positive**, on force = none (its own test prompts):")

@@ -34,15 +34,13 @@ def write_bench_report(out: Path, profile, arms, results: dict, timing: dict, ru
     pooled |= {m: [r for a in arms if a.method == m for r in results[a.name]] for m in methods}
     summaries = {name: summarize(rs) for name, rs in pooled.items()}
     deltas = {m: _delta(arms, results, m) for m in methods if REFERENCE in methods and m != REFERENCE}
-    # every trained model against the base it (or its starting model) started from
-    solo = [_Solo(r) for r in starts.values()]
-    vs_base = {name: _delta(arms + solo, results, m, against=lambda arm: "base")
-               for name, m in [*((n, r) for n, r in starts.items()), *((m, m) for m in methods)]}
-    physics_vs_base = {name: _delta_errors(arms + solo, results, m)
-                       for name, m in [*((n, r) for n, r in starts.items()), *((m, m) for m in methods)]}
+    # every trained model against the base (a starting model's arms carry its run name)
+    everyone, named = arms + [_Solo(r) for r in starts.values()], {**starts, **{m: m for m in methods}}
+    vs_base = {name: _delta(everyone, results, m, against=lambda arm: "base") for name, m in named.items()}
+    physics_vs_base = {name: _delta_errors(everyone, results, m) for name, m in named.items()}
     controls = {m: control_verdict(m, CONTROLS[m], arms, results, {**starts, "base": "base"}) for m in methods if m in CONTROLS}
     spread = seed_spread(arms, results)
-    curve_table = learning_curves(arms, results, runs, curves, profile, starts)
+    curve_table = learning_curves(arms, results, curves, profile, starts)
     data = {"profile": profile.to_dict(), "summaries": summaries, "vs_sft": deltas, "vs_base": vs_base, "controls": controls,
             "physics_vs_base": physics_vs_base, "step_time": timing, "seed_spread": spread,
             "learning_curves": curve_table, "curves": {name: _curve(run) for name, run in runs.items()}}
@@ -130,15 +128,25 @@ def seed_spread(arms, results: dict) -> dict:
     return out
 
 
+def _sft_spread(spread: dict) -> float | None:
+    """SFT's seed spread on Joint: the largest |Δ Joint| of its later seeds against its first (None with one)."""
+    values = [abs(d["joint"]["mean"]) for k, d in spread.items() if k.startswith(f"{REFERENCE}:")]
+    return max(values) if values else None
+
+
+def _within(deltas: dict, spread: float) -> list[str]:
+    """The methods (not a control) whose |Δ Joint vs SFT| is at most ``spread``."""
+    return [m for m, d in deltas.items() if m not in CONTROLS and abs(d["joint"]["mean"]) <= spread]
+
+
 def second_seed_methods(arms, results: dict) -> list[str]:
-    """The methods (not SFT, not a control) trained under one seed whose |Δ Joint vs SFT| is within SFT's seed
-    spread, the largest |Δ Joint| between SFT's later seeds and its first: they need another seed."""
-    spread = [abs(d["joint"]["mean"]) for k, d in seed_spread(arms, results).items() if k.startswith(f"{REFERENCE}:")]
-    if not spread:
+    """The methods trained under one seed that are within SFT's seed spread (:func:`_within`): they need
+    another seed."""
+    spread = _sft_spread(seed_spread(arms, results))
+    if spread is None:
         return []
-    single = [m for m in dict.fromkeys(a.method for a in arms)
-              if m != REFERENCE and m not in CONTROLS and sum(a.method == m for a in arms) == 1]
-    return [m for m in single if abs(_delta(arms, results, m)["joint"]["mean"]) <= max(spread)]
+    single = [m for m in dict.fromkeys(a.method for a in arms) if m != REFERENCE and sum(a.method == m for a in arms) == 1]
+    return _within({m: _delta(arms, results, m) for m in single}, spread)
 
 
 def _seed_markdown(spread: dict, deltas: dict) -> str:
@@ -148,10 +156,9 @@ def _seed_markdown(spread: dict, deltas: dict) -> str:
              "and noise). A method whose Δ Joint vs SFT is within SFT's seed spread needs a second seed before it is "
              "ranked.", "", "| comparison | Δ PC | Δ SA | Δ Joint |", "|---|---|---|---|"]
     lines += [f"| {k} | " + " | ".join(_fmt_delta(d[m]) for m in METRICS) + " |" for k, d in spread.items()]
-    sft = [abs(d["joint"]["mean"]) for k, d in spread.items() if k.startswith(f"{REFERENCE}:")]
-    if sft and deltas:
-        within = [m for m, d in deltas.items() if abs(d["joint"]["mean"]) <= max(sft)]
-        lines += ["", f"SFT's seed spread on Joint: {max(sft):.3f}. Within it: {', '.join(within) or 'none'}."]
+    sft = _sft_spread(spread)
+    if sft is not None and deltas:
+        lines += ["", f"SFT's seed spread on Joint: {sft:.3f}. Within it: {', '.join(_within(deltas, sft)) or 'none'}."]
     return "\n".join(lines) + "\n"
 
 
@@ -159,7 +166,7 @@ def _seed_markdown(spread: dict, deltas: dict) -> str:
 CURVE_METRICS = ("pc", "sa", "joint")
 
 
-def learning_curves(arms, results: dict, runs: dict, curves: dict, profile, starts: dict) -> dict:
+def learning_curves(arms, results: dict, curves: dict, profile, starts: dict) -> dict:
     """run name -> [{"step", "n", "pc", "sa", "joint", "gravity_error"}] at step 0 (its starting model's
     samples), each curve checkpoint and the last step (its model's samples), all on the curve's prompts and noise
     (the first ``curve_prompts`` test prompts). Empty when the profile samples no curve."""

@@ -173,13 +173,14 @@ class _Stages:
         return results
 
 
-def curve_steps(profile: Profile) -> list[int]:
-    """The checkpoint steps sampled for the learning curve, the run's last step excluded (its model is
-    sampled anyway): ``curve_points`` evenly spaced checkpoints."""
+def curve_steps(profile: Profile, factor: int = 1) -> list[int]:
+    """The checkpoint steps sampled for the learning curve of a run of ``factor`` times the profile's steps,
+    its last step excluded (its model is sampled anyway): ``curve_points`` evenly spaced checkpoints."""
     if profile.curve_points < 2:
         return []
-    every = profile.steps // profile.curve_points
-    return [every * k for k in range(1, profile.curve_points) if every * k < profile.steps]
+    steps = profile.steps * factor
+    every = steps // profile.curve_points
+    return [every * k for k in range(1, profile.curve_points) if every * k < steps]
 
 
 def _curve_folder(out: Path, arm: Arm, step: int) -> Path:
@@ -190,7 +191,7 @@ def curve_commands(out: Path, arm: Arm, profile: Profile, test_manifest: Path) -
     """Export each curve checkpoint's EMA model and sample it on the curve's prompts (the first
     ``curve_prompts`` test prompts, with the noise the full sampling gives them: the noise is drawn in order)."""
     steps = []
-    for step in curve_steps(profile):
+    for step in curve_steps(profile, recipe(arm.method).steps_factor):
         folder = _curve_folder(out, arm, step)
         if (folder / "manifest.jsonl").is_file():
             continue
@@ -203,7 +204,7 @@ def curve_commands(out: Path, arm: Arm, profile: Profile, test_manifest: Path) -
 def curve_results(out: Path, arm: Arm, profile: Profile) -> dict[int, list]:
     """step -> the evaluator's results of that checkpoint's curve samples."""
     return {step: evaluate_manifest(_curve_folder(out, arm, step) / "manifest.jsonl", progress=False)
-            for step in curve_steps(profile)}
+            for step in curve_steps(profile, recipe(arm.method).steps_factor)}
 
 
 SETTINGS_FILE = "bench_settings.json"
@@ -355,8 +356,8 @@ def arm_config(arm: Arm, profile: Profile, manifest: Path, base: Path, cache: Pa
     if not path.is_file():
         available = sorted(p.stem for p in configs.glob("*.yaml")) + sorted(VARIANTS) + sorted(CONTROLS)
         raise BenchError(f"method {arm.method!r}: no config {path}; available: {available}")
-    curve = [f"train.save_every={profile.steps // profile.curve_points}", "train.keep_checkpoints=0"] \
-        if curve_steps(profile) else [f"train.save_every={max(1, profile.steps // 4)}"]
+    curve = [f"train.save_every={profile.steps * r.steps_factor // profile.curve_points}", "train.keep_checkpoints=0"] \
+        if curve_steps(profile) else [f"train.save_every={max(1, profile.steps * r.steps_factor // 4)}"]
     return load_config(path, [f"model.init={base}", f"data.manifest={manifest}", "data.split=train",
                               f"data.cache_dir={cache}", f"train.steps={profile.steps * r.steps_factor}",
                               f"train.batch_size={profile.batch_size}", f"train.seed={arm.seed}", "train.threads=1",
