@@ -3,8 +3,8 @@ and least-squares fits of its motion.
 
 The scene's static geometry comes from ``spec`` (floor, the wall on the side the object moves to, the ramp
 wedge); the checks never see the simulator's rollout. A frame is *near* a surface when the object touches
-it or an impact may lie between it and a neighbouring frame (see ``touching``); a run of frames near no
-surface is free flight, and a parabola fits it.
+it or an impact may lie between it and a neighbouring frame (see ``touching``); a run of frames clear of every
+surface, cut where an impact may lie, is free flight (``Body.flights``), and a parabola fits it.
 """
 
 from __future__ import annotations
@@ -88,11 +88,6 @@ class Body:
         return np.min(np.stack(list(self.gaps.values())), 0)
 
     @cached_property
-    def free(self) -> np.ndarray:
-        """Frames of free flight: seen and not near any surface."""
-        return self.seen & ~self.near
-
-    @cached_property
     def flights(self) -> list[tuple[int, int]]:
         """Every free-flight segment of two frames or more, wherever it lies: :meth:`flight_runs` clear of
         every surface."""
@@ -102,7 +97,7 @@ class Body:
         """Segments [a, b) of two frames or more in free flight from ``surfaces`` (from the start, between floor
         bounces, hops down the ramp, after a wall): runs of ``keep`` frames (T,) clear of each of them (gap over
         CONTACT_MARGIN), cut wherever an impact on one may lie between two frames. A frame next to an impact
-        belongs to the flight on its side of it (``free`` leaves both out: a 5-frame hop keeps 3 frames there)."""
+        belongs to the flight on its side of it (``near`` would leave it out: a 5-frame hop kept 3 frames)."""
         clear, impact = keep.copy(), np.zeros(len(keep) - 1, bool)
         for name in surfaces:
             clear &= self.gaps[name] > CONTACT_MARGIN
