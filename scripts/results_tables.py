@@ -225,6 +225,25 @@ def bench_control_verdicts(results: Path) -> str:
     return with_source(md, "bench_control")
 
 
+def speed_baseline(results: Path) -> str:
+    """Training-step time of each method and sampling time per video, fp32 against bf16 (bench_speed.py)."""
+    d = load(results, "speed_baseline/speed.json")
+    rows = []
+    for method, t in d["training"].items():
+        f, b = t["fp32"], t["bf16"]
+        rows.append([MODEL_NAMES.get(method, method), num(f["median_s"], 2), num(b["median_s"], 2),
+                     num(b["median_s"] / f["median_s"], 2), num(f["ratio"], 2), num(b["ratio"], 2)])
+    p, s = d["sampling"]["per_video"], d["settings"]
+    rows.append([f"sampling, per video ({s['sample_steps']} Euler steps)", num(p["fp32"]["per_video_s"], 2),
+                 num(p["bf16"]["per_video_s"], 2), num(p["bf16"]["per_video_s"] / p["fp32"]["per_video_s"], 2), "", ""])
+    md = table(["step", "fp32 (s)", "bf16 (s)", "bf16 / fp32", "fp32 / SFT", "bf16 / SFT"], rows)
+    note = (f"Training at batch {s['batch_size']}, median of {s['rounds']} interleaved rounds; sampling {s['videos']} "
+            f"videos, median of {s['repeats']}; {s['threads']} thread, {d['date'][:10]}. Largest pixel difference "
+            f"between the fp32 and bf16 samples: {d['sampling']['max_pixel_difference']} of 255 (mean "
+            f"{d['sampling']['mean_pixel_difference']:.2f}).")
+    return md + "\n\n" + note + "\n" + source("speed_baseline")
+
+
 def bench_control(results: Path) -> str:
     return bench_table(results, "bench_control")
 
@@ -317,6 +336,7 @@ def judge_heldout(results: Path) -> str:
 
 TABLES = {"eval_rates": eval_rates, "eval_jitter": eval_jitter, "parity_sft": parity_sft, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
           "bench_control": bench_control, "bench_control_verdicts": bench_control_verdicts,
+          "speed_baseline": speed_baseline,
           "stss": stss, "select": select, "select_left_out": select_left_out,
           "teacher_reconstruction": teacher_reconstruction, "teacher_probes": teacher_probes,
           "judge_heldout": judge_heldout}
