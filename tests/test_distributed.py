@@ -206,6 +206,7 @@ def _shard_worker(rank: int, port: int, out: str) -> None:
         opt.step()
     local = sum(v.numel() for s in opt.optim.state.values() for v in s.values() if torch.is_tensor(v) and v.dim())
     torch.save({"local_state": local, "weights": [p.detach() for p in params]}, f"{out}/rank{rank}.pt")
+    dist.barrier()  # as the other multi-process tests: no rank tears its gloo pairs down under the other
     dist.destroy_process_group()
 
 
