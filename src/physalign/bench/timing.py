@@ -8,6 +8,9 @@ subprocesses that follow start from warm caches instead of racing to build them.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 import statistics
 import time
 
@@ -48,3 +51,18 @@ def step_times(configs: dict[str, Config], rounds: int, warmup: int = 1, threads
     ref = statistics.median(seconds[reference])
     return {name: {"median_s": statistics.median(s), "ratio": statistics.median(s) / ref, "seconds": s,
                    "reference": reference} for name, s in seconds.items()}
+
+
+def cpu_description() -> dict:
+    """The CPU a timing was measured on: its model name, torch's vector capability and whether oneDNN has bf16
+    kernels for it (without them bf16 is emulated: slower than fp32, not faster)."""
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    return {"model": model or platform.processor(), "cores": os.cpu_count(),
+            "capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native_bf16()}
+
+
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls and convolutions natively (oneDNN's check: avx512_bf16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
