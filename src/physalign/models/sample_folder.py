@@ -27,12 +27,13 @@ def rows_for_prompts(prompts: Sequence[str]) -> list[dict]:
     return rows
 
 
-def sample_to_folder(model, rows: list[dict], out, samples_per_prompt=1, steps=30, guidance=4.0, seed=0, batch_size=32) -> Path:
+def sample_to_folder(model, rows: list[dict], out, samples_per_prompt=1, steps=30, guidance=4.0, seed=0, batch_size=32,
+                     solver: str = "euler") -> Path:
     """``samples_per_prompt`` videos (T, H, W, 3) per row, as ``OUT/videos/sample_<row>_<k>.mp4``, and
     ``OUT/manifest.jsonl`` with the rows' world fields and ``sample`` (k); returns the manifest's path."""
     out = Path(out)
     prompts = [r["prompt"] for r in rows for _ in range(samples_per_prompt)]
-    videos = sample(model, prompts, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size)
+    videos = sample(model, prompts, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size, solver=solver)
     lines = []
     for k, video in enumerate(videos):
         row = rows[k // samples_per_prompt]
