@@ -29,22 +29,3 @@ def die_with_parent() -> None:
     if os.getppid() != int(parent):
         os._exit(1)
 
-
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
-
-
-def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
-    """Have glibc's malloc serve every block from its heap and keep up to ``trim_threshold`` bytes of freed heap
-    for reuse, instead of mapping each large block afresh (``mmap``) and unmapping it when freed.
-
-    Why: glibc maps any block above its mmap threshold (at most 32 MiB) with ``mmap``, so each tensor that large
-    (a batch of 64 x 256 tokens x 512 features in fp32 is 33.5 MiB) comes as fresh pages that the kernel zeroes
-    on first touch; an elementwise op on one then costs ~8x its arithmetic (benchmarks/profile_steps.py, docs/
-    speed.md). Returns False where it cannot apply (not glibc)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
-    except (OSError, AttributeError):
-        return False
