@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -433,3 +434,16 @@ def test_deepspeed_config_is_filled_from_the_run():
     assert got["zero_optimization"] == launch["zero_optimization"]  # the user's ZeRO options are kept
     assert (got["train_batch_size"], got["train_micro_batch_size_per_gpu"], got["gradient_accumulation_steps"],
             got["gradient_clipping"]) == (8, 4, 1, 0.5)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
+    from physalign.train import engine
+
+    monkeypatch.setattr(engine, "native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        engine.warn_emulated_bf16("bf16")
+    monkeypatch.setattr(engine, "native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.warn_emulated_bf16("bf16")
+        engine.warn_emulated_bf16("no")

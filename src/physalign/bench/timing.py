@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from physalign.train.config import Config
 from physalign.train.data import batch_indices
+from physalign.train.engine import native_bf16
 from physalign.train.loop import build_run, train_step
 
 REFERENCE = "sft"
@@ -62,7 +63,3 @@ def cpu_description() -> dict:
     return {"model": model or platform.processor(), "cores": os.cpu_count(),
             "capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native_bf16()}
 
-
-def native_bf16() -> bool:
-    """Whether this CPU runs bf16 matmuls and convolutions natively (oneDNN's check: avx512_bf16 or AMX)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -33,6 +33,7 @@ import dataclasses
 import itertools
 import math
 import os
+import warnings
 
 import torch
 from accelerate import Accelerator
@@ -40,6 +41,20 @@ from accelerate import Accelerator
 from physalign.models.parts import retie
 from physalign.train.config import ConfigError
 from physalign.train.ema import trainable_parameters
+
+
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls and convolutions natively (oneDNN's check: avx512_bf16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def warn_emulated_bf16(mixed_precision: str) -> None:
+    """bf16 on a CPU without bf16 instructions is emulated: measured 9-30x slower matmuls than fp32 on an AVX2
+    CPU (AMD EPYC, docs/speed.md). Say so rather than let a run crawl."""
+    if mixed_precision == "bf16" and not torch.cuda.is_available() and not native_bf16():
+        warnings.warn(f"train.mixed_precision=bf16 on a CPU without bf16 instructions (torch capability "
+                      f"{torch.backends.cpu.get_cpu_capability()}): bf16 is emulated there and much slower than fp32 "
+                      "(docs/speed.md); set train.mixed_precision=no", stacklevel=3)
 
 
 def env_flag(name: str) -> bool:
@@ -55,6 +70,7 @@ class Engine:
 
     def __init__(self, mixed_precision: str = "no"):
         refuse_wrapping_launches()
+        warn_emulated_bf16(mixed_precision)
         self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
     @property
