@@ -447,3 +447,19 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch):
         warnings.simplefilter("error")
         engine.warn_emulated_bf16("bf16")
         engine.warn_emulated_bf16("no")
+
+
+def test_local_engine_runs_the_forward_in_the_configured_precision():
+    """The bench's step timings build LocalEngines: a bf16 config must be timed under autocast, not in fp32."""
+    from physalign.train.config import ConfigError
+    from physalign.train.engine import LocalEngine
+
+    layer, x = torch.nn.Linear(4, 3), torch.randn(2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the emulated-bf16 warning on CPUs without bf16
+        with LocalEngine("bf16").autocast():
+            assert layer(x).dtype == torch.bfloat16
+    with LocalEngine().autocast():
+        assert layer(x).dtype == torch.float32
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        LocalEngine("fp8")

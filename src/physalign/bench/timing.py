@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from physalign.train.config import Config
 from physalign.train.data import batch_indices
-from physalign.train.engine import native_bf16
+from physalign.train.engine import LocalEngine, native_bf16
 from physalign.train.loop import build_run, train_step
 
 REFERENCE = "sft"
@@ -34,7 +34,8 @@ def step_times(configs: dict[str, Config], rounds: int, warmup: int = 1, threads
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        runs = {name: build_run(cfg) for name, cfg in tqdm(configs.items(), desc="build", unit="method")}
+        engines = {name: LocalEngine(cfg.train.mixed_precision) for name, cfg in configs.items()}  # its precision
+        runs = {name: build_run(cfg, engine=engines[name]) for name, cfg in tqdm(configs.items(), desc="build", unit="method")}
         seconds: dict[str, list[float]] = {name: [] for name in configs}
         names = list(runs)
         for r in tqdm(range(warmup + rounds), desc="step times", unit="round"):
@@ -43,7 +44,7 @@ def step_times(configs: dict[str, Config], rounds: int, warmup: int = 1, threads
                 cfg = configs[name]
                 batch = data.batch(batch_indices(r, cfg.train.batch_size, len(data), cfg.train.seed))
                 began = time.perf_counter()
-                train_step(state, batch, cfg.optim.grad_clip, r)
+                train_step(state, batch, cfg.optim.grad_clip, r, engines[name])
                 if r >= warmup:
                     seconds[name].append(time.perf_counter() - began)
     finally:

@@ -408,11 +408,17 @@ def optimised_parameters(opt: torch.optim.Optimizer) -> list[torch.nn.Parameter]
 
 
 class LocalEngine(Engine):
-    """One process, full precision, no accelerate state: for callers of ``train_step`` outside ``train``
-    (the bench's step timings, tests)."""
+    """One process, no accelerate state: for callers of ``train_step`` outside ``train`` (the bench's step
+    timings, tests); ``mixed_precision`` "bf16" / "fp16" runs the forward under torch's CPU autocast, as
+    accelerate's does in ``train``."""
 
-    def __init__(self):
-        self.accelerator = None
+    LOW = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, mixed_precision: str = "no"):
+        if mixed_precision not in ("no", *self.LOW):
+            raise ConfigError(f"train.mixed_precision must be one of no, bf16, fp16. Got {mixed_precision!r}.")
+        warn_emulated_bf16(mixed_precision)
+        self.accelerator, self.low = None, self.LOW.get(mixed_precision)
 
     rank, world, is_main, device = 0, 1, True, torch.device("cpu")
 
@@ -420,4 +426,4 @@ class LocalEngine(Engine):
         pass
 
     def autocast(self):
-        return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=self.low) if self.low else contextlib.nullcontext()
