@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from physalign.benchmarks import light
 from physalign.benchmarks.generate import video_name
-from physalign.benchmarks.scoring import METRICS, SCORERS, WORDINGS, bootstrap_mean_ci, summarize
+from physalign.benchmarks.scoring import PROTOCOLS, SCORERS, bootstrap_mean_ci, summarize
 from physalign.benchmarks.suites import SuiteError, SuitePrompt, load_suite
 from physalign.cli import app
 from physalign.eval.stats import bootstrap_ci
@@ -196,6 +196,12 @@ def test_score_suite_runs_on_a_generated_folder(tmp_path, tiny_model):
     assert summary["n"] == 2 and len(summary["errors"]) == 1
     assert set(summary["groups"]["states_of_matter"]) == {"solid_solid", "solid_fluid"}
     assert "| states_of_matter=solid_solid | 1 |" in (out / "score.md").read_text()
+    judge = json.loads((out / "score.json").read_text())["judge"]
+    assert judge["protocol"] == "world" and judge["comparable"] is False
+    assert "**Not comparable with the published videophy scores**" in scored.output
+    refused = runner.invoke(app, ["score-suite", "--videos", str(out), "--judge", str(tmp_path / "judge"),
+                                  "--judge-kind", "world", "--protocol", "benchmark"])
+    assert refused.exit_code == 2 and "cannot be asked with protocol 'benchmark'" in refused.output
     by_file = runner.invoke(app, ["score-suite", "--videos", str(out / "videos"), "--suite", "videophy", "--file",
                                   str(tmp_path / "vp.csv"), "--judge", str(tmp_path / "judge"), "--judge-kind", "world",
                                   "--out", str(tmp_path / "again")])
@@ -242,13 +248,17 @@ def clips(first_last: list[tuple[int, int]]) -> torch.Tensor:
 
 
 def run_scorer(suite: str, judge: Judge, prompts: list[SuitePrompt], keys: list[tuple[int, int]]) -> dict:
-    scores = SCORERS[suite](judge, clips(keys), prompts, WORDINGS["vlm"])
+    scores = SCORERS[suite](judge, clips(keys), prompts, PROTOCOLS[suite]["llava"])
     results = [{"video": f"v{i}.mp4", "id": p.id, **s} for i, (p, s) in enumerate(zip(prompts, scores))]
     return summarize(suite, results, {p.id: p for p in prompts})
 
 
+RATES = {"videophy": ("sa", "pc", "joint"), "videophy2": ("sa", "pc", "joint"),
+         "phygenbench": ("score", "phenomenon", "order", "natural")}
+
+
 def means(block: dict, suite: str) -> dict:
-    return {m: round(block[m]["mean"], 6) for m in METRICS[suite]}
+    return {m: round(block[m]["mean"], 6) for m in RATES[suite]}
 
 
 def test_videophy_pass_rates_and_state_tables():
@@ -281,7 +291,7 @@ def test_videophy2_argmax_ratings_categories_and_hard_subset():
     assert means(summary["groups"]["category"]["Sports"], "videophy2") == {"sa": 1.0, "pc": 0.5, "joint": 0.5}
     assert means(summary["groups"]["subset"]["hard"], "videophy2") == {"sa": 0.5, "pc": 0.5, "joint": 0.0}
     assert means(summary["groups"]["subset"]["not hard"], "videophy2") == {"sa": 1.0, "pc": 1.0, "joint": 1.0}
-    scores = SCORERS["videophy2"](TableJudge({}, ratings), clips(keys), prompts, WORDINGS["vlm"])
+    scores = SCORERS["videophy2"](TableJudge({}, ratings), clips(keys), prompts, PROTOCOLS["videophy2"]["llava"])
     assert [s["pc_rating"] for s in scores] == [3, 5, 4] and math.isclose(scores[1]["pc_expected"], 3.8)
 
 
@@ -293,7 +303,7 @@ def test_phygenbench_points_and_categories():
     answers = {("law", (1, 2)): 0.9, ("law", (2, 1)): 0.2, ("physics", (1, 2)): 0.8,  # 3 points
                ("law", (3, 4)): 0.3, ("law", (4, 3)): 0.6, ("physics", (3, 4)): 0.7,  # natural only: 1
                ("law", (5, 5)): 0.7, ("physics", (5, 5)): 0.1}  # phenomenon, and order by the tie: 2
-    scores = SCORERS["phygenbench"](TableJudge(answers, {}), clips(keys), prompts, WORDINGS["vlm"])
+    scores = SCORERS["phygenbench"](TableJudge(answers, {}), clips(keys), prompts, PROTOCOLS["phygenbench"]["llava"])
     assert [s["score"] for s in scores] == [3, 1, 2]
     summary = run_scorer("phygenbench", TableJudge(answers, {}), prompts, keys)
     assert means(summary["overall"], "phygenbench") == {"score": round(6 / 9, 6), "phenomenon": round(2 / 3, 6),

@@ -71,6 +71,11 @@ def score_suite_command(
                                 "of <id>_s<seed>.mp4."),
     judge: Path = typer.Option(..., help="Judge folder: a world judge (checkpoints/judge) or a local transformers VLM."),
     judge_kind: str = typer.Option("vlm", help="vlm (LLaVA-NeXT-Video folder) or world (physalign's world judge)."),
+    protocol: Optional[str] = typer.Option(None, help="How the judge is asked and read: benchmark (the benchmark's "
+                                           "questions, template and reading; default for a VLM), llava (ours) or world "
+                                           "(the world judge's; its only one)."),
+    pass_prob: Optional[float] = typer.Option(None, help="VideoPhy: P(yes) at which SA and PC pass (default 0.5, ours; "
+                                              "the reference writes continuous scores)."),
     suite: Optional[str] = typer.Option(None, help="The suite (default: the folder's manifest's)."),
     file: Optional[Path] = typer.Option(None, help="The suite file (default: the prompts in the folder's manifest)."),
     out: Optional[Path] = typer.Option(None, help="Where score.json and score.md go (default: the videos folder)."),
@@ -81,11 +86,12 @@ def score_suite_command(
     """Score a suite's videos with a judge as the benchmark does (pass rates, per-category tables, 95% intervals)."""
     import torch
 
-    from physalign.benchmarks.scoring import WORDINGS, find_clips, manifest_prompts, score_clips, summarize, write_scores
+    from physalign.benchmarks.scoring import (choose_protocol, describe_judge, find_clips, manifest_prompts, score_clips,
+                                              summarize, write_scores)
     from physalign.benchmarks.suites import SuiteError, load_suite
 
-    if judge_kind not in WORDINGS:
-        _fail(f"--judge-kind must be one of {sorted(WORDINGS)}. Got {judge_kind!r}.")
+    if judge_kind not in ("vlm", "world"):
+        _fail(f"--judge-kind must be vlm or world. Got {judge_kind!r}.")
     seeds = None  # with --file: every <id>_s<seed>.mp4 found
     try:
         if file is None:
@@ -99,16 +105,20 @@ def score_suite_command(
             prompts = load_suite(_suite(suite), file)
     except (SuiteError, FileNotFoundError) as err:
         _fail(str(err))
+    try:
+        chosen = choose_protocol(suite, judge_kind, protocol, pass_prob)
+    except ValueError as err:
+        _fail(f"--protocol: {err}")
     if threads:
         torch.set_num_threads(threads)
     loaded = _load_judge(judge, judge_kind, frames)
     by_id = {p.id: p for p in prompts}
     try:
-        results = score_clips(suite, loaded, videos, find_clips(videos, prompts, seeds), by_id, WORDINGS[judge_kind], batch_size)
+        results = score_clips(suite, loaded, videos, find_clips(videos, prompts, seeds), by_id, chosen, batch_size)
     except ValueError as err:  # the judge refused a batch (a question too long, videos of a shape it cannot read)
         _fail(f"--judge {judge}: {err}")
     summary = summarize(suite, results, by_id)
-    path = write_scores(results, summary, out or videos, f"{judge} ({judge_kind})")
+    path = write_scores(results, summary, out or videos, describe_judge(suite, judge, judge_kind, chosen))
     typer.echo(path.with_suffix(".md").read_text())
     typer.echo(f"wrote {path}")
 

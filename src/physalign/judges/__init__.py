@@ -9,7 +9,9 @@ PhysHPO's data selection)::
 - :mod:`world`: the world judge, a small video classifier trained on the physics world (:mod:`data`,
   :mod:`train`; ``physalign train-judge``);
 - :mod:`vlm`: a transformers video-language model loaded from a local folder, scored from its logits of the
-  answer tokens (``from physalign.judges.vlm import VLMJudge``).
+  answer tokens (``from physalign.judges.vlm import VLMJudge``);
+- :mod:`official`: how the benchmarks' own judges (VideoCon-Physics, VideoPhy-2-AutoEval) are asked and read;
+  physalign cannot load those judges themselves (mPLUG-Owl-Video is not in transformers).
 
 :func:`load_judge` loads either from a folder, picking the kind by the folder's ``config.json``.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from physalign.assets import resolve
 from physalign.judges.base import PLAUSIBILITY_QUESTION, Judge, fact_question, prompt_question
+from physalign.judges.official import refuse_official
 from physalign.judges.world import WorldJudge, load_world_judge
 
 VLM_TYPES = ("llava_next_video",)  # transformers model_type values that VLMJudge reads
@@ -36,6 +39,7 @@ def load_judge(path: str | Path, device: str = "cpu") -> Judge:
     if not config.is_file():
         raise FileNotFoundError(f"{path}: not a judge folder (no config.json)")
     kind = json.loads(config.read_text()).get("model_type")
+    refuse_official(kind, str(config))
     if kind is None:
         return load_world_judge(path, device)
     if kind not in VLM_TYPES:

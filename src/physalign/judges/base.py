@@ -6,6 +6,11 @@ Videos are ``(B, 3, T, H, W)`` in [-1, 1] (the generators' decode range), one qu
   answers (VideoPhy's score); differentiable in ``videos``, so DiffPhy can back-propagate through it.
 - ``rating(videos, questions) -> (B, 5)``: a probability distribution over the ratings 1..5 (VideoPhy-2's
   scale); ``expected_rating`` is its mean.
+- ``rating_replies(videos, questions) -> list[str]``: what a judge with a text decoder answers (greedy), for
+  protocols that parse a generated answer (VideoPhy-2's); judges without one raise.
+
+A judge that reads text in a conversation (:class:`Conversation`: a yes/no and a rating template) can be asked
+in another one with ``with_conversation``; the others (the world judge) raise.
 
 The three kinds of question the methods ask (DiffPhy's L_phen, L_com, L_sem; PhysHPO's data selection) are
 built by the functions below, so every judge sees them worded the same way.
@@ -14,6 +19,7 @@ built by the functions below, so every judge sees them worded the same way.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -29,6 +35,15 @@ def fact_question(fact: str) -> str:
 def prompt_question(prompt: str) -> str:
     """Does the video show what the prompt asks for (semantic adherence)?"""
     return f"does the video show {prompt.strip().rstrip('.')}?"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """The text around a question: ``answer`` for yes/no questions, ``rating`` for 1-5 ones; each has the
+    fields ``{video}`` (where the judge's video placeholder goes) and ``{question}``."""
+
+    answer: str
+    rating: str
 
 
 class Judge(abc.ABC):
@@ -56,6 +71,16 @@ class Judge(abc.ABC):
         """(B,) = sum_k k * P(rating = k), in [1, 5]."""
         p = self.rating(videos, questions)
         return p @ torch.arange(1, 6, dtype=p.dtype, device=p.device)
+
+    def rating_replies(self, videos: torch.Tensor, questions: Sequence[str], max_new_tokens: int = 256) -> list[str]:
+        """B greedy replies to the rating questions; only judges with a text decoder have them."""
+        raise NotImplementedError(f"{type(self).__name__} has no text decoder: it cannot reply in words "
+                                  "(use a protocol that reads the rating logits)")
+
+    def with_conversation(self, conversation: Conversation) -> "Judge":
+        """The same judge asking in ``conversation``; only judges that read text in a conversation have it."""
+        raise NotImplementedError(f"{type(self).__name__} reads questions in its own wording, not in a "
+                                  "conversation template")
 
 
 def check_batch(videos: torch.Tensor, questions: Sequence[str]) -> None:

@@ -1,8 +1,11 @@
 """A real video-language model as a :class:`Judge`: transformers ``LlavaNextVideoForConditionalGeneration``.
 
-Scoring as VideoPhy does with its judge: ask the question in the model's conversation format and read the
-next-token logits at the answer position. ``answer_logits`` are the logits of the "Yes" and "No" tokens there
-(so ``yes_prob`` = softmax over the two), ``rating_logits`` those of the tokens "1".."5".
+Scoring as VideoPhy does with its judge: ask the question in a conversation template and read the next-token
+logits at the answer position. ``answer_logits`` are the logits of the "Yes" and "No" tokens there (so
+``yes_prob`` = softmax over the two), ``rating_logits`` those of the tokens "1".."5"; ``rating_replies`` are
+greedy replies (VideoPhy-2's reading, :func:`physalign.judges.official.parse_rating`). The template is
+LLaVA-NeXT-Video's own (:data:`LLAVA_CONVERSATION`) unless the judge is asked in another one
+(``with_conversation``, e.g. the benchmarks' in :mod:`physalign.judges.official`).
 
 The model, its tokenizer and its video processor's settings are read from a local folder (a user's download
 of e.g. ``LLaVA-NeXT-Video-7B-hf``, or a folder the tests write); nothing is fetched from a hub, and weights are
@@ -18,6 +21,7 @@ checks that this matches its features.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +32,8 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, LlavaNextVideoForConditionalGeneration
 from transformers.image_transforms import get_resize_output_image_size
 
-from physalign.judges.base import Judge, check_batch
+from physalign.judges.base import Conversation, Judge, check_batch
+from physalign.judges.official import refuse_official
 
 PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 PROCESSOR_FIELDS = ("do_resize", "size", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
@@ -36,6 +41,7 @@ PROCESSOR_FIELDS = ("do_resize", "size", "do_center_crop", "crop_size", "do_resc
 # LLaVA-NeXT-Video's conversation format (its model card's examples: "USER: <video>\n... ASSISTANT:").
 ANSWER_TEMPLATE = "USER: {video}\n{question} Answer yes or no. ASSISTANT:"
 RATING_TEMPLATE = "USER: {video}\n{question} Rate it from 1 (not at all) to 5 (fully). ASSISTANT:"
+LLAVA_CONVERSATION = Conversation(ANSWER_TEMPLATE, RATING_TEMPLATE)
 ANSWER_WORDS = ("Yes", "No")
 RATING_WORDS = ("1", "2", "3", "4", "5")
 
@@ -63,11 +69,13 @@ def word_token(tokenizer, word: str) -> int:
 
 
 class VLMJudge(Judge):
-    """LLaVA-NeXT-Video as a judge. ``frames``: resample every video to this many frames first (None: as given)."""
+    """LLaVA-NeXT-Video as a judge. ``frames``: resample every video to this many frames first (None: as given);
+    ``conversation``: the templates questions are asked in."""
 
     def __init__(self, model: LlavaNextVideoForConditionalGeneration, tokenizer, processor: dict,
-                 frames: int | None = None):
+                 frames: int | None = None, conversation: Conversation = LLAVA_CONVERSATION):
         self.model, self.tokenizer, self.processor, self.frames = model, tokenizer, processor, frames
+        self.conversation = conversation
         self.video_token = tokenizer.convert_ids_to_tokens(model.config.video_token_index)
         self.answer_ids = [word_token(tokenizer, w) for w in ANSWER_WORDS]
         self.rating_ids = [word_token(tokenizer, w) for w in RATING_WORDS]
@@ -80,6 +88,7 @@ class VLMJudge(Judge):
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: not a model folder (no config.json)")
+        refuse_official(json.loads((path / "config.json").read_text()).get("model_type"), str(path / "config.json"))
         model = LlavaNextVideoForConditionalGeneration.from_pretrained(path, use_safetensors=True, local_files_only=True,
                                                                        dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -140,10 +149,29 @@ class VLMJudge(Judge):
         return out.logits[:, -1]  # (B, V)
 
     def answer_logits(self, videos: torch.Tensor, questions: Sequence[str]) -> torch.Tensor:
-        return self.next_token_logits(videos, questions, ANSWER_TEMPLATE)[:, self.answer_ids]  # (B, 2)
+        return self.next_token_logits(videos, questions, self.conversation.answer)[:, self.answer_ids]  # (B, 2)
 
     def rating_logits(self, videos: torch.Tensor, questions: Sequence[str]) -> torch.Tensor:
-        return self.next_token_logits(videos, questions, RATING_TEMPLATE)[:, self.rating_ids]  # (B, 5)
+        return self.next_token_logits(videos, questions, self.conversation.rating)[:, self.rating_ids]  # (B, 5)
+
+    def rating_replies(self, videos: torch.Tensor, questions: Sequence[str], max_new_tokens: int = 256) -> list[str]:
+        """Greedy replies to the rating questions (in ``conversation.rating``), special tokens dropped: what
+        VideoPhy-2's ``inference.py`` decodes (``do_sample=False``, at most 256 new tokens)."""
+        check_batch(videos, questions)
+        device = self.model.device
+        pixels = self.pixel_values(videos.to(device))
+        ids, mask = self.prompt_ids(questions, self.conversation.rating, self.video_tokens(pixels))
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                      pixel_values_videos=pixels, do_sample=False, max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+
+    def with_conversation(self, conversation: Conversation) -> "VLMJudge":
+        """The same model asking in ``conversation`` (a shallow copy: the weights are shared)."""
+        judge = copy.copy(self)
+        judge.conversation = conversation
+        return judge
 
 
 def _center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
