@@ -16,8 +16,10 @@ scores comparable:
   "AI assistant") around :func:`videophy2_caption_question` and :data:`VIDEOPHY2_PHYSICS_QUESTION`, whose rating
   instructions are part of the question; the judge **generates** a greedy reply (``do_sample=False``,
   ``max_length=256``) and :func:`parse_rating` reads it; SA and PC pass at >= 4 (``VIDEOPHY2/README.md``).
-- Both read the video as 32 frames at :func:`segment_frames` (``mplug_owl_video/processing_mplug_owl.py``
-  ``get_index``), each resized to 224 x 224.
+- Both read 32 frames, frame ``int(s / 2) + round(s * i)`` with ``s = (frames - 1) / 32``
+  (``mplug_owl_video/processing_mplug_owl.py`` ``get_index``), each resized to 224 x 224. That is the official
+  judges' input, not part of the prompt: another judge reads frames its own way
+  (:class:`~physalign.judges.vlm.VLMJudge`'s ``frames``).
 """
 
 from __future__ import annotations
@@ -39,8 +41,6 @@ _VIDEOPHY2 = _PREAMBLE.format(ai="an AI assistant") + _TURNS
 VIDEOPHY2_CONVERSATION = Conversation(answer=_VIDEOPHY2, rating=_VIDEOPHY2)
 VIDEOPHY2_PHYSICS_QUESTION = ("Does this video adhere to the physical laws? Rate the video on a scale from 1 to 5, "
                               "where 5 means full compliance and 1 means significant violations.")
-VIDEOPHY2_PASS = 4  # SA >= 4 and PC >= 4 is the joint score (VIDEOPHY2/README.md)
-FRAMES = 32  # --num_frames of both inference scripts
 
 # inference.py's num_map: searched in this order, the first key found anywhere in the lower-cased reply wins
 REPLY_RATINGS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
@@ -72,16 +72,6 @@ def parse_rating(reply: str) -> int:
     except ValueError:
         return 0
     return value if 0 <= value <= 5 else 0
-
-
-def segment_frames(total: int, count: int) -> list[int]:
-    """The frame indices the official judges read (``processing_mplug_owl.py``, ``get_index``): with
-    ``s = (total - 1) / count``, frame ``int(s / 2) + round(s * i)`` for i < count (numpy's round: halves to
-    even)."""
-    if total < 1 or count < 1:
-        raise ValueError(f"total and count must be >= 1. Got total={total}, count={count}.")
-    step = (total - 1) / count
-    return [int(step / 2) + int(round(step * i)) for i in range(count)]  # Python's round also rounds halves to even
 
 
 @dataclass(frozen=True)
