@@ -7,14 +7,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from physalign.benchmarks import light
 from physalign.benchmarks.generate import video_name
 from physalign.benchmarks.scoring import PROTOCOLS, SCORERS, bootstrap_mean_ci, summarize
 from physalign.benchmarks.suites import SuiteError, SuitePrompt, load_suite
 from physalign.cli import app
 from physalign.eval.stats import bootstrap_ci
 from physalign.judges.base import PLAUSIBILITY_QUESTION, Judge
-from physalign.video import read_video, write_mp4
+from physalign.video import read_video
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 TINY_MODEL = dict(layers=2, heads=2, head_dim=16, ffn_dim=64, text_dim=32, text_layers=1, vae_channels=[16, 32],
@@ -321,75 +320,3 @@ def test_bootstrap_mean_ci():
     assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.15)
     assert bootstrap_mean_ci([2 / 3] * 5) == pytest.approx((2 / 3,) * 3)
     assert all(math.isnan(v) for v in bootstrap_mean_ci([]))
-
-
-# ------------------------------------------------------------------------------------------------ light
-
-
-def square(xs: list[int], size: int = 16, side: int = 4, top: int = 6) -> np.ndarray:
-    """A white ``side`` x ``side`` square on black at column x of each frame: (T, size, size, 3) uint8."""
-    video = np.zeros((len(xs), size, size, 3), np.uint8)
-    for t, x in enumerate(xs):
-        video[t, top : top + side, x : x + side] = 255
-    return video
-
-
-def test_physics_iq_against_itself_and_shifted_copies():
-    moving = square([2, 3, 4, 5, 6])  # masks: columns 1 + t (vacated) and 5 + t (entered), t = 1..4
-    assert light.physics_iq(moving, moving) == {"spatial_iou": 1.0, "spatiotemporal_iou": 1.0,
-                                                "weighted_spatial_iou": 1.0, "mse": 0.0}
-    by2 = light.physics_iq(moving, square([4, 5, 6, 7, 8]))
-    # spatial: columns 2..9 vs 4..11; per step {1+t, 5+t} vs {3+t, 7+t} never meet; 16 of 256 pixels differ
-    assert by2 == pytest.approx({"spatial_iou": 0.6, "spatiotemporal_iou": 0.0, "weighted_spatial_iou": 0.6, "mse": 16 / 256})
-    by4 = light.physics_iq(moving, square([6, 7, 8, 9, 10]))  # per step one column of three shared
-    assert by4 == pytest.approx({"spatial_iou": 1 / 3, "spatiotemporal_iou": 1 / 3, "weighted_spatial_iou": 1 / 3,
-                                 "mse": 32 / 256})
-    static = square([5] * 5)
-    assert light.physics_iq(static, static)["spatial_iou"] == 1.0  # two empty masks agree
-    assert light.physics_iq(static, moving)["spatial_iou"] == 0.0
-    with pytest.raises(ValueError, match="one shape"):
-        light.physics_iq(moving, moving[:4])
-
-
-def test_flicker_and_dynamic_degree():
-    static = square([5] * 8, size=32)
-    assert light.temporal_flickering(static) == 1.0
-    assert light.dynamic_degree(static)["dynamic"] is False
-    flicker = static.copy()
-    flicker[1::2] = np.clip(flicker[1::2].astype(int) + 10, 0, 255).astype(np.uint8)  # +10 where not saturated
-    changed = np.abs(np.diff(flicker.astype(float), axis=0)).mean()
-    assert light.temporal_flickering(flicker) == pytest.approx((255 - changed) / 255) and changed > 9
-    moving = square(list(range(2, 26, 3)), size=32)
-    degree = light.dynamic_degree(moving)
-    assert degree["dynamic"] is True and degree["threshold"] == pytest.approx(6 * 32 / 256)
-    assert degree["count_needed"] == 2 and min(degree["pair_magnitudes"]) > degree["threshold"]
-
-
-def test_flow_recovers_a_translation():
-    rng = np.random.default_rng(0)
-    texture = torch.nn.functional.avg_pool2d(torch.tensor(rng.random((1, 3, 40, 40))), 5, 1).numpy()[0]  # (3, 36, 36)
-    frame = texture.transpose(1, 2, 0)
-    a, b = frame[None, 2:34, 2:34], frame[None, 2:34, 1:33]  # b(p + (1, 0)) = a(p): content moved one pixel right
-    flow = light.optical_flow(a, b)[0, :, 4:-4, 4:-4]
-    assert flow[0].median().item() == pytest.approx(1.0, abs=0.15) and abs(flow[1].median().item()) < 0.15
-
-
-def test_motion_smoothness_orders_smooth_before_jerky():
-    smooth = light.motion_smoothness(square([2, 4, 6, 8, 10, 12, 14, 16], size=32))
-    jerky = light.motion_smoothness(square([2, 2, 6, 6, 10, 10, 14, 14], size=32))
-    assert light.motion_smoothness(square([5] * 8, size=32)) == 1.0
-    assert smooth > jerky, (smooth, jerky)
-
-
-def test_light_metrics_command(tmp_path):
-    write_mp4(tmp_path / "gen" / "a.mp4", square([2, 3, 4, 5, 6]))
-    write_mp4(tmp_path / "gen" / "b.mp4", square([5] * 5))
-    write_mp4(tmp_path / "ref" / "a.mp4", square([4, 5, 6, 7, 8]))
-    result = runner.invoke(app, ["light-metrics", "--videos", str(tmp_path / "gen"), "--reference", str(tmp_path / "ref"),
-                                 "--out", str(tmp_path / "out")])
-    assert result.exit_code == 0, result.output
-    payload = json.loads((tmp_path / "out" / "light_metrics.json").read_text())
-    assert payload["videos"][0]["spatial_iou"] == pytest.approx(0.6)
-    assert "no reference video for b.mp4" in payload["videos"][1]["reference_error"]
-    assert payload["videos"][1]["temporal_flickering"] == 1.0
-    assert "| spatial_iou | 1 |" in (tmp_path / "out" / "light_metrics.md").read_text()

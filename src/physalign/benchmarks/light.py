@@ -1,33 +1,6 @@
-"""Light video metrics that need no large model (numpy and torch only).
-
-Videos are uint8 ``(T, H, W, 3)``; ``x`` below is a frame in [0, 1] and ``x_t`` frame t.
-
-**Physics-IQ** (against a reference clip of the same shape): binary motion masks from frame differencing,
-``m_t(p) = max_c |x_t(p, c) - x_{t-1}(p, c)| > tau`` with ``tau = 0.05`` (about 13 of 255 levels), ``(T-1, H, W)``;
-
-- spatial IoU: IoU of ``any_t m_t``, the pixels that ever move;
-- spatiotemporal IoU: IoU of the masks ``(T-1, H, W)``;
-- weighted spatial IoU: ``sum_p min(f, g) / sum_p max(f, g)`` of the moving fractions ``f = mean_t m_t``;
-- MSE: ``mean (x - x_ref)^2`` over every pixel, channel and frame.
-
-Two empty masks agree: their IoU is 1. Physics-IQ reports each relative to the agreement of two real takes
-of a scene ("physical variance"); with one reference there is no such ceiling, so these are raw values.
-
-**VBench** style:
-
-- temporal flickering: ``(255 - MAE) / 255`` with MAE the mean absolute difference of consecutive frames on
-  the 0-255 scale (VBench's mapping; it counts motion as flicker, which is why VBench applies it to prompts of
-  static scenes);
-- dynamic degree [VBench's rule, our flow]: per consecutive pair, the mean of the top 5% of the flow's
-  magnitudes (pixels per frame); a pair moves when that exceeds ``6 * min(H, W) / 256 * max(1, 8 / fps)`` and
-  a video is dynamic when at least ``max(1, round(4 * n / 16))`` of its ``n`` frames do, frames being
-  first taken every ``round(fps / 8)``-th (VBench's numbers; VBench uses RAFT for the flow, we use
-  :func:`optical_flow`);
-- motion smoothness [ours]: VBench interpolates dropped frames with a learned model (AMT); as a stand-in we
-  predict every interior frame from its two neighbours by flow interpolation,
-  ``x^_t = (warp(x_{t-1}, -F/2) + warp(x_{t+1}, F/2)) / 2`` with ``F`` the flow from ``x_{t-1}`` to
-  ``x_{t+1}``, and map the MAE as VBench does, ``(255 - MAE) / 255``. Uniform motion is predicted well,
-  a stop-and-go one is not.
+"""physalign's classical optical flow and flow interpolation (numpy and torch only): the stand-ins that
+:mod:`physalign.benchmarks.vbench` uses when no RAFT or AMT weights are given. Physics-IQ's and VBench's
+metrics themselves are in :mod:`physalign.benchmarks.physics_iq` and :mod:`physalign.benchmarks.vbench`.
 
 Optical flow: Horn-Schunck over all three channels, coarse to fine (a pyramid of 2x average pools down to
 8 pixels, at most 4 levels), warping the second frame by the current flow at each level and iterating
@@ -35,6 +8,9 @@ Jacobi updates of the per-pixel 2x2 system ``(J^T J + a^2 I) w = a^2 w_bar + J^T
 (``J`` the (3, 2) spatial gradients, ``w_bar`` the neighbourhood mean of the flow, ``a = 0.05``). Frames whose
 shorter side exceeds 128 are average-pooled by the smallest integer factor that brings it to 128 or less
 first (for speed: about 0.05 s per frame pair at 128 x 128 on one thread), and the flow is scaled back.
+
+Flow interpolation: the frame halfway between ``a`` and ``b`` is ``(warp(a, -F/2) + warp(b, F/2)) / 2`` with
+``F`` the flow from ``a`` to ``b``; uniform motion is predicted well, a stop-and-go one is not.
 """
 
 from __future__ import annotations
@@ -45,69 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MOTION_THRESHOLD = 0.05  # of the [0, 1] range
 FLOW_ALPHA, FLOW_ITERS, FLOW_MIN_SIZE, FLOW_MAX_SIDE = 0.05, 60, 8, 128
-TOP_FRACTION = 0.05  # VBench: mean of the top 5% of flow magnitudes
-
-
-def as_float(video: np.ndarray) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> float64 in [0, 1]; checks the shape."""
-    video = np.asarray(video)
-    if video.ndim != 4 or video.shape[-1] != 3:
-        raise ValueError(f"video must have shape (T, H, W, 3). Got {video.shape}.")
-    return video.astype(np.float64) / 255.0
-
-
-def _frames(video: np.ndarray, at_least: int, what: str) -> np.ndarray:
-    x = as_float(video)
-    if len(x) < at_least:
-        raise ValueError(f"{what} needs at least {at_least} frames. Got {len(x)}.")
-    return x
-
-
-# ------------------------------------------------------------------------------------------ Physics-IQ
-
-
-def motion_masks(video: np.ndarray, threshold: float = MOTION_THRESHOLD) -> np.ndarray:
-    """(T, H, W, 3) -> bool (T-1, H, W): ``max_c |x_t - x_{t-1}| > threshold``."""
-    x = _frames(video, 2, "a motion mask")
-    return np.abs(np.diff(x, axis=0)).max(-1) > threshold
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """|a & b| / |a | b| of boolean arrays of one shape; 1 when both are empty."""
-    if a.shape != b.shape:
-        raise ValueError(f"masks must have one shape. Got {a.shape} and {b.shape}.")
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def spatial_iou(masks: np.ndarray, reference: np.ndarray) -> float:
-    """IoU of the pixels that move at any time, (T-1, H, W) masks."""
-    return iou(masks.any(0), reference.any(0))
-
-
-def spatiotemporal_iou(masks: np.ndarray, reference: np.ndarray) -> float:
-    return iou(masks, reference)
-
-
-def weighted_spatial_iou(masks: np.ndarray, reference: np.ndarray) -> float:
-    """``sum min(f, g) / sum max(f, g)`` of the per-pixel moving fractions; 1 when neither moves."""
-    if masks.shape != reference.shape:
-        raise ValueError(f"masks must have one shape. Got {masks.shape} and {reference.shape}.")
-    f, g = masks.mean(0), reference.mean(0)
-    top = np.maximum(f, g).sum()
-    return float(np.minimum(f, g).sum() / top) if top else 1.0
-
-
-def physics_iq(video: np.ndarray, reference: np.ndarray, threshold: float = MOTION_THRESHOLD) -> dict[str, float]:
-    """The four Physics-IQ metrics of ``video`` against ``reference`` (same (T, H, W, 3))."""
-    if np.shape(video) != np.shape(reference):
-        raise ValueError(f"video and reference must have one shape. Got {np.shape(video)} and {np.shape(reference)}.")
-    m, r = motion_masks(video, threshold), motion_masks(reference, threshold)
-    return {"spatial_iou": spatial_iou(m, r), "spatiotemporal_iou": spatiotemporal_iou(m, r),
-            "weighted_spatial_iou": weighted_spatial_iou(m, r),
-            "mse": float(np.mean((as_float(video) - as_float(reference)) ** 2))}
 
 
 # --------------------------------------------------------------------------------------------- flow
@@ -181,40 +95,9 @@ def _resize_flow(flow: torch.Tensor, size) -> torch.Tensor:
     return up * torch.tensor([size[1] / w, size[0] / h], dtype=flow.dtype)[None, :, None, None]
 
 
-# --------------------------------------------------------------------------------------------- VBench
-
-
-def temporal_flickering(video: np.ndarray) -> float:
-    """``(255 - MAE) / 255``, MAE of consecutive frames on the 0-255 scale; 1 for a static clip."""
-    x = _frames(video, 2, "temporal flickering")
-    return float((255 - np.abs(np.diff(x, axis=0)).mean() * 255) / 255)
-
-
-def dynamic_degree(video: np.ndarray, fps: float = 8.0) -> dict:
-    """VBench's dynamic-degree rule on our flow: {"dynamic", "pair_magnitudes", "threshold", "count_needed"}."""
-    x = _frames(video, 2, "dynamic degree")
-    x = x[:: max(1, round(fps / 8))]
-    if len(x) < 2:
-        raise ValueError(f"dynamic degree needs 2 frames after sampling at 8 fps. Got {len(x)} (fps {fps}).")
-    magnitude = optical_flow(x[:-1], x[1:]).norm(dim=1).flatten(1)  # (N, H*W)
-    top = max(1, int(magnitude.shape[1] * TOP_FRACTION))
-    scores = magnitude.topk(top, dim=1).values.mean(1).tolist()
-    threshold = 6.0 * min(x.shape[1:3]) / 256 * max(1.0, 8.0 / fps)
-    needed = max(1, round(4 * len(x) / 16))
-    return {"dynamic": sum(s > threshold for s in scores) >= needed, "pair_magnitudes": scores,
-            "threshold": threshold, "count_needed": needed}
-
-
 def interpolate_middle(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) neighbours -> the frames halfway between them by flow interpolation, (N, H, W, 3)."""
     a, b = (torch.as_tensor(v, dtype=torch.float32).permute(0, 3, 1, 2) for v in (prev, nxt))
     flow = optical_flow(prev, nxt)  # a(p) ≈ b(p + flow)
     middle = (warp(a, -flow / 2) + warp(b, flow / 2)) / 2
     return middle.permute(0, 2, 3, 1).numpy()
-
-
-def motion_smoothness(video: np.ndarray) -> float:
-    """``(255 - MAE) / 255`` of every interior frame against its flow interpolation from its neighbours [ours]."""
-    x = _frames(video, 3, "motion smoothness")
-    predicted = interpolate_middle(x[:-2], x[2:])
-    return float((255 - np.abs(predicted - x[1:-1]).mean() * 255) / 255)

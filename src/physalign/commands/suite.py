@@ -126,15 +126,24 @@ def score_suite_command(
 def light_metrics_command(
     videos: Path = typer.Option(..., help="Folder of mp4s (searched recursively)."),
     reference: Optional[Path] = typer.Option(None, help="Folder of reference clips (same relative path or file name): "
-                                             "adds Physics-IQ's IoUs and MSE."),
+                                             "adds Physics-IQ's IoUs and MSE against that one clip (raw values)."),
+    physics_iq: Optional[Path] = typer.Option(None, "--physics-iq", help="The Physics-IQ dataset folder (its "
+                                              "testing-videos and video-masks files): videos named by the benchmark's "
+                                              "ID prefix get its metrics against take 1 and the Physics-IQ score."),
+    raft: Optional[Path] = typer.Option(None, help="RAFT saved as TorchScript or torch.export .pt2 for dynamic degree "
+                                        "(default: physalign's Horn-Schunck flow, a stand-in)."),
+    amt: Optional[Path] = typer.Option(None, help="A frame interpolator (AMT) saved as TorchScript or .pt2 for "
+                                       "motion smoothness (default: Horn-Schunck flow interpolation, a stand-in)."),
     out: Optional[Path] = typer.Option(None, help="Where light_metrics.json and .md go (default: the videos folder)."),
 ) -> None:
-    """Flicker, dynamic degree, motion smoothness and (with --reference) Physics-IQ's motion-mask metrics."""
+    """VBench's flicker, dynamic degree and motion smoothness; Physics-IQ's motion-mask metrics and score."""
     from physalign.benchmarks.light_run import measure_folder, summarize_light, write_light
+    from physalign.benchmarks.vbench import load_flow, load_interpolator
 
     try:
-        rows = measure_folder(videos, reference)
-    except FileNotFoundError as err:
+        flow, interpolator = load_flow(raft), load_interpolator(amt)
+        rows = measure_folder(videos, reference, physics_iq, flow, interpolator)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
         _fail(str(err))
     summary = summarize_light(rows)
     path = write_light(rows, summary, out or videos)
