@@ -6,15 +6,20 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from physalign.benchmarks.scoring import (PROTOCOLS, SCORERS, choose_protocol, describe_judge, markdown, summarize)
-from physalign.benchmarks.suites import SuitePrompt
+from physalign.benchmarks.generate import video_name
+from physalign.benchmarks.suites import SuitePrompt, load_suite
+from physalign.cli import app
 from physalign.judges import load_judge
 from physalign.judges.base import Conversation, Judge
 from physalign.judges.official import (VIDEOPHY2_CONVERSATION, VIDEOPHY_CONVERSATION, parse_rating)
 from physalign.judges.vlm import VLMJudge
+from physalign.video import write_mp4
 
 from _tiny_models import vlm_folder as tiny_vlm_folder
 
@@ -199,8 +204,13 @@ def test_official_judges_are_refused_with_what_to_do(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def vlm(tmp_path_factory) -> VLMJudge:
-    return VLMJudge.from_pretrained(tiny_vlm_folder(tmp_path_factory.mktemp("vlm")), frames=4)
+def vlm_path(tmp_path_factory) -> Path:
+    return tiny_vlm_folder(tmp_path_factory.mktemp("vlm"))
+
+
+@pytest.fixture(scope="module")
+def vlm(vlm_path) -> VLMJudge:
+    return VLMJudge.from_pretrained(vlm_path, frames=4)
 
 
 def test_vlm_asked_in_the_benchmark_template(vlm):
@@ -247,3 +257,21 @@ def test_the_world_judge_has_no_conversation_or_replies():
         judge.with_conversation(VIDEOPHY_CONVERSATION)
     with pytest.raises(NotImplementedError, match="no text decoder"):
         judge.rating_replies(torch.zeros(1, 3, 16, 32, 32), ["q"])
+
+
+def test_score_suite_videophy2_benchmark_protocol_end_to_end(tmp_path, vlm_path):
+    """score-suite with a VLM: the benchmark protocol by default, replies parsed, the judge named, and the
+    shipped file's missing columns reported."""
+    file = tmp_path / "vp2.csv"
+    file.write_text('caption,upsampled_caption\n"A ball falls.",\n"A cup tips over.",\n')
+    rng = np.random.default_rng(0)
+    for p in load_suite("videophy2", file):
+        write_mp4(tmp_path / "videos" / video_name(p.id, 0), rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    result = CliRunner().invoke(app, ["score-suite", "--videos", str(tmp_path / "videos"), "--suite", "videophy2",
+                                      "--file", str(file), "--judge", str(vlm_path), "--frames", "4",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "out" / "score.json").read_text())
+    assert written["judge"]["protocol"] == "benchmark" and written["judge"]["comparable"] is False
+    assert all(v["sa_rating"] == parse_rating(v["sa_reply"]) for v in written["videos"])
+    assert "protocol `benchmark`" in result.output and "no `category` column" in result.output
