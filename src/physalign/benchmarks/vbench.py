@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from physalign.benchmarks import light
 
 TOP_FRACTION, FLOW_PAD, INTERP_PAD, RAFT_ITERS = 0.05, 8, 16, 20
+CHUNK = 8  # frame pairs per call of a flow or interpolation model (memory, not results)
 STAND_IN = "[stand-in, not VBench's model]"
 
 
@@ -170,11 +171,20 @@ def _tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(frames, dtype=torch.float32).permute(0, 3, 1, 2)
 
 
-def pair_score(flow: torch.Tensor) -> float:
-    """Mean of the ``int(h w * 0.05)`` largest magnitudes of a (1, 2, h, w) flow (NaN when that is 0)."""
-    magnitude = flow[0].norm(dim=0).flatten()
-    top = int(magnitude.numel() * TOP_FRACTION)
-    return float(magnitude.topk(top).values.mean()) if top else float("nan")
+def pair_scores(flow: torch.Tensor) -> list[float]:
+    """Per pair, the mean of the ``int(h w * 0.05)`` largest magnitudes of a (N, 2, h, w) flow (NaN when
+    that is 0)."""
+    magnitude = flow.norm(dim=1).flatten(1)  # (N, h * w)
+    top = int(magnitude.shape[1] * TOP_FRACTION)
+    return magnitude.topk(top, dim=1).values.mean(1).tolist() if top else [float("nan")] * len(flow)
+
+
+def _pairs(model, frames: torch.Tensor) -> torch.Tensor:
+    """``model(frames[i], frames[i + 1])`` for every consecutive pair of (n >= 2, 3, h, w), CHUNK pairs per
+    call: (n - 1, ...)."""
+    with torch.no_grad():
+        return torch.cat([model(frames[i : i + CHUNK][: len(frames) - 1 - i], frames[i + 1 : i + 1 + CHUNK])
+                          for i in range(0, len(frames) - 1, CHUNK)])
 
 
 def dynamic_degree(video: np.ndarray, fps: float, flow: FlowModel | None = None) -> dict:
@@ -183,7 +193,7 @@ def dynamic_degree(video: np.ndarray, fps: float, flow: FlowModel | None = None)
     x = _check(video, 1, "dynamic degree")[:: max(1, round(fps / 8))]
     threshold, needed = 6.0 * min(x.shape[1:3]) / 256, round(4 * len(x) / 16)
     frames = pad_to(_tensor(x), FLOW_PAD)[0]  # (n, 3, h, w)
-    scores = [pair_score(flow(frames[i : i + 1], frames[i + 1 : i + 2])) for i in range(len(x) - 1)]
+    scores = pair_scores(_pairs(flow, frames)) if len(x) > 1 else []
     dynamic = bool(scores) and sum(s > threshold for s in scores) >= needed
     return {"dynamic": dynamic, "pair_scores": scores, "threshold": threshold, "count_needed": needed,
             "model": flow.name}
@@ -193,9 +203,7 @@ def motion_smoothness(video: np.ndarray, interpolator: Interpolator | None = Non
     """VBench's protocol (module docstring): ``{"score", "mae", "model"}``."""
     interpolator = interpolator or FlowInterpolation()
     x = _check(video, 3, "motion smoothness")
-    even = _tensor(x[0::2]) / 255
-    with torch.no_grad():
-        middle = torch.cat([interpolator(even[i : i + 1], even[i + 1 : i + 2]) for i in range(len(even) - 1)])
+    middle = _pairs(interpolator, _tensor(x[0::2]) / 255)  # (n_even - 1, 3, H, W)
     predicted = (middle.float() * 255).permute(0, 2, 3, 1).numpy().clip(0, 255).astype(np.uint8)  # truncates
     odd = x[1::2][: len(predicted)].astype(np.float64)
     mae = float(np.mean([np.abs(o - p).mean() for o, p in zip(odd, predicted)]))
