@@ -94,6 +94,7 @@ def test_metrics_of_bars_moving_2_vs_3_px_per_frame():
 def test_first_five_seconds_and_frame_counts():
     video = bars([8 + 2 * t for t in range(6)])
     assert len(physics_iq.metrics(video, video, fps=1)["metrics"]["mse"]) == 5  # 5 s at 1 fps
+    assert len(physics_iq.metrics(video, video, fps=0.9)["metrics"]["mse"]) == 5  # indices below 4.5
     with pytest.raises(ValueError, match="as many frames"):
         physics_iq.metrics(video[:4], video, fps=2)
 

@@ -67,7 +67,7 @@ def against_takes(path: Path, video, fps: float, takes: list[physics_iq.Take]) -
     """Physics-IQ's metrics against the benchmark's take 1 (and the variance against take 2)."""
     pair = physics_iq.match_takes(path, takes, fps)
     if pair is None:
-        return {"reference_error": f"no take 1 for {path.name} (ID {path.name[:4]}) at {round(fps)} fps"}
+        return {"reference_error": f"no take 1 for {path.name} (ID {path.name[:4]}) at {int(fps)} fps"}
     t1, t2 = pair
     out = physics_iq.metrics(video, read_video(t1.path), fps, read_video(t2.path) if t2 else None,
                              _mask_frames(t1), _mask_frames(t2) if t2 else None)

@@ -11,7 +11,7 @@ then a 5 x 5 morphological open and then close; ``m_0 = 0``. Bool ``(T, H, W)``.
 
 **Metrics** (``calculate_and_write_metrics_to_csv.py``, ``process_videos``): the real take's first frame sets
 the size ``(W // 4, H // 4)``; frames and masks of every video are resized to it (``cv2.resize``, bilinear;
-a mask pixel is kept when the resized value exceeds 127); the first ``5 * fps`` frames are used.
+a mask pixel is kept when the resized value exceeds 127); the frames of index below ``5 * fps`` are used.
 
 - spatiotemporal IoU: ``mean_t IoU(m_t, r_t)`` with ``IoU = 1`` where both masks are empty
   (``spatiotemporal_iou_per_frame``);
@@ -34,11 +34,13 @@ right), per-frame values first rounded to 4 decimals as the CSV parser does:
 
 What we do not reproduce: the benchmark writes masks to mp4v files and reads them back (lossy), and makes
 real takes at 8, 16 or 24 fps by blending 30 fps frames (``fps_changer.py``); we take masks in memory and
-expect takes at the generated video's frame rate.
+expect takes at the generated video's frame rate. It decodes with OpenCV, we with PyAV (the RGB of a decoded
+frame may differ by a level).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +150,7 @@ def metrics(video: np.ndarray, take1: np.ndarray, fps: float, take2: np.ndarray 
             masks1: np.ndarray | None = None, masks2: np.ndarray | None = None) -> dict:
     """Physics-IQ's metrics of ``video`` against ``take1`` over the first 5 s at ``fps``, and (given
     ``take2``) the physical variance, take 1 against take 2: ``{"metrics": ..., "variance": ... | None}``."""
-    frames, size = int(SECONDS * round(fps)), quarter_size(_check(take1))
+    frames, size = math.ceil(SECONDS * fps), quarter_size(_check(take1))  # frame indices < 5 fps
     real1 = prepare(take1, size, frames, masks1)
     out = {"metrics": compare(prepare(video, size, frames), real1), "variance": None}
     if take2 is not None:
@@ -225,9 +227,10 @@ def find_takes(root: str | Path) -> list[Take]:
 
 def match_takes(video: Path, takes: list[Take], fps: float) -> tuple[Take, Take | None] | None:
     """Take 1 with the generated video's four-digit ID prefix (the benchmark's naming, ``{ID}_...mp4``) at
-    its frame rate, and take 2 of that scenario and view; None when the name or frame rate has no take 1."""
+    its frame rate (``int(fps)`` as the benchmark names folders), and take 2 of that scenario and view; None
+    when the name or frame rate has no take 1."""
     key = video.name[:4]
-    first = [t for t in takes if t.take == 1 and t.id == key and t.fps == round(fps)]
+    first = [t for t in takes if t.take == 1 and t.id == key and t.fps == int(fps)]
     if len(first) != 1:
         return None
     t1 = first[0]
