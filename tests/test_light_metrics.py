@@ -91,6 +91,31 @@ def test_metrics_of_bars_moving_2_vs_3_px_per_frame():
     assert physics_iq.summary(m)["spatiotemporal_iou"] == pytest.approx(41 / 45)
 
 
+def squares(xs: list[int]) -> np.ndarray:
+    """A white 8 x 8 square on black at rows 12-19 and column x of each frame: (T, 32, 48, 3) uint8."""
+    video = np.zeros((len(xs), 32, 48, 3), np.uint8)
+    for t, x in enumerate(xs):
+        video[t, 12:20, x : x + 8] = 255
+    return video
+
+
+def test_a_square_moving_2_vs_3_px_per_frame():
+    """The masks' sizes and the metrics below were worked out from the definition with exact fractions in plain
+    Python (the 25 binomial weights / 256, the running average, half-to-even rounding, 5 x 5 open and close as
+    min / max over the window, quarter pixels set when 2 of their 4 sampled pixels are), not with OpenCV. At
+    2 px/frame the opening leaves 6 x 6 of the first mask; quarter masks: 2 px/frame 0, 4, 8, 8, 10, 10 pixels,
+    3 px/frame 0, 6, 8, 10, 12, 12, nested in the same two rows."""
+    two, three = squares([8 + 2 * t for t in range(6)]), squares([8 + 3 * t for t in range(6)])
+    assert physics_iq.motion_masks(two).sum((1, 2)).tolist() == [0, 36, 146, 164, 184, 200]
+    assert physics_iq.motion_masks(three).sum((1, 2)).tolist() == [0, 136, 166, 194, 224, 250]
+    m = physics_iq.metrics(three, two, fps=2)["metrics"]
+    assert m["spatiotemporal_iou"] == pytest.approx([1, 2 / 3, 1, 4 / 5, 5 / 6, 5 / 6])  # mean 77 / 90
+    assert (m["spatial_iou"], m["weighted_spatial_iou"]) == (pytest.approx(5 / 6), pytest.approx(5 / 6))
+    # two of the eight quarter rows hold the square: a quarter of the bars' per-frame MSE
+    one, last = (128 ** 2 + 127 ** 2) / 255 ** 2 / 48, (2 * 255 ** 2 + 128 ** 2 + 127 ** 2) / 255 ** 2 / 48
+    assert m["mse"] == pytest.approx([0, one, one, one, 2 / 48, last])
+
+
 def test_first_five_seconds_and_frame_counts():
     video = bars([8 + 2 * t for t in range(6)])
     assert len(physics_iq.metrics(video, video, fps=1)["metrics"]["mse"]) == 5  # 5 s at 1 fps
