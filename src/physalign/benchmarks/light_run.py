@@ -113,7 +113,7 @@ def measure_folder(videos: str | Path, reference: str | Path | None = None, take
             elif ref is not None:
                 row.update(against_clip(video, fps, ref))
         except (VideoError, ValueError) as err:
-            row["reference_error"] = f"{row.get('reference', ref)}: {err}"
+            row["reference_error"] = f"Physics-IQ against {ref or 'the real takes'}: {err}"
         rows.append(row)
     return rows
 
