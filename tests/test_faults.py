@@ -243,13 +243,13 @@ def test_a_second_bench_in_the_same_folder_is_refused_while_the_first_lives(tmp_
 PARENT = """
 import sys
 from pathlib import Path
-from physalign.bench.runner import bench_lock, parallel
+from physalign.bench.runner import Job, bench_lock, schedule
 out = Path(sys.argv[1])
 child = [sys.executable, "-m", "physalign.cli", "train", "--set", "train.steps=1000000", "--set",
          "model.sizes=" + sys.argv[2], "--set", "data.manifest=" + sys.argv[3], "--set", "data.cache_dir=" + sys.argv[4],
          "--out", str(out / "run")]
 with bench_lock(out):
-    parallel([[("train", child)]], 1, out / "logs")
+    schedule([Job("train", child)], 1, out / "logs")
 """
 
 

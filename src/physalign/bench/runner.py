@@ -5,11 +5,12 @@ Stages (each resumable: a finished stage's outputs are reused, an interrupted tr
 
 1. data: post-training videos with counterfactuals (shared, ``data/post-N-sS``) and the test prompts;
 2. step times: each method's training step against SFT's, interleaved in one process (this also builds
-   every cache the methods need: latents, counterfactual latents, teacher features);
-3. training and sampling: one run per (method, seed), trained and then sampled on the test prompts, ``jobs``
-   at a time in subprocesses of one thread each (slowest first); the base sampled last. The same sampling
-   seed for all (paired comparisons);
-4. evaluation and the report (:mod:`physalign.bench.report`).
+   every cache the methods need: latents, counterfactual latents, teacher features), while the other job
+   slots sample and score the base;
+3. training, sampling and scoring: one run per (method, seed), trained, then sampled on the test prompts,
+   then scored, as jobs of one thread each, ``jobs`` at a time (:func:`schedule`: slowest run first, a
+   finished step's successor before a new run). The same sampling seed for all (paired comparisons);
+4. the report (:mod:`physalign.bench.report`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import MISSING, dataclass, fields
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import MISSING, dataclass, field, fields
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -33,7 +37,7 @@ from physalign.bench.profiles import CONTROLS, STARTS, VARIANTS, Profile, Recipe
 from physalign.bench.timing import step_times
 from physalign.eval import evaluate_manifest
 from physalign.files import write_text_atomic
-from physalign.process import PARENT_ENV
+from physalign.process import PARENT_ENV, die_with_parent
 from physalign.train.checkpoint import folder_fingerprint, has_checkpoints
 from physalign.train.config import Config, load_config, save_config
 from physalign.world import spec
@@ -92,27 +96,25 @@ def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, c
         if control and control.scene_slice:
             reference = starts[control.reference].name if control.reference in starts else control.reference
             bench.add_slice(control, [reference, *(a.name for a in arms if a.method == method)])
-    timing = cached_json(out / "timing.json", lambda: step_times(
-        {a.method: bench.cfgs[a.name] for a in arms if a.seed == profile.seeds_of(a.method)[0] and a.method not in CONTROLS},
-        profile.timing_rounds))
-    bench.train_and_sample(arms, starts, timing, with_base=True)
-    results = bench.evaluate(["base", *(a.name for a in [*starts.values(), *arms])])
+    timing, results = bench.time_and_score_base(
+        {a.method: bench.cfgs[a.name] for a in arms if a.seed == profile.seeds_of(a.method)[0] and a.method not in CONTROLS})
+    scored, curves = bench.train_sample_score([*starts.values(), *arms], starts, timing)
+    results |= scored
     if profile.second_seeds and len(profile.seeds_of("sft")) > 1:
         # a method within SFT's seed spread gets SFT's second seed, so that it is not ranked on one run
         extra = [Arm(m, profile.seeds_of("sft")[1]) for m in second_seed_methods(arms, results)]
         extra = [a for a in extra if a not in arms]
         bench.prepare(extra, starts)
-        bench.train_and_sample(extra, starts, timing)
-        results |= bench.evaluate([a.name for a in extra])
+        scored, more_curves = bench.train_sample_score(extra, starts, timing)
+        results, curves = results | scored, curves | more_curves
         arms += extra
     trains = [*starts.values(), *arms]
-    curves = {a.name: curve_results(out, a, profile) for a in trains}
     return write_bench_report(out, profile, arms, results, timing, {a.name: a.run(out) for a in trains},
                               starts={n: a.name for n, a in starts.items()}, curves=curves)
 
 
 class _Stages:
-    """The bench's training, sampling and evaluation of a set of arms, in ``out``."""
+    """The bench's training, sampling and scoring of a set of arms, in ``out``, as jobs (:func:`schedule`)."""
 
     def __init__(self, profile: Profile, out: Path, base: Path, data_root: Path, configs: Path, jobs: int):
         self.profile, self.out, self.base, self.data_root, self.configs, self.jobs = profile, out, base, data_root, configs, jobs
@@ -139,38 +141,68 @@ class _Stages:
             self.cfgs[arm.name] = arm_config(arm, self.profile, data, init, self.data_root / "cache", self.configs)
             save_config(self.cfgs[arm.name], _config_path(self.out, arm))
 
-    def sampling(self, name: str) -> list[tuple[str, list[str]]]:
-        """Sample model ``name`` on the test prompts and on each slice it is read on, unless done."""
-        sets = [("", self.test_manifest), *((s, self.slices[s]) for s in self.on_slices.get(name, []))]
-        return [(f"sample {name} {s}".strip(), sample_command(self.models[name], manifest, self.samples(name, s), self.profile))
-                for s, manifest in sets if not (self.samples(name, s) / "manifest.jsonl").is_file()]
+    def time_and_score_base(self, timed: dict[str, Config]) -> tuple[dict, dict[str, list]]:
+        """The step times of the ``timed`` configs (kept in ``out/timing.json``) while the other job slots sample
+        and score the base and score the simulator's own videos; returns the timing and those results."""
+        path = self.out / "timing.json"
+        jobs = [] if path.is_file() else [Job("step times", call=partial(step_times, timed, self.profile.timing_rounds))]
+        jobs += [*self.sample_jobs("base"), score_job("simulator", self.test_manifest)]
+        values = schedule(jobs, self.jobs, self.out / "logs", "time steps, sample the base")
+        if "step times" in values:
+            write_text_atomic(path, json.dumps(values["step times"], indent=2))
+        keys = ["simulator", *(key for key, _ in self.test_sets("base"))]
+        return json.loads(path.read_text()), {key: values[f"score {key}"] for key in keys}
+
+    def train_sample_score(self, trains: list[Arm], starts: dict[str, Arm], timing: dict) -> tuple[dict, dict]:
+        """Train, sample and score the runs ``trains`` (:func:`job_order`); returns the results by model (and
+        test set: ``name:slice``) and the learning curves' results by run and step."""
+        jobs = [job for arm in job_order(trains, starts, timing) for job in self.arm_jobs(arm, starts)]
+        values = schedule(jobs, self.jobs, self.out / "logs", "train, sample and score")
+        results = {key: values[f"score {key}"] for arm in trains for key, _ in self.test_sets(arm.name)}
+        curves = {arm.name: {step: values[_curve_score(arm, step)] for step in curve_steps(self.profile, recipe(arm.method).steps_factor)}
+                  for arm in trains}
+        return results, curves
+
+    def arm_jobs(self, arm: Arm, starts: dict[str, Arm]) -> list[Job]:
+        """Train (unless its export is there: exports are atomic) once the model it starts from is trained, then
+        sample and score it, and the learning curve's points."""
+        start = recipe(arm.method).start
+        train = f"train {arm.name}"
+        done = (self.models[arm.name] / "physalign_model.json").is_file()
+        after = (f"train {starts[start].name}",) if start in starts else ()
+        return [*([] if done else [Job(train, train_command(self.out, arm), after=after)]),
+                *self.sample_jobs(arm.name, (train,)), *curve_jobs(self.out, arm, self.profile, self.test_manifest)]
+
+    def test_sets(self, name: str) -> list[tuple[str, Path]]:
+        """(key, test manifest) of each test set model ``name`` is read on: the test prompts (key ``name``), then
+        each slice it is read on (``name:slice``, e.g. "control-positive-s0:force-none")."""
+        return [(name, self.test_manifest), *((f"{name}:{s}", self.slices[s]) for s in self.on_slices.get(name, []))]
+
+    def sample_jobs(self, name: str, after: tuple[str, ...] = ()) -> list[Job]:
+        """Sample model ``name`` on each of its test sets (unless done), once the jobs ``after`` are, and score each."""
+        jobs = []
+        for (key, manifest), s in zip(self.test_sets(name), ["", *self.on_slices.get(name, [])]):
+            folder, sample = self.samples(name, s), f"sample {name} {s}".strip()
+            if not (folder / "manifest.jsonl").is_file():
+                jobs.append(Job(sample, sample_command(self.models[name], manifest, folder, self.profile), after=after))
+            jobs.append(score_job(key, folder / "manifest.jsonl", (sample,)))
+        return jobs
 
     def samples(self, name: str, slice_name: str = "") -> Path:
         return self.out / "samples" / name / slice_name if slice_name else self.out / "samples" / name
 
-    def chain(self, arm: Arm) -> list[tuple[str, list[str]]]:
-        """Train (unless its export is there: exports are atomic), sample, then the learning curve's points."""
-        done = (self.models[arm.name] / "physalign_model.json").is_file()
-        return [*([] if done else [(f"train {arm.name}", train_command(self.out, arm))]), *self.sampling(arm.name),
-                *curve_commands(self.out, arm, self.profile, self.test_manifest)]
 
-    def train_and_sample(self, arms: list[Arm], starts: dict[str, Arm], timing: dict, with_base: bool = False) -> None:
-        """One chain per arm, train then sample, slowest first, and the base's samples last: a job slot freed by a
-        finished chain takes the next one, so no slot idles while the last run trains. A starting model's chain
-        carries the arms that start from it."""
-        chains = [self.chain(s) + [step for a in arms if recipe(a.method).start == name for step in self.chain(a)]
-                  for name, s in starts.items() if any(recipe(a.method).start == name for a in arms)]
-        chains += [self.chain(a) for a in longest_first([a for a in arms if recipe(a.method).start == "base"], timing)]
-        chains.sort(key=lambda c: not any(name.startswith("train") for name, _ in c))  # resumed: untrained first
-        parallel([c for c in chains + [self.sampling("base") if with_base else []] if c], self.jobs, self.out / "logs")
+def job_order(trains: list[Arm], starts: dict[str, Arm], timing: dict) -> list[Arm]:
+    """The order in which the runs' jobs are scheduled: each starting model followed by the arms that start from
+    it (a chain of trainings, the longest path through the jobs), then the others slowest first."""
+    first = [a for name, s in starts.items() if s in trains
+             for a in [s, *(b for b in trains if recipe(b.method).start == name)]]
+    return first + longest_first([a for a in trains if a not in first], timing)
 
-    def evaluate(self, names: list[str]) -> dict[str, list]:
-        results = {"simulator": evaluate_manifest(self.test_manifest, progress=False)} if "base" in names else {}
-        for name in tqdm(names, desc="eval", unit="model"):
-            results[name] = evaluate_manifest(self.samples(name) / "manifest.jsonl", progress=False)
-            for s in self.on_slices.get(name, []):  # "control-positive-s0:force-none"
-                results[f"{name}:{s}"] = evaluate_manifest(self.samples(name, s) / "manifest.jsonl", progress=False)
-        return results
+
+def score_job(key: str, manifest: Path, after: tuple[str, ...] = ()) -> Job:
+    """Score the videos of ``manifest`` against ground truth in a worker process: job ``score <key>``."""
+    return Job(f"score {key}", call=partial(evaluate_manifest, manifest, progress=False), after=after)
 
 
 def curve_steps(profile: Profile, factor: int = 1) -> list[int]:
@@ -187,24 +219,26 @@ def _curve_folder(out: Path, arm: Arm, step: int) -> Path:
     return out / "curve" / arm.name / f"step_{step:06d}"
 
 
-def curve_commands(out: Path, arm: Arm, profile: Profile, test_manifest: Path) -> list[tuple[str, list[str]]]:
-    """Export each curve checkpoint's EMA model and sample it on the curve's prompts (the first
-    ``curve_prompts`` test prompts, with the noise the full sampling gives them: the noise is drawn in order)."""
-    steps = []
+def _curve_score(arm: Arm, step: int) -> str:
+    return f"score {arm.name} step {step}"
+
+
+def curve_jobs(out: Path, arm: Arm, profile: Profile, test_manifest: Path) -> list[Job]:
+    """Export each curve checkpoint's EMA model once the run is trained, sample it on the curve's prompts (the
+    first ``curve_prompts`` test prompts, with the noise the full sampling gives them: the noise is drawn in
+    order), and score those samples."""
+    jobs = []
     for step in curve_steps(profile, recipe(arm.method).steps_factor):
         folder = _curve_folder(out, arm, step)
-        if (folder / "manifest.jsonl").is_file():
-            continue
-        ckpt, model = arm.run(out) / "checkpoints" / f"step_{step:06d}", folder / "model"
-        steps += [(f"export {arm.name} {step}", [sys.executable, "-m", "physalign.cli", "export", str(ckpt), "--out", str(model)]),
-                  (f"sample {arm.name} {step}", sample_command(model, test_manifest, folder, profile, profile.curve_prompts))]
-    return steps
-
-
-def curve_results(out: Path, arm: Arm, profile: Profile) -> dict[int, list]:
-    """step -> the evaluator's results of that checkpoint's curve samples."""
-    return {step: evaluate_manifest(_curve_folder(out, arm, step) / "manifest.jsonl", progress=False)
-            for step in curve_steps(profile, recipe(arm.method).steps_factor)}
+        export, sample = f"export {arm.name} {step}", f"sample {arm.name} {step}"
+        if not (folder / "manifest.jsonl").is_file():
+            ckpt, model = arm.run(out) / "checkpoints" / f"step_{step:06d}", folder / "model"
+            jobs += [Job(export, [sys.executable, "-m", "physalign.cli", "export", str(ckpt), "--out", str(model)],
+                         after=(f"train {arm.name}",)),
+                     Job(sample, sample_command(model, test_manifest, folder, profile, profile.curve_prompts), after=(export,))]
+        jobs.append(Job(_curve_score(arm, step), call=partial(evaluate_manifest, folder / "manifest.jsonl", progress=False),
+                        after=(sample,)))
+    return jobs
 
 
 SETTINGS_FILE = "bench_settings.json"
@@ -384,39 +418,76 @@ def sample_command(model: Path, manifest: Path, folder: Path, profile: Profile, 
             "--threads", "1"]
 
 
-def parallel(chains: list[list[tuple[str, list[str]]]], jobs: int, logs: Path) -> None:
-    """Run the chains ``jobs`` at a time, each chain's commands in order (one torch thread each), logging
-    each command to ``logs/<name>.log``; a failure stops the bench with the command's log tail."""
-    if not chains:
-        return
+@dataclass
+class Job:
+    """One step of the bench, run in a job slot once the jobs named in ``after`` are done (a name that is not
+    among the jobs scheduled counts as done: its output is there from an earlier run). Either a ``physalign``
+    ``command``, run as a child process of one torch thread and logged to ``logs/<name>.log``, or a ``call``
+    (a picklable function of no arguments) run in a worker process of one thread, whose value is kept."""
+
+    name: str
+    command: list[str] = field(default_factory=list)
+    call: Callable | None = None
+    after: tuple[str, ...] = ()
+
+
+def schedule(jobs: list[Job], slots: int, logs: Path, desc: str = "jobs") -> dict[str, object]:
+    """Run ``jobs``, at most ``slots`` at a time: whenever a slot is free it takes the first job, in list order,
+    whose ``after`` are done (list order is the priority: put the longest chains first and each job after the
+    one it waits for, so a finished step's successor goes before a new chain and no slot idles while jobs are
+    ready). Returns each job's value by name (a call's return value, None for a command). A failed job stops
+    the bench with its log's tail once the running jobs end; no further job starts."""
+    names, pending, running, values = {j.name for j in jobs}, list(jobs), {}, {}
+    if not jobs:
+        return values
     logs.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=sum(len(c) for c in chains), desc="train and sample", unit="run")
+    with ThreadPoolExecutor(max(1, slots)) as threads, _workers(max(1, slots), any(j.call for j in jobs)) as workers, \
+            tqdm(total=len(jobs), desc=desc, unit="job") as bar:
+        while pending or running:
+            ready = [j for j in pending if all(a in values or a not in names for a in j.after)]
+            for job in ready[:max(1, slots) - len(running)]:
+                pending.remove(job)
+                running[workers.submit(job.call) if job.call else threads.submit(_run_command, job, logs)] = job
+            if not running:
+                raise BenchError(f"jobs wait on each other: {[(j.name, j.after) for j in pending]}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                values[running.pop(future).name] = future.result()
+                bar.update(1)
+    return values
 
-    def run(chain):
-        for name, cmd in chain:
-            log = logs / f"{name.replace(' ', '_')}.log"
-            with open(log, "w") as f:
-                code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=_one_thread_env()).returncode
-            bar.update(1)
-            if code != 0:
-                tail = "\n".join(log.read_text().splitlines()[-15:])
-                raise BenchError(f"{name} failed (exit {code}); log {log}:\n{tail}")
 
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for future in [pool.submit(run, c) for c in chains]:
-            future.result()
-    bar.close()
+def _run_command(job: Job, logs: Path) -> None:
+    log = logs / f"{job.name.replace(' ', '_')}.log"
+    with open(log, "w") as f:
+        code = subprocess.run(job.command, stdout=f, stderr=subprocess.STDOUT, env=_one_thread_env()).returncode
+    if code != 0:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise BenchError(f"{job.name} failed (exit {code}); log {log}:\n{tail}")
+
+
+@contextlib.contextmanager
+def _workers(n: int, needed: bool):
+    """``n`` worker processes for the jobs' calls (none unless ``needed``): spawned, not forked (the bench has
+    threads and torch's thread pool), one torch thread each, and killed with the bench as its children are.
+    They are started from this thread, which lives as long as the bench (the kernel's parent-death signal
+    follows the thread that forked)."""
+    if not needed:
+        yield None
+        return
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+                             initargs=(os.getpid(),)) as pool:
+        yield pool
+
+
+def _worker_start(bench_pid: int) -> None:
+    import torch
+
+    os.environ[PARENT_ENV] = str(bench_pid)  # this worker's own environment
+    die_with_parent()
+    torch.set_num_threads(1)
 
 
 def _one_thread_env() -> dict:
     """One torch thread, and the bench's pid, so each child dies with the bench (``physalign.cli.main``)."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", PARENT_ENV: str(os.getpid())}
-
-
-def cached_json(path: Path, compute):
-    """``compute()`` once; its JSON result is kept at ``path`` for re-runs."""
-    if path.is_file():
-        return json.loads(path.read_text())
-    value = compute()
-    write_text_atomic(path, json.dumps(value, indent=2))
-    return value
