@@ -2,33 +2,34 @@
 (:mod:`physalign.benchmarks.vbench`), and Physics-IQ's metrics (:mod:`physalign.benchmarks.physics_iq`)
 either against the benchmark's real takes (its file layout; with the physical variance and the score) or
 against one reference clip per video (raw values). Per-video values, means with bootstrap intervals,
-``light_metrics.json`` and ``light_metrics.md``; every metric names the model or stand-in that made it."""
+``light_metrics.json`` and ``light_metrics.md``; every metric names the model or stand-in that made it.
+Videos are decoded with OpenCV, as both benchmarks decode them."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import av
+import cv2
 from tqdm import tqdm
 
 from physalign.benchmarks import physics_iq, vbench
 from physalign.benchmarks.scoring import bootstrap_mean_ci, table
 from physalign.eval.report import finite, fmt
-from physalign.video import VideoError, read_video
 
 VBENCH = ("temporal_flickering", "dynamic_degree", "motion_smoothness")
 PHYSICS_IQ = ("spatial_iou", "spatiotemporal_iou", "weighted_spatial_iou", "mse")
 FLICKER_MADE_BY = "no model (VBench's formula)"
-TAKES_MADE_BY = "Physics-IQ's masks (OpenCV), against take 1 of the benchmark's real takes"
-CLIP_MADE_BY = "Physics-IQ's masks (OpenCV), against one reference clip (no physical variance: raw)"
+TAKES_MADE_BY = "Physics-IQ's definitions (OpenCV masks), against take 1 of the benchmark's real takes"
+CLIP_MADE_BY = "Physics-IQ's definitions (OpenCV masks), against one reference clip (no physical variance: raw)"
 
 
 def video_fps(path: Path, default: float = 8.0) -> float:
-    """The stream's average frame rate, or ``default`` when the file does not say."""
-    with av.open(str(path)) as container:
-        rate = container.streams.video[0].average_rate
-    return float(rate) if rate else default
+    """The frame rate OpenCV reads (``CAP_PROP_FPS``, as both benchmarks do), or ``default`` when it reads 0."""
+    capture = cv2.VideoCapture(str(path))
+    rate = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    return float(rate) if rate > 0 else default
 
 
 def find_videos(root: Path) -> list[Path]:
@@ -59,8 +60,8 @@ def measure(video, fps: float, flow: vbench.FlowModel, interpolator: vbench.Inte
 
 
 def _mask_frames(take: physics_iq.Take):
-    """The dataset's own masks of a take as decoded uint8 (T, H, W), or None to compute them."""
-    return read_video(take.masks)[..., 0] if take.masks is not None else None
+    """The dataset's own masks of a take as OpenCV decodes them, uint8 (T, H, W, 3), or None to compute them."""
+    return physics_iq.read_frames(take.masks) if take.masks is not None else None
 
 
 def against_takes(path: Path, video, fps: float, takes: list[physics_iq.Take]) -> dict:
@@ -69,7 +70,7 @@ def against_takes(path: Path, video, fps: float, takes: list[physics_iq.Take]) -
     if pair is None:
         return {"reference_error": f"no take 1 for {path.name} (ID {path.name[:4]}) at {int(fps)} fps"}
     t1, t2 = pair
-    out = physics_iq.metrics(video, read_video(t1.path), fps, read_video(t2.path) if t2 else None,
+    out = physics_iq.metrics(video, physics_iq.read_rgb(t1.path), fps, physics_iq.read_rgb(t2.path) if t2 else None,
                              _mask_frames(t1), _mask_frames(t2) if t2 else None)
     view = {"scenario": t1.scenario, "view": t1.view, **out}
     return {"reference": str(t1.path), "physics_iq_made_by": TAKES_MADE_BY, "physics_iq_view": view,
@@ -77,7 +78,7 @@ def against_takes(path: Path, video, fps: float, takes: list[physics_iq.Take]) -
 
 
 def against_clip(video, fps: float, ref: Path) -> dict:
-    out = physics_iq.metrics(video, read_video(ref), fps)
+    out = physics_iq.metrics(video, physics_iq.read_rgb(ref), fps)
     return {"reference": str(ref), "physics_iq_made_by": CLIP_MADE_BY, **physics_iq.summary(out["metrics"])}
 
 
@@ -99,9 +100,9 @@ def measure_folder(videos: str | Path, reference: str | Path | None = None, take
     for path in tqdm(find_videos(root), desc="light metrics", unit="video", disable=not progress):
         row = {"video": str(path.relative_to(root))}
         try:
-            video, fps = read_video(path), video_fps(path)
+            video, fps = physics_iq.read_rgb(path), video_fps(path)
             row.update(measure(video, fps, flow, interpolator))
-        except (VideoError, ValueError) as err:
+        except ValueError as err:
             rows.append({**row, "error": str(err)})
             continue
         ref = match_reference(path, root, references, ref_root) if ref_root is not None else None
@@ -112,7 +113,7 @@ def measure_folder(videos: str | Path, reference: str | Path | None = None, take
                 row["reference_error"] = f"no reference video for {row['video']} in {ref_root}"
             elif ref is not None:
                 row.update(against_clip(video, fps, ref))
-        except (VideoError, ValueError) as err:
+        except ValueError as err:
             row["reference_error"] = f"Physics-IQ against {ref or 'the real takes'}: {err}"
         rows.append(row)
     return rows

@@ -9,9 +9,14 @@ binomial kernel ``[1, 4, 6, 4, 1] / 16`` per axis); a running average ``a_0 = g_
 ``m_t = |g_t - round(a_t)| > 10`` (``convertScaleAbs`` rounds half to even; ``THRESH_BINARY`` is strict),
 then a 5 x 5 morphological open and then close; ``m_0 = 0``. Bool ``(T, H, W)``.
 
+The benchmark stores masks as mp4v videos (gray, ``round(fps)`` frames per second) and reads them back as
+3-channel frames; :func:`mp4v_roundtrip` does the same, so a mask pixel the codec blurs near the resize's
+127 cut is decided as in the benchmark.
+
 **Metrics** (``calculate_and_write_metrics_to_csv.py``, ``process_videos``): the real take's first frame sets
-the size ``(W // 4, H // 4)``; frames and masks of every video are resized to it (``cv2.resize``, bilinear;
-a mask pixel is kept when the resized value exceeds 127); the frames of index below ``5 * fps`` are used.
+the size ``(W // 4, H // 4)``; frames and decoded masks of every video are resized to it (``cv2.resize``,
+bilinear; a mask value is kept when the resized value exceeds 127, per channel); the frames of index below
+``5 * fps`` are used. IoUs count over every non-time axis (pixels, and channels of decoded masks).
 
 - spatiotemporal IoU: ``mean_t IoU(m_t, r_t)`` with ``IoU = 1`` where both masks are empty
   (``spatiotemporal_iou_per_frame``);
@@ -32,16 +37,17 @@ right), per-frame values first rounded to 4 decimals as the CSV parser does:
 - ``score = 100 * ((ST / vST + S / vS + WS / vWS) / 3 - (MSE - vMSE))``, clipped to [0, 100] and rounded to
   2 decimals.
 
-What we do not reproduce: the benchmark writes masks to mp4v files and reads them back (lossy), and makes
-real takes at 8, 16 or 24 fps by blending 30 fps frames (``fps_changer.py``); we take masks in memory and
-expect takes at the generated video's frame rate. It decodes with OpenCV, we with PyAV (the RGB of a decoded
-frame may differ by a level).
+What we do not reproduce: the benchmark makes real takes at 8, 16 or 24 fps by blending 30 fps frames
+(``fps_changer.py``); we expect takes at the generated video's frame rate. Masks of odd width or height are
+cropped to even ones before the round trip (the benchmark declares an even-sized writer and writes the
+uncropped frames; what OpenCV does then is not checked).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +83,40 @@ def motion_masks(video: np.ndarray) -> np.ndarray:
     return np.stack(masks)
 
 
+def read_frames(path: str | Path) -> np.ndarray:
+    """Every frame of a video file as OpenCV decodes it (the benchmarks' reader): uint8 BGR (T, H, W, 3)."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    if not frames:
+        raise ValueError(f"{path}: OpenCV reads no frame")
+    return np.stack(frames)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """A video file as OpenCV decodes it, uint8 RGB (T, H, W, 3)."""
+    return np.ascontiguousarray(read_frames(path)[..., ::-1])
+
+
+def mp4v_roundtrip(masks: np.ndarray, fps: float) -> np.ndarray:
+    """bool (T, H, W) -> uint8 (T, H', W', 3): the masks as 0/255 written to an mp4v file at ``round(fps)``
+    (gray, even size) and decoded, as the benchmark stores them."""
+    masks = np.asarray(masks)[:, : masks.shape[1] // 2 * 2, : masks.shape[2] // 2 * 2]
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "masks.mp4")
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), max(1, round(fps)),
+                                 (masks.shape[2], masks.shape[1]), isColor=False)
+        for m in masks:
+            writer.write(m.astype(np.uint8) * 255)
+        writer.release()
+        return read_frames(path)
+
+
 def quarter_size(reference: np.ndarray) -> tuple[int, int]:
     """The benchmark's comparison size ``(W // 4, H // 4)`` of a (T, H, W, ...) real take."""
     return reference.shape[2] // DOWNSCALE, reference.shape[1] // DOWNSCALE
@@ -88,18 +128,18 @@ def resize_frames(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """bool (T, H, W) (as 0/255) or uint8 (T, H, W) as decoded from a mask video -> bool (T, h, w): resized
-    bilinearly, kept where above 127."""
+    """bool (T, H, W) (as 0/255) or uint8 (T, H, W[, 3]) as decoded from a mask video -> bool (T, h, w[, 3]):
+    resized bilinearly, kept where above 127."""
     masks = np.asarray(masks)
     masks = masks if masks.dtype == np.uint8 else masks.astype(np.uint8) * 255
     return np.stack([cv2.resize(m, size) > 127 for m in masks])
 
 
 def frame_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame IoU of bool (T, h, w) masks over the frames both have, (min T,); 1 where both are empty."""
+    """Per-frame IoU of bool (T, ...) masks over the frames both have, (min T,); 1 where both are empty."""
     n = min(len(a), len(b))
-    inter = np.logical_and(a[:n], b[:n]).sum((1, 2))
-    union = np.logical_or(a[:n], b[:n]).sum((1, 2))
+    inter = np.logical_and(a[:n], b[:n]).reshape(n, -1).sum(1)
+    union = np.logical_or(a[:n], b[:n]).reshape(n, -1).sum(1)
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
@@ -116,10 +156,12 @@ def weighted_spatial_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def frame_mse(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-frame ``mean (x_t - y_t)^2`` of float (T, h, w, 3) frames, (T,); the frame counts must agree."""
+    """Per-frame ``mean (x_t - y_t)^2`` of (T, h, w, 3) frames in [0, 1], (T,), in float32 as
+    ``mse_per_frame`` computes it; the frame counts must agree."""
     if len(x) != len(y):
         raise ValueError(f"Physics-IQ's MSE needs as many frames in both videos. Got {len(x)} and {len(y)}.")
-    return ((x - y) ** 2).reshape(len(x), -1).mean(1)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    return ((x - y) ** 2).reshape(len(x), -1).mean(1, dtype=np.float32).astype(np.float64)
 
 
 @dataclass
@@ -130,31 +172,43 @@ class Clip:
     masks: np.ndarray
 
 
-def prepare(video: np.ndarray, size: tuple[int, int], frames: int, masks: np.ndarray | None = None) -> Clip:
-    """The first ``frames`` frames of ``video`` and their masks (computed unless given: the dataset's own as
-    uint8 (T, H, W) decoded values), both resized to ``size``."""
+def prepare(video: np.ndarray, size: tuple[int, int], frames: int, masks: np.ndarray | None = None,
+            roundtrip_fps: float | None = None) -> Clip:
+    """The first ``frames`` frames of ``video`` and their masks, both resized to ``size``. Masks are computed
+    (and passed through :func:`mp4v_roundtrip` at ``roundtrip_fps`` if given) unless ``masks`` gives them: the
+    dataset's own as decoded uint8 (T, H, W, 3)."""
     video = _check(video)[:frames]
-    masks = motion_masks(video) if masks is None else np.asarray(masks)[:frames]
+    if masks is None:
+        masks = motion_masks(video)
+        masks = mp4v_roundtrip(masks, roundtrip_fps) if roundtrip_fps else masks
+    masks = np.asarray(masks)[:frames]
     return Clip(resize_frames(video, size), resize_masks(masks, size))
+
+
+def _channels(masks: np.ndarray) -> np.ndarray:
+    """(T, h, w) -> (T, h, w, 3) as a decoded mask video has them; (T, h, w, 3) unchanged."""
+    return masks if masks.ndim == 4 else np.repeat(masks[..., None], 3, -1)
 
 
 def compare(generated: Clip, take: Clip) -> dict:
     """The four metrics of ``generated`` against one real ``take``: per-frame lists and per-view floats."""
-    return {"spatiotemporal_iou": frame_iou(take.masks, generated.masks).tolist(),
-            "spatial_iou": spatial_iou(take.masks, generated.masks),
-            "weighted_spatial_iou": weighted_spatial_iou(take.masks, generated.masks),
+    a, b = (_channels(c.masks) for c in (take, generated))
+    return {"spatiotemporal_iou": frame_iou(a, b).tolist(), "spatial_iou": spatial_iou(a, b),
+            "weighted_spatial_iou": weighted_spatial_iou(a, b),
             "mse": frame_mse(take.frames, generated.frames).tolist()}
 
 
 def metrics(video: np.ndarray, take1: np.ndarray, fps: float, take2: np.ndarray | None = None,
-            masks1: np.ndarray | None = None, masks2: np.ndarray | None = None) -> dict:
+            masks1: np.ndarray | None = None, masks2: np.ndarray | None = None, roundtrip: bool = True) -> dict:
     """Physics-IQ's metrics of ``video`` against ``take1`` over the first 5 s at ``fps``, and (given
-    ``take2``) the physical variance, take 1 against take 2: ``{"metrics": ..., "variance": ... | None}``."""
+    ``take2``) the physical variance, take 1 against take 2: ``{"metrics": ..., "variance": ... | None}``.
+    Masks not given are computed and, with ``roundtrip``, stored as the benchmark stores them."""
     frames, size = math.ceil(SECONDS * fps), quarter_size(_check(take1))  # frame indices < 5 fps
-    real1 = prepare(take1, size, frames, masks1)
-    out = {"metrics": compare(prepare(video, size, frames), real1), "variance": None}
+    codec = fps if roundtrip else None
+    real1 = prepare(take1, size, frames, masks1, codec)
+    out = {"metrics": compare(prepare(video, size, frames, None, codec), real1), "variance": None}
     if take2 is not None:
-        out["variance"] = compare(prepare(take2, size, frames, masks2), real1)
+        out["variance"] = compare(prepare(take2, size, frames, masks2, codec), real1)
     return out
 
 
@@ -217,8 +271,10 @@ class Take:
 
 def find_takes(root: str | Path) -> list[Take]:
     """Every real take under the dataset's ``root`` (``split-videos/testing-videos/{fps}FPS/``), with the
-    dataset's own mask file (``video-masks/real/{fps}FPS/{id}_video-masks_...``) where there is one."""
-    files = [(TAKE.match(p.name), p) for p in sorted(Path(root).rglob("*.mp4"))]
+    dataset's own mask file (``video-masks/real/{fps}FPS/{id}_video-masks_...``) where there is one; files
+    under a ``generated`` folder (where the benchmark puts generated videos' masks) are not takes."""
+    files = [(TAKE.match(p.name), p) for p in sorted(Path(root).rglob("*.mp4"))
+             if "generated" not in p.relative_to(root).parts]  # the benchmark's masks of generated videos
     masks = {(m["fps"], m["view"], m["take"], m["scenario"]): p for m, p in files if m and m["kind"] == "video-masks"}
     return [Take(m["id"], int(m["fps"]), m["view"], int(m["take"]), m["scenario"], p,
                  masks.get((m["fps"], m["view"], m["take"], m["scenario"])))
