@@ -362,7 +362,7 @@ def test_light_metrics_command_on_the_physics_iq_layout(tmp_path):
     write_mp4(real / "0002_testing-videos_2FPS_perspective-left_take-2_trimmed-bar.mp4", take, fps=2)
     write_mp4(tmp_path / "gen" / "0001_perspective-left_trimmed-bar.mp4", take, fps=2)  # identical to take 1
     result = runner.invoke(app, ["light-metrics", "--videos", str(tmp_path / "gen"), "--physics-iq",
-                                 str(tmp_path / "physics-IQ-benchmark"), "--out", str(tmp_path / "out")])
+                                 str(tmp_path / "physics-IQ-benchmark"), "--out", str(tmp_path / "out"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "light_metrics.json").read_text())["summary"]
     # the video is take 1 and take 2 repeats it: every ratio is 1 and both MSEs 0 -> 100

@@ -135,10 +135,16 @@ def light_metrics_command(
     amt: Optional[Path] = typer.Option(None, help="A frame interpolator (AMT) saved as TorchScript or .pt2 for "
                                        "motion smoothness (default: Horn-Schunck flow interpolation, a stand-in)."),
     out: Optional[Path] = typer.Option(None, help="Where light_metrics.json and .md go (default: the videos folder)."),
+    threads: int = typer.Option(0, help="torch threads (0 = default; 1 when other jobs share the CPU)."),
 ) -> None:
     """VBench's flicker, dynamic degree and motion smoothness; Physics-IQ's motion-mask metrics and score."""
+    import torch
+
     from physalign.benchmarks.light_run import measure_folder, summarize_light, write_light
     from physalign.benchmarks.vbench import load_flow, load_interpolator
+
+    if threads:
+        torch.set_num_threads(threads)
 
     try:
         flow, interpolator = load_flow(raft), load_interpolator(amt)
