@@ -166,7 +166,7 @@ def frame_mse(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Clip:
-    """One video cut to the benchmark's window: frames (T, h, w, 3) in [0, 1] and masks (T, h, w)."""
+    """One video cut to the benchmark's window: frames (T, h, w, 3) in [0, 1] and bool masks (T, h, w[, 3])."""
 
     frames: np.ndarray
     masks: np.ndarray
@@ -175,14 +175,14 @@ class Clip:
 def prepare(video: np.ndarray, size: tuple[int, int], frames: int, masks: np.ndarray | None = None,
             roundtrip_fps: float | None = None) -> Clip:
     """The first ``frames`` frames of ``video`` and their masks, both resized to ``size``. Masks are computed
-    (and passed through :func:`mp4v_roundtrip` at ``roundtrip_fps`` if given) unless ``masks`` gives them: the
-    dataset's own as decoded uint8 (T, H, W, 3)."""
-    video = _check(video)[:frames]
+    over the whole video (and passed through :func:`mp4v_roundtrip` at ``roundtrip_fps`` if given, as the
+    benchmark stores a whole video's masks) unless ``masks`` gives them: the dataset's own as decoded uint8
+    (T, H, W, 3)."""
+    video = _check(video)
     if masks is None:
         masks = motion_masks(video)
         masks = mp4v_roundtrip(masks, roundtrip_fps) if roundtrip_fps else masks
-    masks = np.asarray(masks)[:frames]
-    return Clip(resize_frames(video, size), resize_masks(masks, size))
+    return Clip(resize_frames(video[:frames], size), resize_masks(np.asarray(masks)[:frames], size))
 
 
 def _channels(masks: np.ndarray) -> np.ndarray:
