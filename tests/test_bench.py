@@ -1,5 +1,7 @@
 import json
+import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +10,7 @@ import torch
 
 from physalign.bench import BenchError, Profile, get_profile, run_bench
 from physalign.bench.compare import paired_difference
-from physalign.bench.runner import Arm, arm_config, longest_first
+from physalign.bench.runner import Arm, Job, arm_config, longest_first, schedule, score_job
 from physalign.models.world import WorldVideoModel
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -81,6 +83,40 @@ def test_training_runs_start_slowest_first():
     order = [a.name for a in longest_first(arms, timing)]
     # a variant without its own timing takes its method's; a method never timed goes last
     assert order == ["physhpo-s1", "physhpo-no-motion-s0", "physhpo-no-state-s0", "sft-s0", "dfm-s0", "new-s0"]
+
+
+def test_schedule_runs_the_first_ready_job_first_and_each_after_those_it_waits_for(tmp_path):
+    order = tmp_path / "order.txt"
+
+    def say(name):
+        return [sys.executable, "-c", f"open({str(order)!r}, 'a').write({name!r} + ' ')"]
+
+    jobs = [Job("b", say("b"), after=("a",)), Job("a", say("a")), Job("c", say("c"), after=("done before",)),
+            Job("sum", call=partial(sum, [1, 2]), after=("b",)), Job("d", say("d"), after=("sum",))]
+    values = schedule(jobs, 1, tmp_path / "logs")
+    # b waits for a; c's "done before" is no job here (its output exists): c is ready at once, but after b in order
+    assert order.read_text().split() == ["a", "b", "c", "d"] and values == {"a": None, "b": None, "c": None, "sum": 3, "d": None}
+    assert (tmp_path / "logs" / "c.log").is_file()
+    with pytest.raises(BenchError, match="wait on each other"):
+        schedule([Job("x", say("x"), after=("y",)), Job("y", say("y"), after=("x",))], 2, tmp_path / "logs")
+
+
+def test_a_failed_job_stops_the_schedule_with_its_log(tmp_path):
+    jobs = [Job("bad", [sys.executable, "-c", "print('no luck'); raise SystemExit(3)"]),
+            Job("later", [sys.executable, "-c", f"open({str(tmp_path / 'ran')!r}, 'w')"])]
+    with pytest.raises(BenchError, match=r"bad failed \(exit 3\); log .*bad.log:\nno luck"):
+        schedule(jobs, 1, tmp_path / "logs")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_scores_in_worker_processes_equal_the_sequential_ones(tmp_path):
+    from physalign.eval import evaluate_manifest
+    from physalign.world.dataset import generate
+
+    manifests = [generate(tmp_path / f"w{seed}", 3, "test", seed, progress=False) for seed in (0, 1, 2)]
+    values = schedule([score_job(str(i), m) for i, m in enumerate(manifests)], 2, tmp_path / "logs")
+    for i, manifest in enumerate(manifests):
+        assert values[f"score {i}"] == evaluate_manifest(manifest, progress=False)
 
 
 def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):

@@ -294,6 +294,32 @@ def test_killing_the_bench_kills_its_children_and_frees_its_folder(world, tmp_pa
         pass
 
 
+SCORER = """
+import sys, time
+from functools import partial
+from pathlib import Path
+from physalign.bench.runner import Job, schedule
+schedule([Job("wait", call=partial(time.sleep, 600))], 1, Path(sys.argv[1]) / "logs")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_killing_the_bench_kills_its_worker_processes(tmp_path):
+    """A worker process running one of the bench's calls (a score, the step timing) dies with the bench too."""
+    parent = subprocess.Popen([sys.executable, "-c", SCORER, str(tmp_path)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline, workers = time.time() + 120, []
+    while time.time() < deadline and not workers:
+        time.sleep(0.5)
+        workers = [k for k in children(parent.pid) if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+    assert workers
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(alive(k) for k in workers):
+        time.sleep(0.2)
+    assert not any(alive(k) for k in workers)
+
+
 def test_a_child_whose_bench_is_already_gone_exits(tmp_path):
     done = subprocess.run([sys.executable, "-m", "physalign.cli", "--help"], env={**os.environ, PARENT_ENV: "1"},
                           capture_output=True, text=True, timeout=120)  # pid 1 is not its parent
