@@ -30,7 +30,7 @@ import torch
 
 from physalign.bench.profiles import METHODS, Profile
 from physalign.bench.runner import Arm, arm_config, post_training_data, test_data
-from physalign.bench.timing import step_times
+from physalign.bench.timing import cpu_description, step_times
 from physalign.models.interface import load_model
 from physalign.models.sampling import sample
 from physalign.world.dataset import load_manifest
@@ -116,7 +116,7 @@ def main() -> None:
     if args.out:
         record = {"training": train, "sampling": samp, "settings": vars(args), "date": datetime.datetime.now(
             datetime.timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
-            "machine": platform.machine()}
+            "machine": platform.machine(), "cpu": cpu_description()}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(record, indent=2))
 

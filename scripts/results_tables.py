@@ -226,22 +226,75 @@ def bench_control_verdicts(results: Path) -> str:
 
 
 def speed_baseline(results: Path) -> str:
-    """Training-step time of each method and sampling time per video, fp32 against bf16 (bench_speed.py)."""
+    """Training-step time of each method (fp32) and sampling time per video, fp32 against bf16 (bench_speed.py).
+    The record's bf16 training column is not shown: the step timings of that run ran every config in fp32
+    (fixed since; docs/speed.md)."""
     d = load(results, "speed_baseline/speed.json")
-    rows = []
-    for method, t in d["training"].items():
-        f, b = t["fp32"], t["bf16"]
-        rows.append([MODEL_NAMES.get(method, method), num(f["median_s"], 2), num(b["median_s"], 2),
-                     num(b["median_s"] / f["median_s"], 2), num(f["ratio"], 2), num(b["ratio"], 2)])
+    rows = [[MODEL_NAMES.get(method, method), num(t["fp32"]["median_s"], 2), num(t["fp32"]["ratio"], 2), ""]
+            for method, t in d["training"].items()]
     p, s = d["sampling"]["per_video"], d["settings"]
-    rows.append([f"sampling, per video ({s['sample_steps']} Euler steps)", num(p["fp32"]["per_video_s"], 2),
-                 num(p["bf16"]["per_video_s"], 2), num(p["bf16"]["per_video_s"] / p["fp32"]["per_video_s"], 2), "", ""])
-    md = table(["step", "fp32 (s)", "bf16 (s)", "bf16 / fp32", "fp32 / SFT", "bf16 / SFT"], rows)
+    rows.append([f"sampling, per video ({s['sample_steps']} Euler steps)", num(p["fp32"]["per_video_s"], 2), "",
+                 f"{num(p['bf16']['per_video_s'], 2)} ({num(p['bf16']['per_video_s'] / p['fp32']['per_video_s'], 2)}×)"])
+    md = table(["step", "fp32 (s)", "fp32 / SFT", "bf16 (s)"], rows)
     note = (f"Training at batch {s['batch_size']}, median of {s['rounds']} interleaved rounds; sampling {s['videos']} "
             f"videos, median of {s['repeats']}; {s['threads']} thread, {d['date'][:10]}. Largest pixel difference "
             f"between the fp32 and bf16 samples: {d['sampling']['max_pixel_difference']} of 255 (mean "
             f"{d['sampling']['mean_pixel_difference']:.2f}).")
     return md + "\n\n" + note + "\n" + source("speed_baseline")
+
+
+def speed_bf16(results: Path) -> str:
+    """fp32 against bf16, each step under its own precision, and sampling (bench_speed.py, fixed timings)."""
+    d = load(results, "speed_bf16/speed.json")
+    rows = [[MODEL_NAMES.get(m, m), num(t["fp32"]["median_s"], 1), num(t["bf16"]["median_s"], 1),
+             num(t["bf16"]["median_s"] / t["fp32"]["median_s"], 2)] for m, t in d["training"].items()]
+    p, s = d["sampling"]["per_video"], d["settings"]
+    rows.append([f"sampling, per video ({s['sample_steps']} Euler steps)", num(p["fp32"]["per_video_s"], 1),
+                 num(p["bf16"]["per_video_s"], 1), num(p["bf16"]["per_video_s"] / p["fp32"]["per_video_s"], 2)])
+    md = table(["step", "fp32 (s)", "bf16 (s)", "bf16 / fp32"], rows)
+    note = (f"Batch {s['batch_size']}, median of {s['rounds']} interleaved rounds; sampling {s['videos']} videos; "
+            f"{s['threads']} thread, {d['date'][:10]}, a loaded machine (the seconds are not today's quiet ones, the "
+            "ratios are within one run; command.txt).")
+    return md + "\n\n" + note + "\n" + source("speed_bf16")
+
+
+PROFILE_OPS = 6
+
+
+def profile_steps(results: Path) -> str:
+    """Where the time of a training step, a guided sampling step and the decoding goes (profile_steps.py)."""
+    d = load(results, "profile_steps/profile.json")
+    s = d["settings"]
+    parts = {f"training step, {MODEL_NAMES.get(m, m)} (batch {s['batch_size']})": (p, p["per_step_s"])
+             for m, p in d["training"].items()}
+    samp = d["sampling"]
+    parts[f"guided sampling step, per video ({s['videos']} videos)"] = (samp["steps"], samp["steps"]["per_step_per_video_s"])
+    parts["decoding, per video"] = (samp["decode"], samp["decode"]["per_video_s"])
+    rows = [[name, num(seconds, 3), ", ".join(f"{op['name'].removeprefix('aten::')} {op['share']:.0%}"
+                                              for op in part["ops"][:PROFILE_OPS])]
+            for name, (part, seconds) in parts.items()]
+    md = table(["part", "s (profiled)", f"top {PROFILE_OPS} operators, share of self CPU time"], rows)
+    cpu = d["cpu"]
+    note = (f"{s['threads']} thread, torch {d['torch']}, {cpu['model']} ({cpu['capability']}, bf16 instructions: "
+            f"{'yes' if cpu['native_bf16'] else 'no'}), {d['date'][:10]}; seconds under the profiler (slower than bare).")
+    return md + "\n\n" + note + "\n" + source("profile_steps")
+
+
+def solver(results: Path) -> str:
+    """Sampling solvers against the bench's default sampler, paired on the same prompts and noise (bench_solver.py)."""
+    d = load(results, "solver/solver.json")
+    ref = d["reference"]
+    rows = [[setting, str(r["evaluations"]), num(r["seconds_per_video"], 2), num(r["pixels_from_finest"], 2),
+             num(r["pc"]), num(r["joint"]), *(signed_ci(r["vs_reference"][m]) for m in
+                                              ("pc", "joint", "gravity_error", "zero_g_accel"))]
+            for setting, r in d["table"].items()]
+    md = table(["solver:steps", "evaluations", "s / video", f"pixels from {d['finest']}", "PC", "Joint",
+                f"Δ PC vs {ref}", "Δ Joint", "Δ gravity error", "Δ zero-g accel."], rows)
+    note = (f"{d['prompts']} test prompts of the bench's test set, one video each, the same noise for every setting "
+            f"(seed {d['seed']}), guidance {d['guidance']}, model {d['checkpoint']}; Δ = setting − {ref}, paired, 95% "
+            "bootstrap intervals; pixels: mean absolute difference (0-255) from the videos of the setting with the "
+            "most evaluations; s / video measured while sampling on a loaded machine (evaluations are the cost).")
+    return md + "\n\n" + note + "\n" + source("solver")
 
 
 def bench_control(results: Path) -> str:
@@ -336,7 +389,7 @@ def judge_heldout(results: Path) -> str:
 
 TABLES = {"eval_rates": eval_rates, "eval_jitter": eval_jitter, "parity_sft": parity_sft, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
           "bench_control": bench_control, "bench_control_verdicts": bench_control_verdicts,
-          "speed_baseline": speed_baseline,
+          "speed_baseline": speed_baseline, "profile_steps": profile_steps, "speed_bf16": speed_bf16, "solver": solver,
           "stss": stss, "select": select, "select_left_out": select_left_out,
           "teacher_reconstruction": teacher_reconstruction, "teacher_probes": teacher_probes,
           "judge_heldout": judge_heldout}
