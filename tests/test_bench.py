@@ -342,3 +342,14 @@ def test_a_slice_test_set_holds_only_that_slice_and_is_drawn_once(tmp_path):
     assert all((tmp_path / "s" / r["video"]).is_file() for r in rows)
     before = manifest.stat().st_mtime_ns
     assert slice_test_data(profile, tmp_path / "s", "force", "none", 5) == manifest and manifest.stat().st_mtime_ns == before
+
+
+def test_sample_command_samples_with_the_profiles_solver(tmp_path):
+    from dataclasses import replace
+
+    from physalign.bench.profiles import get_profile
+    from physalign.bench.runner import sample_command
+
+    profile = replace(get_profile("quick"), sample_solver="dpm++2m", sample_steps=7)
+    cmd = sample_command(tmp_path / "m", tmp_path / "test.jsonl", tmp_path / "s", profile)
+    assert cmd[cmd.index("--solver") + 1] == "dpm++2m" and cmd[cmd.index("--steps") + 1] == "7"

@@ -94,6 +94,24 @@ def test_cli_sample_from_prompts_writes_an_evaluable_manifest(model, tmp_path):
     res = runner.invoke(app, ["sample", "--checkpoint", str(tmp_path), "--prompt", PROMPTS[0], "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "no model here" in res.output
     json.loads((tmp_path / "m" / "physalign_model.json").read_text())  # still intact
+    res = runner.invoke(app, [*args, "--prompt", PROMPTS[0], "--solver", "rk4"])
+    assert res.exit_code == 2 and "--solver must be one of euler, heun, dpm++2m" in res.output
+
+
+def test_cli_sample_passes_its_solver_to_the_sampler(model, tmp_path, monkeypatch):
+    """``physalign sample --solver dpm++2m`` samples with that solver (the untrained tiny model's videos are the
+    same uint8 under every solver, so the call is checked)."""
+    import physalign.models.sample_folder as sample_folder
+
+    seen = []
+    real = sample_folder.sample
+    monkeypatch.setattr(sample_folder, "sample", lambda *a, **k: seen.append(k["solver"]) or real(*a, **k))
+    model.save_pretrained(tmp_path / "m")
+    args = ["sample", "--checkpoint", str(tmp_path / "m"), "--steps", "3", "--out", str(tmp_path / "s"),
+            "--prompt", PROMPTS[0], "--solver", "dpm++2m"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert seen == ["dpm++2m"]
 
 
 def _field(x, t):

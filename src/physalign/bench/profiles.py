@@ -91,6 +91,7 @@ class Profile:
     test_prompts: int = 96
     samples_per_prompt: int = 2
     sample_steps: int = 30
+    sample_solver: str = "euler"  # physalign.models.sampling.SOLVERS; a folder made before this field was Euler's
     guidance: float = 4.0
     test_seed: int = 1234
     timing_rounds: int = 6  # step-time ratios: median of this many interleaved steps per method

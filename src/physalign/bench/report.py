@@ -262,7 +262,7 @@ def _markdown(profile, summaries: dict, deltas: dict, vs_base: dict, timing: dic
              f"Every method post-trained from the same base on the same {p.train_videos} world videos (seed "
              f"{p.data_seed}, with counterfactuals) for {p.steps} steps of batch {p.batch_size}, training seeds "
              f"{list(p.seeds)}; sampled on {p.test_prompts} held-out test prompts x {p.samples_per_prompt} "
-             f"({p.sample_steps} Euler steps, guidance {p.guidance}, the same noise for every model) and scored "
+             f"({p.sample_steps} steps of the {p.sample_solver} solver, guidance {p.guidance}, the same noise for every model) and scored "
              "against the simulator. 95% bootstrap intervals; Δ columns pair each video with SFT's.", "",
              "| model | n | PC | SA | Joint | Δ PC vs SFT | Δ Joint vs SFT | Δ Joint vs base | step time / SFT |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -6,7 +6,7 @@ Stages (each resumable: a finished stage's outputs are reused, an interrupted tr
 1. data: post-training videos with counterfactuals (shared, ``data/post-N-sS``) and the test prompts;
 2. step times: each method's training step against SFT's, interleaved in one process (this also builds
    every cache the methods need: latents, counterfactual latents, teacher features), while the other job
-   slots sample and score the base;
+   slots sample and score the base, then train, sample and score SFT;
 3. training, sampling and scoring: one run per (method, seed), trained, then sampled on the test prompts,
    then scored, as jobs of one thread each, ``jobs`` at a time (:func:`schedule`: slowest run first, a
    finished step's successor before a new run). The same sampling seed for all (paired comparisons);
@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from physalign.assets import resolve, shipped
 from physalign.bench.profiles import CONTROLS, STARTS, VARIANTS, Profile, Recipe, recipe
-from physalign.bench.timing import step_times
+from physalign.bench.timing import REFERENCE, step_times
 from physalign.eval import evaluate_manifest
 from physalign.files import write_text_atomic
 from physalign.process import PARENT_ENV, die_with_parent
@@ -96,10 +96,12 @@ def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, c
         if control and control.scene_slice:
             reference = starts[control.reference].name if control.reference in starts else control.reference
             bench.add_slice(control, [reference, *(a.name for a in arms if a.method == method)])
-    timing, results = bench.time_and_score_base(
-        {a.method: bench.cfgs[a.name] for a in arms if a.seed == profile.seeds_of(a.method)[0] and a.method not in CONTROLS})
-    scored, curves = bench.train_sample_score([*starts.values(), *arms], starts, timing)
-    results |= scored
+    early = [a for a in arms if a.method == REFERENCE][:1]  # SFT trains while the steps are timed
+    timing, results, curves = bench.time_and_score_base(
+        {a.method: bench.cfgs[a.name] for a in arms if a.seed == profile.seeds_of(a.method)[0] and a.method not in CONTROLS},
+        early)
+    scored, more_curves = bench.train_sample_score([*starts.values(), *(a for a in arms if a not in early)], starts, timing)
+    results, curves = results | scored, curves | more_curves
     if profile.second_seeds and len(profile.seeds_of("sft")) > 1:
         # a method within SFT's seed spread gets SFT's second seed, so that it is not ranked on one run
         extra = [Arm(m, profile.seeds_of("sft")[1]) for m in second_seed_methods(arms, results)]
@@ -141,24 +143,32 @@ class _Stages:
             self.cfgs[arm.name] = arm_config(arm, self.profile, data, init, self.data_root / "cache", self.configs)
             save_config(self.cfgs[arm.name], _config_path(self.out, arm))
 
-    def time_and_score_base(self, timed: dict[str, Config]) -> tuple[dict, dict[str, list]]:
-        """The step times of the ``timed`` configs (kept in ``out/timing.json``) while the other job slots sample
-        and score the base and score the simulator's own videos; returns the timing and those results."""
+    def time_and_score_base(self, timed: dict[str, Config], early: list[Arm]) -> tuple[dict, dict, dict]:
+        """The step times of the ``timed`` configs (kept in ``out/timing.json``), while the other job slots sample
+        and score the base, score the simulator's own videos, then train, sample and score the ``early`` runs: a
+        run that starts before all the others is never the long one left running alone at the end, and SFT's
+        data (the latents every method reads) are the first the timing builds. Returns the timing, the results
+        by model (and test set) and the early runs' learning curves."""
         path = self.out / "timing.json"
         jobs = [] if path.is_file() else [Job("step times", call=partial(step_times, timed, self.profile.timing_rounds))]
-        jobs += [*self.sample_jobs("base"), score_job("simulator", self.test_manifest)]
-        values = schedule(jobs, self.jobs, self.out / "logs", "time steps, sample the base")
+        jobs += [*self.sample_jobs("base"), score_job("simulator", self.test_manifest),
+                 *(job for arm in early for job in self.arm_jobs(arm, {}))]
+        values = schedule(jobs, self.jobs, self.out / "logs", "time steps; sample the base")
         if "step times" in values:
             write_text_atomic(path, json.dumps(values["step times"], indent=2))
-        keys = ["simulator", *(key for key, _ in self.test_sets("base"))]
-        return json.loads(path.read_text()), {key: values[f"score {key}"] for key in keys}
+        results, curves = self.collect(values, early, ("base",))
+        return json.loads(path.read_text()), {"simulator": values["score simulator"], **results}, curves
 
     def train_sample_score(self, trains: list[Arm], starts: dict[str, Arm], timing: dict) -> tuple[dict, dict]:
         """Train, sample and score the runs ``trains`` (:func:`job_order`); returns the results by model (and
-        test set: ``name:slice``) and the learning curves' results by run and step."""
+        test set) and the learning curves."""
         jobs = [job for arm in job_order(trains, starts, timing) for job in self.arm_jobs(arm, starts)]
-        values = schedule(jobs, self.jobs, self.out / "logs", "train, sample and score")
-        results = {key: values[f"score {key}"] for arm in trains for key, _ in self.test_sets(arm.name)}
+        return self.collect(schedule(jobs, self.jobs, self.out / "logs", "train, sample and score"), trains)
+
+    def collect(self, values: dict, trains: list[Arm], models: tuple[str, ...] = ()) -> tuple[dict, dict]:
+        """From the jobs' ``values``: the scores of the ``models`` and the runs ``trains`` by test set (``name``,
+        ``name:slice``), and the runs' learning curves ({run: {step: scores}})."""
+        results = {key: values[f"score {key}"] for name in [*models, *(a.name for a in trains)] for key, _ in self.test_sets(name)}
         curves = {arm.name: {step: values[_curve_score(arm, step)] for step in curve_steps(self.profile, recipe(arm.method).steps_factor)}
                   for arm in trains}
         return results, curves
@@ -414,8 +424,8 @@ def train_command(out: Path, arm: Arm) -> list[str]:
 def sample_command(model: Path, manifest: Path, folder: Path, profile: Profile, limit: int = 0) -> list[str]:
     return [sys.executable, "-m", "physalign.cli", "sample", "--checkpoint", str(model), "--manifest", str(manifest),
             "--out", str(folder), "--samples-per-prompt", str(profile.samples_per_prompt), "--limit", str(limit),
-            "--steps", str(profile.sample_steps), "--guidance", str(profile.guidance), "--seed", str(profile.test_seed),
-            "--threads", "1"]
+            "--steps", str(profile.sample_steps), "--solver", profile.sample_solver, "--guidance", str(profile.guidance),
+            "--seed", str(profile.test_seed), "--threads", "1"]
 
 
 @dataclass

@@ -15,7 +15,9 @@ def sample_command(
     prompt: list[str] = typer.Option([], help="A prompt of the world grammar (repeatable)."),
     limit: int = typer.Option(0, help="Use only the first N manifest lines (0 = all)."),
     samples_per_prompt: int = typer.Option(1, min=1),
-    steps: int = typer.Option(30, min=1, help="Euler steps from t = 1 to 0."),
+    steps: int = typer.Option(30, min=1, help="Solver steps from t = 1 to 0."),
+    solver: str = typer.Option("euler", help="euler, heun (2 model evaluations a step but the last) or dpm++2m "
+                               "(physalign.models.sampling)."),
     guidance: float = typer.Option(4.0, help="Classifier-free guidance scale (1 = none)."),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(32, min=1),
@@ -25,9 +27,12 @@ def sample_command(
     import torch
 
     from physalign.models.sample_folder import rows_for_prompts, sample_to_folder
+    from physalign.models.sampling import SOLVERS
     from physalign.world.dataset import ManifestError, load_manifest
     from physalign.world.scene import PromptError
 
+    if solver not in SOLVERS:
+        _fail(f"--solver must be one of {', '.join(SOLVERS)}. Got {solver!r}.")
     if bool(manifest) == bool(prompt):
         _fail("give either --manifest or at least one --prompt")
     try:
@@ -38,7 +43,7 @@ def sample_command(
     if threads:
         torch.set_num_threads(threads)
     model = sampling_model(checkpoint)
-    path = sample_to_folder(model, rows, out, samples_per_prompt, steps, guidance, seed, batch_size)
+    path = sample_to_folder(model, rows, out, samples_per_prompt, steps, guidance, seed, batch_size, solver)
     typer.echo(f"wrote {len(rows) * samples_per_prompt} videos and {path}")
 
 
