@@ -281,19 +281,28 @@ def profile_steps(results: Path) -> str:
 
 
 def solver(results: Path) -> str:
-    """Sampling solvers against the bench's default sampler, paired on the same prompts and noise (bench_solver.py)."""
-    d = load(results, "solver/solver.json")
-    ref = d["reference"]
-    rows = [[setting, str(r["evaluations"]), num(r["seconds_per_video"], 2), num(r["pixels_from_finest"], 2),
-             num(r["pc"]), num(r["joint"]), *(signed_ci(r["vs_reference"][m]) for m in
-                                              ("pc", "joint", "gravity_error", "zero_g_accel"))]
-            for setting, r in d["table"].items()]
-    md = table(["solver:steps", "evaluations", "s / video", f"pixels from {d['finest']}", "PC", "Joint",
-                f"Δ PC vs {ref}", "Δ Joint", "Δ gravity error", "Δ zero-g accel."], rows)
+    """Sampling solvers against the bench's sampler and against an accurate solution, paired on the same prompts
+    and noise (bench_solver.py)."""
+    d, exact = load(results, "solver/solver.json"), load(results, "solver/solver_vs_exact.json")
+    ref, ex = d["reference"], exact["reference"]
+
+    def flips(delta: dict) -> str:  # d in {-1, 0, 1}: the share of videos whose outcome changed, E[d^2]
+        n = delta["n"]
+        return "–" if not n or delta["sd"] is None else num(delta["sd"] ** 2 * (n - 1) / n + delta["mean"] ** 2, 3)
+
+    rows = []
+    for setting, r in d["table"].items():
+        e = exact["table"].get(setting, {}).get("vs_reference")
+        rows.append([setting, str(r["evaluations"]), num(r["pixels_from_finest"], 2), num(r["pc"]), num(r["joint"]),
+                     signed_ci(r["vs_reference"]["pc"]), signed_ci(r["vs_reference"]["joint"]),
+                     flips(e["pc"]) if e else "0", num(e["gravity_error"]["sd"], 2) if e else "0"])
+    md = table(["solver:steps", "evaluations", f"pixels from {ex}", "PC", "Joint", f"Δ PC vs {ref}",
+                f"Δ Joint vs {ref}", f"PC changed vs {ex}", f"sd Δ gravity error vs {ex}"], rows)
     note = (f"{d['prompts']} test prompts of the bench's test set, one video each, the same noise for every setting "
-            f"(seed {d['seed']}), guidance {d['guidance']}, model {d['checkpoint']}; Δ = setting − {ref}, paired, 95% "
-            "bootstrap intervals; pixels: mean absolute difference (0-255) from the videos of the setting with the "
-            "most evaluations; s / video measured while sampling on a loaded machine (evaluations are the cost).")
+            f"(seed {d['seed']}), guidance {d['guidance']}, model {d['checkpoint']}. Δ: paired, 95% bootstrap intervals; "
+            f"pixels: mean absolute difference (0-255) from {ex}'s videos; PC changed: the share of videos whose PC "
+            f"verdict differs from {ex}'s; sd Δ gravity error: the spread of the per-video change of the fitted "
+            "gravity error.")
     return md + "\n\n" + note + "\n" + source("solver")
 
 
