@@ -258,6 +258,16 @@ def speed_bf16(results: Path) -> str:
     return md + "\n\n" + note + "\n" + source("speed_bf16")
 
 
+def quick_schedule(results: Path) -> str:
+    """The quick bench's wall time and CPU use under the job scheduler (/usr/bin/time -v)."""
+    d = load(results, "quick_schedule/time.json")
+    m, sec = divmod(round(d["wall_s"]), 60)
+    md = table(["run", "wall", "CPU (of 200%)", "CPU-seconds", "peak RSS"],
+               [[f"`{d['command'].split('--out')[0].strip()}` at {d['commit']}", f"{m} min {sec} s", f"{d['cpu_percent']}%",
+                 num(d["user_s"] + d["system_s"], 0), f"{d['max_rss_kb'] / 2**20:.1f} GiB"]])
+    return md + "\n\n" + f"{d['machine']}, {d['date']}.\n" + source("quick_schedule")
+
+
 PROFILE_OPS = 6
 
 
@@ -398,7 +408,7 @@ def judge_heldout(results: Path) -> str:
 
 TABLES = {"eval_rates": eval_rates, "eval_jitter": eval_jitter, "parity_sft": parity_sft, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
           "bench_control": bench_control, "bench_control_verdicts": bench_control_verdicts,
-          "speed_baseline": speed_baseline, "profile_steps": profile_steps, "speed_bf16": speed_bf16, "solver": solver,
+          "speed_baseline": speed_baseline, "profile_steps": profile_steps, "quick_schedule": quick_schedule, "speed_bf16": speed_bf16, "solver": solver,
           "stss": stss, "select": select, "select_left_out": select_left_out,
           "teacher_reconstruction": teacher_reconstruction, "teacher_probes": teacher_probes,
           "judge_heldout": judge_heldout}
