@@ -264,7 +264,7 @@ def quick_schedule(results: Path) -> str:
     m, sec = divmod(round(d["wall_s"]), 60)
     md = table(["run", "wall", "CPU (of 200%)", "CPU-seconds", "peak RSS"],
                [[f"`{d['command'].split('--out')[0].strip()}` at {d['commit']}", f"{m} min {sec} s", f"{d['cpu_percent']}%",
-                 num(d["user_s"] + d["system_s"], 0), f"{d['max_rss_kb'] / 2**20:.1f} GiB"]])
+                 num(d["user_s"] + d["system_s"], 0), f"{d['max_rss_kb'] / 2**20:.2f} GiB"]])
     return md + "\n\n" + f"{d['machine']}, {d['date']}.\n" + source("quick_schedule")
 
 
