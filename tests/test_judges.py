@@ -17,7 +17,6 @@ from physalign.train.config import ConfigError
 from physalign.world import scene as grammar
 
 from _tiny_models import CLIP_MEAN, CLIP_STD
-from _tiny_models import vlm_folder as tiny_vlm_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=(8, 16), strides=((1, 2, 2), (2, 2, 2)), width=16, heads=2, layers=1, mlp_ratio=2)
@@ -217,16 +216,6 @@ def test_shipped_judge_beats_chance_on_fresh_videos():
 
 
 # ------------------------------------------------------------------------------------------------ VLM
-
-@pytest.fixture(scope="module")
-def vlm_folder(tmp_path_factory) -> Path:
-    return tiny_vlm_folder(tmp_path_factory.mktemp("vlm"))
-
-
-@pytest.fixture(scope="module")
-def vlm(vlm_folder) -> VLMJudge:
-    return VLMJudge.from_pretrained(vlm_folder, frames=4)
-
 
 def test_vlm_shapes_and_probabilities(vlm):
     videos = torch.rand(2, 3, 16, 32, 32) * 2 - 1

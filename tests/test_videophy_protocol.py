@@ -21,7 +21,6 @@ from physalign.judges.official import (VIDEOPHY2_CONVERSATION, VIDEOPHY_CONVERSA
 from physalign.judges.vlm import VLMJudge
 from physalign.video import write_mp4
 
-from _tiny_models import vlm_folder as tiny_vlm_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -203,16 +202,6 @@ def test_official_judges_are_refused_with_what_to_do(tmp_path):
 # ------------------------------------------------------------------------------ a real VLM in the protocols
 
 
-@pytest.fixture(scope="module")
-def vlm_path(tmp_path_factory) -> Path:
-    return tiny_vlm_folder(tmp_path_factory.mktemp("vlm"))
-
-
-@pytest.fixture(scope="module")
-def vlm(vlm_path) -> VLMJudge:
-    return VLMJudge.from_pretrained(vlm_path, frames=4)
-
-
 def test_vlm_asked_in_the_benchmark_template(vlm):
     """yes_prob in VideoPhy's conversation = the two-way softmax of the model's last logits on that exact text."""
     torch.manual_seed(2)
@@ -259,7 +248,7 @@ def test_the_world_judge_has_no_conversation_or_replies():
         judge.rating_replies(torch.zeros(1, 3, 16, 32, 32), ["q"])
 
 
-def test_score_suite_videophy2_benchmark_protocol_end_to_end(tmp_path, vlm_path):
+def test_score_suite_videophy2_benchmark_protocol_end_to_end(tmp_path, vlm_folder):
     """score-suite with a VLM: the benchmark protocol by default, replies parsed, the judge named, and the
     shipped file's missing columns reported."""
     file = tmp_path / "vp2.csv"
@@ -268,7 +257,7 @@ def test_score_suite_videophy2_benchmark_protocol_end_to_end(tmp_path, vlm_path)
     for p in load_suite("videophy2", file):
         write_mp4(tmp_path / "videos" / video_name(p.id, 0), rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
     result = CliRunner().invoke(app, ["score-suite", "--videos", str(tmp_path / "videos"), "--suite", "videophy2",
-                                      "--file", str(file), "--judge", str(vlm_path), "--frames", "4",
+                                      "--file", str(file), "--judge", str(vlm_folder), "--frames", "4",
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "out" / "score.json").read_text())
