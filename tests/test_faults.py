@@ -274,6 +274,16 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def assert_die_with(parent: subprocess.Popen, pids: list[int], timeout: float = 30) -> None:
+    """SIGKILL ``parent``; within ``timeout`` seconds every process of ``pids`` must be gone."""
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(alive(k) for k in pids):
+        time.sleep(0.2)
+    assert not any(alive(k) for k in pids), f"still alive after their parent was killed: {[k for k in pids if alive(k)]}"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
 def test_killing_the_bench_kills_its_children_and_frees_its_folder(world, tmp_path):
     """A SIGKILLed bench takes its running `physalign train` child with it, and the folder's lock is free."""
@@ -284,12 +294,7 @@ def test_killing_the_bench_kills_its_children_and_frees_its_folder(world, tmp_pa
         time.sleep(0.5)
     kids = children(parent.pid)
     assert kids and (tmp_path / "run" / "log.jsonl").is_file()
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.time() + 30
-    while time.time() < deadline and any(alive(k) for k in kids):
-        time.sleep(0.2)
-    assert not any(alive(k) for k in kids)
+    assert_die_with(parent, kids)
     with runner.bench_lock(tmp_path):  # the dead bench's lock went with it
         pass
 
@@ -312,12 +317,7 @@ def test_killing_the_bench_kills_its_worker_processes(tmp_path):
         time.sleep(0.5)
         workers = [k for k in children(parent.pid) if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
     assert workers
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.time() + 30
-    while time.time() < deadline and any(alive(k) for k in workers):
-        time.sleep(0.2)
-    assert not any(alive(k) for k in workers)
+    assert_die_with(parent, workers)
 
 
 def test_a_child_whose_bench_is_already_gone_exits(tmp_path):
