@@ -361,11 +361,14 @@ SLICE_SEED_OFFSET = 1  # a slice's test set is drawn from another seed than the 
 def slice_test_data(profile: Profile, folder: Path, field: str, value: str, n: int) -> Path:
     """``folder/manifest.jsonl``: the first ``n`` test prompts whose scene has ``field = value``, drawn from the
     test split (a third out of distribution, as the main set) under another seed; made once, then reused."""
-    manifest, stamp = folder / "manifest.jsonl", folder / "bench_data.json"
-    want = {"n": n, "seed": profile.test_seed + SLICE_SEED_OFFSET, "split": "test", "slice": [field, value],
-            "world_version": spec.WORLD_VERSION}
-    if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == want:
-        return manifest
+    want = {"n": n, "seed": profile.test_seed + SLICE_SEED_OFFSET, "split": "test", "slice": [field, value]}
+    return _stamped(folder, want, _draw_slice)
+
+
+def _draw_slice(folder: Path, want: dict) -> None:
+    """Write ``folder/manifest.jsonl``: the first ``want["n"]`` prompts of ``want["slice"]``, drawn in doubling
+    batches into ``folder/drawn``."""
+    (field, value), n = want["slice"], want["n"]
     drawn, rows = n, []
     while len(rows) < n:
         drawn *= 2
@@ -373,21 +376,25 @@ def slice_test_data(profile: Profile, folder: Path, field: str, value: str, n: i
                 if r["scene"].get(field) == value]
         if drawn > 10_000 * n:
             raise BenchError(f"no test prompts with {field} = {value} among {drawn} drawn")
-    write_text_atomic(manifest, "".join(json.dumps({**r, "video": f"drawn/{r['video']}"}) + "\n" for r in rows[:n]))
-    stamp.write_text(json.dumps(want))
-    return manifest
+    write_text_atomic(folder / "manifest.jsonl",
+                      "".join(json.dumps({**r, "video": f"drawn/{r['video']}"}) + "\n" for r in rows[:n]))
 
 
-def _stamped(folder: Path, want: dict) -> Path:
-    """``folder/manifest.jsonl``, regenerated unless its stamp says it holds ``want`` from this world
-    version (``spec.WORLD_VERSION``): a set made before a world change is not reused."""
+def _generate(folder: Path, want: dict) -> None:
+    """Simulate and render the set ``want`` describes (n, split, seed, counterfactuals, corruptions, mislabel)."""
+    mislabel = Mislabel.parse(want["mislabel"]) if want.get("mislabel") else None
+    generate(folder, want["n"], want["split"], want["seed"], counterfactuals=want["counterfactuals"],
+             corrupt_kinds=tuple(want.get("corrupt_kinds", ())), mislabel=mislabel)
+
+
+def _stamped(folder: Path, want: dict, make: Callable[[Path, dict], None] = _generate) -> Path:
+    """``folder/manifest.jsonl``, made by ``make(folder, want)`` unless its stamp says it holds ``want`` from this
+    world version (``spec.WORLD_VERSION``): a set made before a world change is not reused."""
     manifest, stamp = folder / "manifest.jsonl", folder / "bench_data.json"
     want = {**want, "world_version": spec.WORLD_VERSION}
     if manifest.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == want:
         return manifest
-    mislabel = Mislabel.parse(want["mislabel"]) if want.get("mislabel") else None
-    generate(folder, want["n"], want["split"], want["seed"], counterfactuals=want["counterfactuals"],
-             corrupt_kinds=tuple(want.get("corrupt_kinds", ())), mislabel=mislabel)
+    make(folder, want)
     stamp.write_text(json.dumps(want))
     return manifest
 
