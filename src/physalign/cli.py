@@ -7,9 +7,10 @@ arguments, call the library, and print. No logic of their own.
 from __future__ import annotations
 
 if __name__ == "__main__":  # a bench's child goes when the bench goes: before the slow imports below
-    from physalign.process import die_with_parent
+    from physalign.process import die_with_parent, reuse_freed_memory
 
     die_with_parent()
+    reuse_freed_memory()
 
 import typer  # noqa: E402
 
@@ -49,9 +50,10 @@ _register()
 
 
 def main() -> None:
-    from physalign.process import die_with_parent
+    from physalign.process import die_with_parent, reuse_freed_memory
 
     die_with_parent()  # the `physalign` entry point's children too
+    reuse_freed_memory()
     app()
 
 

@@ -37,7 +37,7 @@ from physalign.bench.profiles import CONTROLS, STARTS, VARIANTS, Profile, Recipe
 from physalign.bench.timing import REFERENCE, step_times
 from physalign.eval import evaluate_manifest
 from physalign.files import write_text_atomic
-from physalign.process import PARENT_ENV, die_with_parent
+from physalign.process import PARENT_ENV, die_with_parent, reuse_freed_memory
 from physalign.train.checkpoint import folder_fingerprint, has_checkpoints
 from physalign.train.config import Config, load_config, save_config
 from physalign.world import spec
@@ -502,6 +502,7 @@ def _worker_start(bench_pid: int) -> None:
 
     os.environ[PARENT_ENV] = str(bench_pid)  # this worker's own environment
     die_with_parent()
+    reuse_freed_memory()
     torch.set_num_threads(1)
 
 
