@@ -74,3 +74,17 @@ def test_no_import_circles():
 
 def test_a_circle_is_found():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_command_line_imports_no_framework_until_a_command_runs():
+    """Every `physalign` child of a bench imports the CLI: the frameworks come with the command that needs them
+    (seconds of imports per job otherwise), and peft only where a LoRA adapter is made or loaded."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, physalign.cli; a = sorted(m for m in ('torch', 'peft', 'transformers', 'diffusers') if m in sys.modules); "
+             "import physalign.models.lora, physalign.train.checkpoint; "
+             "b = sorted(m for m in ('peft', 'transformers') if m in sys.modules); print(a, b)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "[]"]

@@ -7,9 +7,6 @@ from typing import Optional
 
 import typer
 
-from physalign.assets import AssetError
-from physalign.bench import BenchError, get_profile, run_bench
-
 
 def bench_command(
     profile: str = typer.Option("quick", help="quick (~15 min on 2 cores, a smoke comparison), full (the README's figures) or ablation (PhysHPO's levels, each left out)."),
@@ -25,6 +22,9 @@ def bench_command(
 ) -> None:
     """Post-train every method from the same base, sample held-out prompts, score them, write a report."""
     from dataclasses import replace
+
+    from physalign.assets import AssetError
+    from physalign.bench import BenchError, get_profile, run_bench  # here: every `physalign` child would pay its imports
 
     try:
         p = get_profile(profile).with_methods(tuple(m.strip() for m in methods.split(",")) if methods else None)

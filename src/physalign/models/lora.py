@@ -20,11 +20,15 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import torch
-from peft import LoraConfig, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from physalign.models.parts import building_empty
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 ADAPTER = "default"
 WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -44,6 +48,8 @@ class LoraSpec:
         self.targets = list(self.targets)
 
     def peft_config(self) -> LoraConfig:
+        from peft import LoraConfig  # peft (and transformers) only where an adapter is made: ~3 s of imports
+
         return LoraConfig(r=self.rank, lora_alpha=self.alpha, target_modules=self.targets,
                           lora_dropout=self.dropout, init_lora_weights=True)
 
@@ -131,6 +137,8 @@ def load_adapter(backbone, folder: Path) -> None:
     add_lora(backbone, LoraSpec(**json.loads(spec_path.read_text())))
     if building_empty():  # the adapter's structure only: another process reads and broadcasts its weights
         return
+    from peft import set_peft_model_state_dict
+
     result = set_peft_model_state_dict(backbone, load_file(str(weights)), adapter_name=ADAPTER)
     missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
     if result.unexpected_keys or missing:
