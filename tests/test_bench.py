@@ -10,7 +10,7 @@ import torch
 
 from physalign.bench import BenchError, Profile, get_profile, run_bench
 from physalign.bench.compare import paired_difference
-from physalign.bench.runner import Arm, Job, arm_config, longest_first, schedule, score_job
+from physalign.bench.runner import Arm, Job, arm_config, longest_first, schedule, score_job, timeline_summary
 from physalign.models.world import WorldVideoModel
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -97,8 +97,20 @@ def test_schedule_runs_the_first_ready_job_first_and_each_after_those_it_waits_f
     # b waits for a; c's "done before" is no job here (its output exists): c is ready at once, but after b in order
     assert order.read_text().split() == ["a", "b", "c", "d"] and values == {"a": None, "b": None, "c": None, "sum": 3, "d": None}
     assert (tmp_path / "logs" / "c.log").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "logs" / "timeline.jsonl").read_text().splitlines()]
+    assert [r["job"] for r in rows] == ["a", "b", "c", "sum", "d"]
+    assert all(r["start"] <= r["end"] for r in rows) and all(a["end"] <= b["start"] for a, b in zip(rows, rows[1:]))
     with pytest.raises(BenchError, match="wait on each other"):
         schedule([Job("x", say("x"), after=("y",)), Job("y", say("y"), after=("x",))], 2, tmp_path / "logs")
+
+
+def test_timeline_summary_counts_busy_slots(tmp_path):
+    rows = [("train a", 100, 110), ("score base", 100, 104), ("sample a", 110, 114), ("score a", 114, 115)]
+    path = tmp_path / "timeline.jsonl"
+    path.write_text("".join(json.dumps({"job": j, "stage": "s", "start": a, "end": b}) + "\n" for j, a, b in rows))
+    got = timeline_summary(path, slots=2)
+    assert got["wall_s"] == 15 and got["jobs"] == 4
+    assert got["by_kind"] == {"train": 10, "score": 5, "sample": 4} and got["busy"] == pytest.approx(19 / 30)
 
 
 def test_a_failed_job_stops_the_schedule_with_its_log(tmp_path):
@@ -147,6 +159,8 @@ def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):
     assert data["vs_base"]["sft"]["joint"]["mde"] > 0 or data["vs_base"]["sft"]["joint"]["sd"] == 0
     for name in ("report.html", "metrics.png", "curves.png", "samples.gif"):
         assert (out / name).stat().st_size > 0
+    jobs = timeline_summary(out / "logs" / "timeline.jsonl")  # every job of both stages, timed
+    assert {"step", "train", "sample", "score"} <= set(jobs["by_kind"]) and 0 < jobs["busy"] <= 1
     trained = (out / "runs" / "sft-s0" / "model" / "physalign_model.json").stat().st_mtime_ns
     run_bench(profile, out, base=base, jobs=2, data_root=tmp_path / "data", configs=configs)  # finished stages are reused
     assert (out / "runs" / "sft-s0" / "model" / "physalign_model.json").stat().st_mtime_ns == trained

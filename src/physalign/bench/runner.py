@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import MISSING, dataclass, field, fields
 from functools import partial
@@ -453,25 +454,47 @@ def schedule(jobs: list[Job], slots: int, logs: Path, desc: str = "jobs") -> dic
     whose ``after`` are done (list order is the priority: put the longest chains first and each job after the
     one it waits for, so a finished step's successor goes before a new chain and no slot idles while jobs are
     ready). Returns each job's value by name (a call's return value, None for a command). A failed job stops
-    the bench with its log's tail once the running jobs end; no further job starts."""
+    the bench with its log's tail once the running jobs end; no further job starts. Each finished job's start
+    and end (seconds since the epoch) are appended to ``logs/timeline.jsonl`` (:func:`timeline_summary`)."""
     names, pending, running, values = {j.name for j in jobs}, list(jobs), {}, {}
     if not jobs:
         return values
     logs.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max(1, slots)) as threads, _workers(max(1, slots), any(j.call for j in jobs)) as workers, \
-            tqdm(total=len(jobs), desc=desc, unit="job") as bar:
+            tqdm(total=len(jobs), desc=desc, unit="job") as bar, open(logs / TIMELINE, "a") as timeline:
         while pending or running:
             ready = [j for j in pending if all(a in values or a not in names for a in j.after)]
             for job in ready[:max(1, slots) - len(running)]:
                 pending.remove(job)
-                running[workers.submit(job.call) if job.call else threads.submit(_run_command, job, logs)] = job
+                running[workers.submit(job.call) if job.call else threads.submit(_run_command, job, logs)] = (job, time.time())
             if not running:
                 raise BenchError(f"jobs wait on each other: {[(j.name, j.after) for j in pending]}")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                values[running.pop(future).name] = future.result()
+                job, began = running.pop(future)
+                values[job.name] = future.result()
+                timeline.write(json.dumps({"job": job.name, "stage": desc, "start": began, "end": time.time()}) + "\n")
+                timeline.flush()
                 bar.update(1)
     return values
+
+
+TIMELINE = "timeline.jsonl"
+
+
+def timeline_summary(path: Path, slots: int = 2) -> dict:
+    """From a bench's ``logs/timeline.jsonl``: its wall time (first start to last end), the job-seconds spent in
+    each kind of job (the name's first word: train, sample, score, export, ...), and the share of the ``slots``
+    that jobs kept busy: job-seconds / (slots x wall)."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not rows:
+        return {"wall_s": 0.0, "busy": 0.0, "by_kind": {}}
+    wall = max(r["end"] for r in rows) - min(r["start"] for r in rows)
+    kinds: dict[str, float] = {}
+    for r in rows:
+        kinds[r["job"].split()[0]] = kinds.get(r["job"].split()[0], 0.0) + r["end"] - r["start"]
+    return {"wall_s": wall, "busy": sum(kinds.values()) / (slots * wall) if wall else 0.0, "jobs": len(rows),
+            "by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1]))}
 
 
 def _run_command(job: Job, logs: Path) -> None:

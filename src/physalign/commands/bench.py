@@ -25,6 +25,7 @@ def bench_command(
 
     from physalign.assets import AssetError
     from physalign.bench import BenchError, get_profile, run_bench  # here: every `physalign` child would pay its imports
+    from physalign.bench.runner import TIMELINE, timeline_summary
 
     try:
         p = get_profile(profile).with_methods(tuple(m.strip() for m in methods.split(",")) if methods else None)
@@ -38,6 +39,10 @@ def bench_command(
         raise typer.Exit(1)
     typer.echo((report).read_text())
     typer.echo(f"report: {report} (and {report.with_suffix('.html')})")
+    timeline = report.parent / "logs" / TIMELINE
+    if timeline.is_file():
+        t = timeline_summary(timeline, jobs)
+        typer.echo(f"jobs: {timeline} ({t['jobs']} jobs kept {t['busy']:.0%} of {jobs} slots busy over {t['wall_s'] / 60:.1f} min)")
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
