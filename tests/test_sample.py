@@ -98,6 +98,33 @@ def test_cli_sample_from_prompts_writes_an_evaluable_manifest(model, tmp_path):
     assert res.exit_code == 2 and "--solver must be one of euler, heun, dpm++2m" in res.output
 
 
+def test_a_part_of_the_prompts_gets_the_noise_the_whole_list_gives_it(model):
+    whole = sample(model, PROMPTS, steps=2, guidance=2.0, seed=5, batch_size=1, progress=False)
+    part = sample(model, PROMPTS[1:], steps=2, guidance=2.0, seed=5, batch_size=1, progress=False, first=1)
+    assert np.array_equal(part, whole[1:])
+
+
+def test_cli_sample_in_shards_writes_the_manifest_one_sampling_writes(model, tmp_path):
+    """Two shards of one --out (run one after the other here) give the unsharded manifest; the first alone
+    writes only its part."""
+    model.save_pretrained(tmp_path / "m")
+    runner = CliRunner()
+    prompts = [a for p in PROMPTS for a in ("--prompt", p)]
+    args = ["sample", "--checkpoint", str(tmp_path / "m"), "--steps", "2", "--seed", "3", *prompts, "--samples-per-prompt", "2"]
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "whole")]).exit_code == 0
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "sharded"), "--shard", "0/2"])
+    assert res.exit_code == 0 and "wrote 2 videos (shard 0/2" in res.output, res.output
+    assert not (tmp_path / "sharded" / "manifest.jsonl").exists()
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "sharded"), "--shard", "1/2"])
+    assert res.exit_code == 0 and "wrote 4 videos and" in res.output, res.output
+    whole = (tmp_path / "whole" / "manifest.jsonl").read_text()
+    assert (tmp_path / "sharded" / "manifest.jsonl").read_text() == whole
+    assert all((tmp_path / "sharded" / r["video"]).is_file() for r in load_manifest(tmp_path / "sharded" / "manifest.jsonl"))
+    for bad in ("2/2", "1", "a/b"):
+        res = runner.invoke(app, [*args, "--out", str(tmp_path / "x"), "--shard", bad])
+        assert res.exit_code == 2 and "--shard is K/N" in res.output
+
+
 def test_cli_sample_passes_its_solver_to_the_sampler(model, tmp_path, monkeypatch):
     """``physalign sample --solver dpm++2m`` samples with that solver (the untrained tiny model's videos are the
     same uint8 under every solver, so the call is checked)."""

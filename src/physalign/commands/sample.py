@@ -22,6 +22,9 @@ def sample_command(
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(32, min=1),
     threads: int = typer.Option(0, help="torch threads (0 = default; 1 when other jobs share the CPU)."),
+    shard: str = typer.Option("", help="K/N: only the K-th of N blocks of the prompts (K from 0), with the noise the "
+                              "whole sampling gives them; the last shard to finish writes manifest.jsonl. Shards "
+                              "of one --out may run at once."),
 ) -> None:
     """Sample videos for prompts and write them with a manifest in the world's format."""
     import torch
@@ -40,11 +43,21 @@ def sample_command(
     except (PromptError, ManifestError) as err:
         _fail(str(err))
     rows = rows[:limit] if limit else rows
+    part = _shard(shard) if shard else None
     if threads:
         torch.set_num_threads(threads)
     model = sampling_model(checkpoint)
-    path = sample_to_folder(model, rows, out, samples_per_prompt, steps, guidance, seed, batch_size, solver)
-    typer.echo(f"wrote {len(rows) * samples_per_prompt} videos and {path}")
+    path = sample_to_folder(model, rows, out, samples_per_prompt, steps, guidance, seed, batch_size, solver, part)
+    k, n = part or (0, 1)
+    count = (len(rows) * (k + 1) // n - len(rows) * k // n) * samples_per_prompt
+    typer.echo(f"wrote {count} videos" + (f" and {path}" if path.is_file() else f" (shard {k}/{n}; other shards to come)"))
+
+
+def _shard(text: str) -> tuple[int, int]:
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit()) or not 0 <= int(k) < int(n):
+        _fail(f"--shard is K/N with 0 <= K < N, e.g. 0/2. Got {text!r}.")
+    return int(k), int(n)
 
 
 def sampling_model(path: Path):

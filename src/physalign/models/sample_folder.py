@@ -28,18 +28,39 @@ def rows_for_prompts(prompts: Sequence[str]) -> list[dict]:
 
 
 def sample_to_folder(model, rows: list[dict], out, samples_per_prompt=1, steps=30, guidance=4.0, seed=0, batch_size=32,
-                     solver: str = "euler") -> Path:
+                     solver: str = "euler", shard: tuple[int, int] | None = None) -> Path:
     """``samples_per_prompt`` videos (T, H, W, 3) per row, as ``OUT/videos/sample_<row>_<k>.mp4``, and
-    ``OUT/manifest.jsonl`` with the rows' world fields and ``sample`` (k); returns the manifest's path."""
+    ``OUT/manifest.jsonl`` with the rows' world fields and ``sample`` (k); returns the manifest's path.
+
+    ``shard=(k, n)``: only the k-th of n contiguous blocks of the rows (k from 0), with the noise the whole
+    sampling gives them, and its lines in ``OUT/manifest.part-k-of-n.jsonl``; the shard that finds all n parts
+    written joins them into ``OUT/manifest.jsonl``, the same file one unsharded sampling writes. Shards may run in
+    separate processes at once.
+    """
     out = Path(out)
-    prompts = [r["prompt"] for r in rows for _ in range(samples_per_prompt)]
-    videos = sample(model, prompts, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size, solver=solver)
+    k, n = shard or (0, 1)
+    if not 0 <= k < n:
+        raise ValueError(f"shard must be (k, n) with 0 <= k < n. Got {shard}.")
+    a, b = len(rows) * k // n, len(rows) * (k + 1) // n
+    prompts = [r["prompt"] for r in rows[a:b] for _ in range(samples_per_prompt)]
+    videos = sample(model, prompts, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size, solver=solver,
+                    first=a * samples_per_prompt)
     lines = []
-    for k, video in enumerate(videos):
-        row = rows[k // samples_per_prompt]
-        name = f"videos/sample_{k // samples_per_prompt:05d}_{k % samples_per_prompt}.mp4"
+    for i, video in enumerate(videos):
+        row, s = a + i // samples_per_prompt, i % samples_per_prompt
+        name = f"videos/sample_{row:05d}_{s}.mp4"
         write_mp4(out / name, video, fps=spec.FPS)
-        lines.append({"video": name, **{f: row[f] for f in CARRIED if f in row}, "sample": k % samples_per_prompt})
+        lines.append(json.dumps({"video": name, **{f: rows[row][f] for f in CARRIED if f in rows[row]}, "sample": s}) + "\n")
     path = out / "manifest.jsonl"  # last and atomic: its presence means every video is there
-    write_text_atomic(path, "".join(json.dumps(line) + "\n" for line in lines))
+    if n == 1:
+        write_text_atomic(path, "".join(lines))
+        return path
+    write_text_atomic(out / _part(k, n), "".join(lines))
+    parts = [out / _part(j, n) for j in range(n)]
+    if all(p.is_file() for p in parts):
+        write_text_atomic(path, "".join(p.read_text() for p in parts))
     return path
+
+
+def _part(k: int, n: int) -> str:
+    return f"manifest.part-{k}-of-{n}.jsonl"

@@ -128,10 +128,13 @@ def sample(
     batch_size: int = 32,
     progress: bool = True,
     solver: str = "euler",
+    first: int = 0,
 ) -> np.ndarray:
     """Videos for ``prompts`` as uint8 (B, T, H, W, 3) of ``model.video_shape``, deterministic from ``seed``.
 
     All noise is drawn up front from one generator, so video i depends on (seed, i) and not on batch_size.
+    ``prompts`` may be a part of a longer list that starts at position ``first``: video i then gets the noise
+    of position first + i, as it would in the whole list (shards of one sampling, :func:`sample_to_folder`).
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1. Got steps={steps}, batch_size={batch_size}.")
@@ -139,7 +142,9 @@ def sample(
     model.eval()
     device = next(model.parameters()).device
     shape = model.latent_shape(model.video_shape)
-    noise = torch.randn((len(prompts), *shape), generator=torch.Generator().manual_seed(seed)).to(device)
+    if first < 0:
+        raise ValueError(f"first must be >= 0. Got {first}.")
+    noise = torch.randn((first + len(prompts), *shape), generator=torch.Generator().manual_seed(seed))[first:].to(device)
     out = []
     batches = range(0, len(prompts), batch_size)
     with tqdm(total=len(batches) * steps, desc=f"sample ({solver})", unit="step", disable=not progress) as bar:
