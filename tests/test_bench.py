@@ -161,6 +161,7 @@ def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):
         assert (out / name).stat().st_size > 0
     jobs = timeline_summary(out / "logs" / "timeline.jsonl")  # every job of both stages, timed
     assert {"step", "train", "sample", "score"} <= set(jobs["by_kind"]) and 0 < jobs["busy"] <= 1
+    assert all((out / "samples" / "fm-s0" / f"manifest.part-{k}-of-2.jsonl").is_file() for k in (0, 1))  # the last run's
     trained = (out / "runs" / "sft-s0" / "model" / "physalign_model.json").stat().st_mtime_ns
     run_bench(profile, out, base=base, jobs=2, data_root=tmp_path / "data", configs=configs)  # finished stages are reused
     assert (out / "runs" / "sft-s0" / "model" / "physalign_model.json").stat().st_mtime_ns == trained

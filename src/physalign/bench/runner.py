@@ -37,6 +37,7 @@ from physalign.assets import resolve, shipped
 from physalign.bench.profiles import CONTROLS, STARTS, VARIANTS, Profile, Recipe, recipe
 from physalign.bench.timing import REFERENCE, step_times
 from physalign.eval import evaluate_manifest
+from physalign.models.sample_folder import part_manifest
 from physalign.files import write_text_atomic
 from physalign.process import PARENT_ENV, die_with_parent, reuse_freed_memory
 from physalign.train.checkpoint import folder_fingerprint, has_checkpoints
@@ -163,7 +164,8 @@ class _Stages:
     def train_sample_score(self, trains: list[Arm], starts: dict[str, Arm], timing: dict) -> tuple[dict, dict]:
         """Train, sample and score the runs ``trains`` (:func:`job_order`); returns the results by model (and
         test set) and the learning curves."""
-        jobs = [job for arm in job_order(trains, starts, timing) for job in self.arm_jobs(arm, starts)]
+        order = job_order(trains, starts, timing)  # the last run's sampling would run alone at the end: in shards
+        jobs = [job for arm in order for job in self.arm_jobs(arm, starts, self.jobs if arm == order[-1] else 1)]
         return self.collect(schedule(jobs, self.jobs, self.out / "logs", "train, sample and score"), trains)
 
     def collect(self, values: dict, trains: list[Arm], models: tuple[str, ...] = ()) -> tuple[dict, dict]:
@@ -174,29 +176,36 @@ class _Stages:
                   for arm in trains}
         return results, curves
 
-    def arm_jobs(self, arm: Arm, starts: dict[str, Arm]) -> list[Job]:
+    def arm_jobs(self, arm: Arm, starts: dict[str, Arm], shards: int = 1) -> list[Job]:
         """Train (unless its export is there: exports are atomic) once the model it starts from is trained, then
-        sample and score it, and the learning curve's points."""
+        sample (in ``shards`` jobs) and score it, and the learning curve's points."""
         start = recipe(arm.method).start
         train = f"train {arm.name}"
         done = (self.models[arm.name] / "physalign_model.json").is_file()
         after = (f"train {starts[start].name}",) if start in starts else ()
         return [*([] if done else [Job(train, train_command(self.out, arm), after=after)]),
-                *self.sample_jobs(arm.name, (train,)), *curve_jobs(self.out, arm, self.profile, self.test_manifest)]
+                *self.sample_jobs(arm.name, (train,), shards), *curve_jobs(self.out, arm, self.profile, self.test_manifest)]
 
     def test_sets(self, name: str) -> list[tuple[str, Path]]:
         """(key, test manifest) of each test set model ``name`` is read on: the test prompts (key ``name``), then
         each slice it is read on (``name:slice``, e.g. "control-positive-s0:force-none")."""
         return [(name, self.test_manifest), *((f"{name}:{s}", self.slices[s]) for s in self.on_slices.get(name, []))]
 
-    def sample_jobs(self, name: str, after: tuple[str, ...] = ()) -> list[Job]:
-        """Sample model ``name`` on each of its test sets (unless done), once the jobs ``after`` are, and score each."""
+    def sample_jobs(self, name: str, after: tuple[str, ...] = (), shards: int = 1) -> list[Job]:
+        """Sample model ``name`` on each of its test sets (unless done), once the jobs ``after`` are, and score each.
+        With ``shards`` > 1 each sampling is that many jobs (``physalign sample --shard``) that the free slots
+        share; the score waits for all."""
         jobs = []
         for (key, manifest), s in zip(self.test_sets(name), ["", *self.on_slices.get(name, [])]):
             folder, sample = self.samples(name, s), f"sample {name} {s}".strip()
+            command = sample_command(self.models[name], manifest, folder, self.profile)
+            parts = [(sample, command)] if shards == 1 else \
+                [(f"{sample} part {k}", [*command, "--shard", f"{k}/{shards}"]) for k in range(shards)]
+            done = [shards > 1 and (folder / part_manifest(k, shards)).is_file() for k in range(len(parts))]
+            parts = [part for part, d in zip(parts, done) if not d] or parts[-1:]  # the last joins the parts
             if not (folder / "manifest.jsonl").is_file():
-                jobs.append(Job(sample, sample_command(self.models[name], manifest, folder, self.profile), after=after))
-            jobs.append(score_job(key, folder / "manifest.jsonl", (sample,)))
+                jobs += [Job(job, cmd, after=after) for job, cmd in parts]
+            jobs.append(score_job(key, folder / "manifest.jsonl", tuple(job for job, _ in parts)))
         return jobs
 
     def samples(self, name: str, slice_name: str = "") -> Path:

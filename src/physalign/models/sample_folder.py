@@ -55,12 +55,13 @@ def sample_to_folder(model, rows: list[dict], out, samples_per_prompt=1, steps=3
     if n == 1:
         write_text_atomic(path, "".join(lines))
         return path
-    write_text_atomic(out / _part(k, n), "".join(lines))
-    parts = [out / _part(j, n) for j in range(n)]
+    write_text_atomic(out / part_manifest(k, n), "".join(lines))
+    parts = [out / part_manifest(j, n) for j in range(n)]
     if all(p.is_file() for p in parts):
         write_text_atomic(path, "".join(p.read_text() for p in parts))
     return path
 
 
-def _part(k: int, n: int) -> str:
+def part_manifest(k: int, n: int) -> str:
+    """The file name of shard k of n's manifest lines."""
     return f"manifest.part-{k}-of-{n}.jsonl"
