@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from physalign.bench.compare import pair_results, paired_difference
+from physalign.bench.compare import paired_differences
 from physalign.bench.profiles import Profile
-from physalign.bench.report import SHOWN_ERRORS
 from physalign.bench.runner import test_data
 from physalign.eval import evaluate_manifest
 from physalign.eval.stats import METRICS
@@ -64,17 +63,6 @@ def pixel_difference(a: Path, b: Path) -> float:
     for x, y in zip(load_manifest(a / "manifest.jsonl"), load_manifest(b / "manifest.jsonl")):
         diffs.append(np.abs(read_video(a / x["video"]).astype(np.int16) - read_video(b / y["video"]).astype(np.int16)).mean())
     return float(np.mean(diffs))
-
-
-def compare(results: list, reference: list) -> dict:
-    """Paired differences setting - reference: the binary metrics, then each continuous error."""
-    x, y = pair_results(results, reference)
-    out = {m: paired_difference([getattr(r, m) for r in x], [getattr(r, m) for r in y]) for m in METRICS}
-    for shown, (name, value) in SHOWN_ERRORS.items():
-        both = [(value(p.physics_errors[name]), value(q.physics_errors[name])) for p, q in zip(x, y)
-                if p.physics_errors.get(name) is not None and q.physics_errors.get(name) is not None]
-        out[shown] = paired_difference([p for p, _ in both], [q for _, q in both])
-    return out
 
 
 def markdown(table: dict, reference: str) -> str:
@@ -122,7 +110,7 @@ def main() -> None:
                           "seconds_per_video": timing["seconds"] / timing["videos"],
                           "pixels_from_finest": pixel_difference(folder, folders[finest]),
                           **{m: float(np.mean([getattr(r, m) for r in results[setting]])) for m in METRICS},
-                          "vs_reference": compare(results[setting], results[args.reference])}
+                          "vs_reference": paired_differences(results[setting], results[args.reference])}
     print(markdown(table, args.reference))
     if args.json:
         record = {"table": table, "reference": args.reference, "finest": finest, "checkpoint": args.checkpoint,

@@ -368,3 +368,15 @@ def test_sample_command_samples_with_the_profiles_solver(tmp_path):
     profile = replace(get_profile("quick"), sample_solver="dpm++2m", sample_steps=7)
     cmd = sample_command(tmp_path / "m", tmp_path / "test.jsonl", tmp_path / "s", profile)
     assert cmd[cmd.index("--solver") + 1] == "dpm++2m" and cmd[cmd.index("--steps") + 1] == "7"
+
+
+def test_paired_differences_pair_videos_by_name_and_skip_missing_errors():
+    from physalign.bench.compare import paired_differences
+
+    results, _ = _fake_results({"a": 0.75, "b": 0.25}, 8, gravity={"a": 1.5, "b": 1.2})
+    results["b"] = results["b"][::-1]  # paired by video name, not by position
+    results["b"][0].physics_errors["gravity_ratio"] = None  # v7's gravity is not fitted in b: that pair drops out
+    d = paired_differences(results["a"], results["b"])
+    assert d["pc"]["mean"] == pytest.approx(0.75 - 0.25) and d["pc"]["n"] == 8
+    assert d["gravity_error"]["mean"] == pytest.approx(0.5 - 0.2) and d["gravity_error"]["n"] == 7
+    assert d["zero_g_accel"]["mean"] == 0 and set(d) >= {"pc", "sa", "joint", "penetration"}

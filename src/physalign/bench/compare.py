@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from physalign.eval.score import VideoResult
-from physalign.eval.stats import LEVEL
+from physalign.eval.stats import LEVEL, METRICS
 
 # Power of a paired comparison, normal approximation: a true difference of MDE_SE standard errors is found
 # (interval excluding zero) with probability 0.80 at the two-sided 95% level: z_0.975 + z_0.80 = 1.960 + 0.842.
@@ -51,3 +51,21 @@ def pair_results(a: list[VideoResult], b: list[VideoResult]) -> tuple[list[Video
     by_name = {r.video: r for r in b if r.error is None}
     pairs = [(r, by_name[r.video]) for r in a if r.error is None and r.video in by_name]
     return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+# continuous physics errors shown, as (name, what is compared: a function of the video's value)
+SHOWN_ERRORS = {"gravity_error": ("gravity_ratio", lambda x: abs(x - 1.0)), "zero_g_accel": ("zero_g_accel", float),
+                "fit_residual": ("fit_residual", float), "impulse": ("impulse", float),
+                "penetration": ("penetration", float)}
+
+
+def paired_differences(results: list[VideoResult], reference: list[VideoResult]) -> dict:
+    """Paired differences results − reference over the videos both scored: PC, SA, Joint, then each continuous
+    error of SHOWN_ERRORS over the videos where both have it (:func:`paired_difference` each)."""
+    x, y = pair_results(results, reference)
+    out = {m: paired_difference([getattr(r, m) for r in x], [getattr(r, m) for r in y]) for m in METRICS}
+    for shown, (name, value) in SHOWN_ERRORS.items():
+        both = [(value(p.physics_errors[name]), value(q.physics_errors[name])) for p, q in zip(x, y)
+                if p.physics_errors.get(name) is not None and q.physics_errors.get(name) is not None]
+        out[shown] = paired_difference([p for p, _ in both], [q for _, q in both])
+    return out

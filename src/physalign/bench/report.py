@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from physalign.bench.compare import TARGET_HALF_WIDTH, pair_results, paired_difference
+from physalign.bench.compare import SHOWN_ERRORS, TARGET_HALF_WIDTH, pair_results, paired_difference
 from physalign.bench.profiles import CONTROLS
 from physalign.bench.profiles import recipe as recipe_of
 from physalign.eval.report import finite, fmt
@@ -202,12 +202,6 @@ def _curve_markdown(table: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(
             f"{at[k]['joint']['mean']:.3f}; {at[k]['gravity_error']:.2f}" if k in at else "" for k in steps) + " |")
     return "\n".join(lines) + "\n"
-
-
-# continuous physics errors shown, as (name, what is compared: a function of the video's value)
-SHOWN_ERRORS = {"gravity_error": ("gravity_ratio", lambda x: abs(x - 1.0)), "zero_g_accel": ("zero_g_accel", float),
-                "fit_residual": ("fit_residual", float), "impulse": ("impulse", float),
-                "penetration": ("penetration", float)}
 
 
 def _kept(rs: list, keep) -> list:
