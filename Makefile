@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
 
-# DeepSpeed (configs/accelerate/deepspeed.yaml) for the tests only: `make demo` does not need it.
+# pytest and DeepSpeed (configs/accelerate/deepspeed.yaml) for the tests only: `make demo` needs neither.
 TEST_STAMP := $(VENV)/.physalign-test-extras
 $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,deepspeed]'
