@@ -268,6 +268,22 @@ def quick_schedule(results: Path) -> str:
     return md + "\n\n" + f"{d['machine']}, {d['date']}.\n" + source("quick_schedule")
 
 
+def malloc(results: Path) -> str:
+    """glibc's allocator defaults against reusing freed memory, per bench job (bench_malloc.py)."""
+    d = load(results, "malloc/malloc.json")
+    rows = []
+    for name, j in d["jobs"].items():
+        a, b = j["median"]["default"], j["median"]["reuse"]
+        rows.append([name, num(a["user_s"] + a["sys_s"], 1), num(b["user_s"] + b["sys_s"], 1),
+                     num((b["user_s"] + b["sys_s"]) / (a["user_s"] + a["sys_s"]), 2), f"{num(a['sys_s'], 2)} → {num(b['sys_s'], 2)}",
+                     f"{a['minor_faults'] / 1e6:.2f} M → {b['minor_faults'] / 1e6:.2f} M", num(j["ratio"]["wall_s"], 2)])
+    md = table(["job", "CPU s, default", "CPU s, reuse", "reuse / default", "kernel s", "page faults", "wall, reuse / default"], rows)
+    note = (f"Medians of {d['rounds']} rounds each, one thread, the bench's commands one at a time; {d['cpu']['model']} "
+            f"({d['cpu']['capability']}); CPU s = user + kernel. The other core was not idle for the whole run: the CPU "
+            "seconds and faults are the measure, the wall ratio is noisy.")
+    return md + "\n\n" + note + "\n" + source("malloc")
+
+
 PROFILE_OPS = 6
 
 
@@ -411,7 +427,7 @@ def judge_heldout(results: Path) -> str:
 
 TABLES = {"eval_rates": eval_rates, "eval_jitter": eval_jitter, "parity_sft": parity_sft, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
           "bench_control": bench_control, "bench_control_verdicts": bench_control_verdicts,
-          "speed_baseline": speed_baseline, "profile_steps": profile_steps, "quick_schedule": quick_schedule, "speed_bf16": speed_bf16, "solver": solver,
+          "speed_baseline": speed_baseline, "profile_steps": profile_steps, "quick_schedule": quick_schedule, "malloc": malloc, "speed_bf16": speed_bf16, "solver": solver,
           "stss": stss, "select": select, "select_left_out": select_left_out,
           "teacher_reconstruction": teacher_reconstruction, "teacher_probes": teacher_probes,
           "judge_heldout": judge_heldout}
