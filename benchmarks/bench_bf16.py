@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def train_command(out: Path, method: str, precision: str, seed: int, data: Path,
             "data.cache_dir": cache, "train.steps": steps, "train.batch_size": 12, "train.seed": seed,
             "train.threads": 1, "train.save_every": steps, "train.log_every": 1,
             "train.mixed_precision": "bf16" if precision == "bf16" else "no"}
-    return [sys.executable, "-m", "physalign.cli", "train", "--config", str(shipped("configs/methods") / f"{method}.yaml"),
+    return ["train", "--config", str(shipped("configs/methods") / f"{method}.yaml"),
             "--out", str(out / "runs" / run_name(method, precision, seed)),
             *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]
 
@@ -59,9 +58,9 @@ def jobs(out: Path, methods: list[str], steps: int, data: Path, cache: Path, tes
         name = run_name(method, precision, seed)
         model, samples = out / "runs" / name / "model", out / "samples" / name
         if not (model / "physalign_model.json").is_file():
-            found.append(Job(f"train {name}", train_command(out, method, precision, seed, data, cache, steps)))
+            found.append(Job(f"train {name}", cli=train_command(out, method, precision, seed, data, cache, steps)))
         if not (samples / "manifest.jsonl").is_file():
-            found.append(Job(f"sample {name}", sample_command(model, test, samples, profile), after=(f"train {name}",)))
+            found.append(Job(f"sample {name}", cli=sample_command(model, test, samples, profile), after=(f"train {name}",)))
         found.append(score_job(name, samples / "manifest.jsonl", (f"sample {name}",)))
     return found
 

@@ -121,6 +121,22 @@ def test_a_failed_job_stops_the_schedule_with_its_log(tmp_path):
     assert not (tmp_path / "ran").exists()
 
 
+def test_physalign_commands_run_in_worker_processes_with_their_logs(tmp_path):
+    """A cli job runs `physalign ...` in a worker, its output in its log; a failing one stops the schedule with the
+    log's tail (here the command's own error message)."""
+    world = tmp_path / "world"
+    values = schedule([Job("make world", cli=["world", "generate", "--n", "2", "--split", "test", "--out", str(world)])],
+                      1, tmp_path / "logs")
+    assert values == {"make world": None} and len((world / "manifest.jsonl").read_text().splitlines()) == 2
+    assert "world test" in (tmp_path / "logs" / "make_world.log").read_text()  # its progress bar, from the worker
+    bad = Job("sample nothing", cli=["sample", "--checkpoint", str(tmp_path), "--prompt", "a ball", "--out", str(tmp_path / "s")])
+    with pytest.raises(BenchError, match=r"sample nothing failed \(exit 2\); log .*sample_nothing.log:\nerror: missing verb"):
+        schedule([bad], 1, tmp_path / "logs")
+    crash = Job("crash", cli=["eval", str(tmp_path / "missing.jsonl")])
+    with pytest.raises(BenchError, match=r"crash failed \(exit \d\)"):
+        schedule([crash], 1, tmp_path / "logs")
+
+
 def test_scores_in_worker_processes_equal_the_sequential_ones(tmp_path):
     from physalign.eval import evaluate_manifest
     from physalign.world.dataset import generate

@@ -80,13 +80,14 @@ def run_bench(profile: Profile, out: str | Path, base: str | Path | None = None,
     with bench_lock(out):
         claim(out, bench_settings(profile, base, Path(configs)))
         (out / "profile.json").write_text(json.dumps(profile.to_dict(), indent=2))
-        return _run_stages(profile, out, base, jobs, data_root, configs)
+        with workers(max(1, jobs)) as pool:  # one set of worker processes for all the stages: imports paid once
+            return _run_stages(profile, out, base, jobs, data_root, configs, pool)
 
 
-def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, configs) -> Path:
+def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, configs, pool=None) -> Path:
     from physalign.bench.report import second_seed_methods, write_bench_report
 
-    bench = _Stages(profile, out, base, Path(data_root), Path(configs), jobs)
+    bench = _Stages(profile, out, base, Path(data_root), Path(configs), jobs, pool)
     arms = [Arm(m, s) for m in profile.methods for s in profile.seeds_of(m)]
     starts = {s: Arm(s, profile.seeds[0]) for s in dict.fromkeys(recipe(a.method).start for a in arms) if s != "base"}
     unknown = sorted(set(starts) - set(STARTS))
@@ -120,8 +121,9 @@ def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, c
 class _Stages:
     """The bench's training, sampling and scoring of a set of arms, in ``out``, as jobs (:func:`schedule`)."""
 
-    def __init__(self, profile: Profile, out: Path, base: Path, data_root: Path, configs: Path, jobs: int):
+    def __init__(self, profile: Profile, out: Path, base: Path, data_root: Path, configs: Path, jobs: int, pool=None):
         self.profile, self.out, self.base, self.data_root, self.configs, self.jobs = profile, out, base, data_root, configs, jobs
+        self.pool = pool  # the bench's worker processes (:func:`workers`), shared by its schedules
         self.test_manifest = test_data(profile, out / "test")
         self.models, self.cfgs = {"base": base}, {}
         self.slices: dict[str, Path] = {}  # a control's slice name -> its test set
@@ -155,7 +157,7 @@ class _Stages:
         jobs = [] if path.is_file() else [Job("step times", call=partial(step_times, timed, self.profile.timing_rounds))]
         jobs += [*self.sample_jobs("base"), score_job("simulator", self.test_manifest),
                  *(job for arm in early for job in self.arm_jobs(arm, {}))]
-        values = schedule(jobs, self.jobs, self.out / "logs", "time steps; sample the base")
+        values = schedule(jobs, self.jobs, self.out / "logs", "time steps; sample the base", self.pool)
         if "step times" in values:
             write_text_atomic(path, json.dumps(values["step times"], indent=2))
         results, curves = self.collect(values, early, ("base",))
@@ -166,7 +168,7 @@ class _Stages:
         test set) and the learning curves."""
         order = job_order(trains, starts, timing)  # the last run's sampling would run alone at the end: in shards
         jobs = [job for arm in order for job in self.arm_jobs(arm, starts, self.jobs if arm == order[-1] else 1)]
-        return self.collect(schedule(jobs, self.jobs, self.out / "logs", "train, sample and score"), trains)
+        return self.collect(schedule(jobs, self.jobs, self.out / "logs", "train, sample and score", self.pool), trains)
 
     def collect(self, values: dict, trains: list[Arm], models: tuple[str, ...] = ()) -> tuple[dict, dict]:
         """From the jobs' ``values``: the scores of the ``models`` and the runs ``trains`` by test set (``name``,
@@ -183,7 +185,7 @@ class _Stages:
         train = f"train {arm.name}"
         done = (self.models[arm.name] / "physalign_model.json").is_file()
         after = (f"train {starts[start].name}",) if start in starts else ()
-        return [*([] if done else [Job(train, train_command(self.out, arm), after=after)]),
+        return [*([] if done else [Job(train, cli=train_command(self.out, arm), after=after)]),
                 *self.sample_jobs(arm.name, (train,), shards), *curve_jobs(self.out, arm, self.profile, self.test_manifest)]
 
     def test_sets(self, name: str) -> list[tuple[str, Path]]:
@@ -204,7 +206,7 @@ class _Stages:
             done = [shards > 1 and (folder / part_manifest(k, shards)).is_file() for k in range(len(parts))]
             parts = [part for part, d in zip(parts, done) if not d] or parts[-1:]  # the last joins the parts
             if not (folder / "manifest.jsonl").is_file():
-                jobs += [Job(job, cmd, after=after) for job, cmd in parts]
+                jobs += [Job(job, cli=cmd, after=after) for job, cmd in parts]
             jobs.append(score_job(key, folder / "manifest.jsonl", tuple(job for job, _ in parts)))
         return jobs
 
@@ -253,9 +255,8 @@ def curve_jobs(out: Path, arm: Arm, profile: Profile, test_manifest: Path) -> li
         export, sample = f"export {arm.name} {step}", f"sample {arm.name} {step}"
         if not (folder / "manifest.jsonl").is_file():
             ckpt, model = arm.run(out) / "checkpoints" / f"step_{step:06d}", folder / "model"
-            jobs += [Job(export, [sys.executable, "-m", "physalign.cli", "export", str(ckpt), "--out", str(model)],
-                         after=(f"train {arm.name}",)),
-                     Job(sample, sample_command(model, test_manifest, folder, profile, profile.curve_prompts), after=(export,))]
+            jobs += [Job(export, cli=["export", str(ckpt), "--out", str(model)], after=(f"train {arm.name}",)),
+                     Job(sample, cli=sample_command(model, test_manifest, folder, profile, profile.curve_prompts), after=(export,))]
         jobs.append(Job(_curve_score(arm, step), call=partial(evaluate_manifest, folder / "manifest.jsonl", progress=False),
                         after=(sample,)))
     return jobs
@@ -434,12 +435,11 @@ def _config_path(out: Path, arm: Arm) -> Path:
 def train_command(out: Path, arm: Arm) -> list[str]:
     run = arm.run(out)
     resume = has_checkpoints(run)
-    return [sys.executable, "-m", "physalign.cli", "train", "--out", str(run),
-            *(["--resume"] if resume else ["--config", str(_config_path(out, arm))])]
+    return ["train", "--out", str(run), *(["--resume"] if resume else ["--config", str(_config_path(out, arm))])]
 
 
 def sample_command(model: Path, manifest: Path, folder: Path, profile: Profile, limit: int = 0) -> list[str]:
-    return [sys.executable, "-m", "physalign.cli", "sample", "--checkpoint", str(model), "--manifest", str(manifest),
+    return ["sample", "--checkpoint", str(model), "--manifest", str(manifest),
             "--out", str(folder), "--samples-per-prompt", str(profile.samples_per_prompt), "--limit", str(limit),
             "--steps", str(profile.sample_steps), "--solver", profile.sample_solver, "--guidance", str(profile.guidance),
             "--seed", str(profile.test_seed), "--threads", "1"]
@@ -448,44 +448,70 @@ def sample_command(model: Path, manifest: Path, folder: Path, profile: Profile, 
 @dataclass
 class Job:
     """One step of the bench, run in a job slot once the jobs named in ``after`` are done (a name that is not
-    among the jobs scheduled counts as done: its output is there from an earlier run). Either a ``physalign``
-    ``command``, run as a child process of one torch thread and logged to ``logs/<name>.log``, or a ``call``
-    (a picklable function of no arguments) run in a worker process of one thread, whose value is kept."""
+    among the jobs scheduled counts as done: its output is there from an earlier run). One of:
+
+    - ``cli``: a ``physalign`` command's arguments (``["train", "--out", ...]``), run in a worker process and
+      logged to ``logs/<name>.log``; the worker has imported torch, diffusers and physalign once, so the job
+      does not pay ~5 s of imports as a new process would;
+    - ``command``: any program, run as a child process of one torch thread, logged the same way;
+    - ``call``: a picklable function of no arguments, run in a worker process, whose value is kept.
+
+    Workers have one torch thread each and die with the bench."""
 
     name: str
     command: list[str] = field(default_factory=list)
     call: Callable | None = None
     after: tuple[str, ...] = ()
+    cli: list[str] = field(default_factory=list)
 
 
-def schedule(jobs: list[Job], slots: int, logs: Path, desc: str = "jobs") -> dict[str, object]:
+def schedule(jobs: list[Job], slots: int, logs: Path, desc: str = "jobs", pool: ProcessPoolExecutor | None = None) -> dict[str, object]:
     """Run ``jobs``, at most ``slots`` at a time: whenever a slot is free it takes the first job, in list order,
     whose ``after`` are done (list order is the priority: put the longest chains first and each job after the
     one it waits for, so a finished step's successor goes before a new chain and no slot idles while jobs are
     ready). Returns each job's value by name (a call's return value, None for a command). A failed job stops
     the bench with its log's tail once the running jobs end; no further job starts. Each finished job's start
-    and end (seconds since the epoch) are appended to ``logs/timeline.jsonl`` (:func:`timeline_summary`)."""
+    and end (seconds since the epoch) are appended to ``logs/timeline.jsonl`` (:func:`timeline_summary`). Calls and
+    cli jobs run in ``pool`` (:func:`workers`), or in worker processes started for this call."""
     names, pending, running, values = {j.name for j in jobs}, list(jobs), {}, {}
     if not jobs:
         return values
     logs.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max(1, slots)) as threads, _workers(max(1, slots), any(j.call for j in jobs)) as workers, \
+    own = workers(max(1, slots)) if pool is None and any(j.call or j.cli for j in jobs) else contextlib.nullcontext(pool)
+    with ThreadPoolExecutor(max(1, slots)) as threads, own as procs, \
             tqdm(total=len(jobs), desc=desc, unit="job") as bar, open(logs / TIMELINE, "a") as timeline:
         while pending or running:
             ready = [j for j in pending if all(a in values or a not in names for a in j.after)]
             for job in ready[:max(1, slots) - len(running)]:
                 pending.remove(job)
-                running[workers.submit(job.call) if job.call else threads.submit(_run_command, job, logs)] = (job, time.time())
+                running[_submit(job, threads, procs, logs)] = (job, time.time())
             if not running:
                 raise BenchError(f"jobs wait on each other: {[(j.name, j.after) for j in pending]}")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 job, began = running.pop(future)
-                values[job.name] = future.result()
+                values[job.name] = _value(job, future.result(), logs)
                 timeline.write(json.dumps({"job": job.name, "stage": desc, "start": began, "end": time.time()}) + "\n")
                 timeline.flush()
                 bar.update(1)
     return values
+
+
+def _submit(job: Job, threads: ThreadPoolExecutor, workers: ProcessPoolExecutor | None, logs: Path):
+    if job.call:
+        return workers.submit(job.call)
+    if job.cli:
+        return workers.submit(run_cli, job.cli, str(_log(job, logs)))
+    return threads.submit(_run_command, job, logs)
+
+
+def _value(job: Job, value, logs: Path):
+    """A call's value; a cli job's exit code checked (a command's is checked in its thread)."""
+    if not job.cli:
+        return value
+    if value != 0:
+        raise BenchError(f"{job.name} failed (exit {value}); log {_log(job, logs)}:\n{_tail(_log(job, logs))}")
+    return None
 
 
 TIMELINE = "timeline.jsonl"
@@ -506,24 +532,62 @@ def timeline_summary(path: Path, slots: int = 2) -> dict:
             "by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1]))}
 
 
+def _log(job: Job, logs: Path) -> Path:
+    return logs / f"{job.name.replace(' ', '_')}.log"
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 def _run_command(job: Job, logs: Path) -> None:
-    log = logs / f"{job.name.replace(' ', '_')}.log"
+    log = _log(job, logs)
     with open(log, "w") as f:
         code = subprocess.run(job.command, stdout=f, stderr=subprocess.STDOUT, env=_one_thread_env()).returncode
     if code != 0:
-        tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise BenchError(f"{job.name} failed (exit {code}); log {log}:\n{tail}")
+        raise BenchError(f"{job.name} failed (exit {code}); log {log}:\n{_tail(log)}")
+
+
+def run_cli(args: list[str], log: str) -> int:
+    """``physalign <args>`` in this process, everything it writes to stdout and stderr (file descriptors 1 and 2:
+    tqdm, warnings, native libraries) into ``log``; returns its exit code (a traceback in the log and 1 if it
+    raised). For a worker process that runs one job at a time."""
+    import gc
+    import traceback
+
+    from physalign.cli import app
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "w") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            code = app(args, standalone_mode=False, prog_name="physalign")
+            code = code if isinstance(code, int) else 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except BaseException:  # noqa: BLE001 - the job failed; the bench reports it with this log's tail
+            traceback.print_exc()
+            code = 1
+        finally:
+            gc.collect()  # the job's model and optimizer go now, not at some later job's collection
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+    return code
 
 
 @contextlib.contextmanager
-def _workers(n: int, needed: bool):
-    """``n`` worker processes for the jobs' calls (none unless ``needed``): spawned, not forked (the bench has
-    threads and torch's thread pool), one torch thread each, and killed with the bench as its children are.
-    They are started from this thread, which lives as long as the bench (the kernel's parent-death signal
-    follows the thread that forked)."""
-    if not needed:
-        yield None
-        return
+def workers(n: int):
+    """``n`` worker processes for the bench's calls and cli jobs: spawned, not forked (the bench has threads and
+    torch's thread pool), one torch thread each, and killed with the bench as its children are. They are started
+    from this thread, which must live as long as they do (the kernel's parent-death signal follows the thread
+    that forked)."""
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
                              initargs=(os.getpid(),)) as pool:
         yield pool
