@@ -69,7 +69,8 @@ def losses(run: Path, pieces: int = 10) -> dict:
     """The run's per-step training loss (``log.jsonl``): its mean over each of ``pieces`` equal parts of the run,
     and over the last quarter."""
     loss = [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    size = max(1, len(loss) // pieces)
+    pieces = min(pieces, len(loss))
+    size = len(loss) // pieces
     return {"steps": len(loss), "per_part": [statistics.fmean(loss[i:i + size]) for i in range(0, size * pieces, size)],
             "last_quarter": statistics.fmean(loss[-max(1, len(loss) // 4):])}
 

@@ -396,3 +396,20 @@ def test_paired_differences_pair_videos_by_name_and_skip_missing_errors():
     assert d["pc"]["mean"] == pytest.approx(0.75 - 0.25) and d["pc"]["n"] == 8
     assert d["gravity_error"]["mean"] == pytest.approx(0.5 - 0.2) and d["gravity_error"]["n"] == 7
     assert d["zero_g_accel"]["mean"] == 0 and set(d) >= {"pc", "sa", "joint", "penetration"}
+
+
+def test_one_worker_trains_in_fp32_then_in_bf16(tmp_path):
+    """accelerate keeps a process's first mixed precision and refuses another; a worker forgets it between jobs,
+    so one worker can run an fp32 training and then a bf16 one, as two processes could."""
+    from physalign.bench.runner import workers
+    from test_train import overrides, write_world
+
+    world = write_world(tmp_path / "world")
+
+    def train(name: str, precision: str) -> Job:
+        sets = overrides(world, tmp_path, "train.steps=1", f"train.mixed_precision={precision}")
+        return Job(f"train {name}", cli=["train", "--out", str(tmp_path / name), *(a for s in sets for a in ("--set", s))])
+
+    with workers(1) as pool:
+        schedule([train("fp32", "no"), train("bf16", "bf16")], 1, tmp_path / "logs", pool=pool)
+    assert all((tmp_path / name / "model" / "physalign_model.json").is_file() for name in ("fp32", "bf16"))

@@ -572,6 +572,7 @@ def run_cli(args: list[str], log: str) -> int:
             traceback.print_exc()
             code = 1
         finally:
+            _forget_accelerate_state()  # the next job starts as in a new process (its own mixed precision, say)
             gc.collect()  # the job's model and optimizer go now, not at some later job's collection
             sys.stdout.flush()
             sys.stderr.flush()
@@ -580,6 +581,17 @@ def run_cli(args: list[str], log: str) -> int:
             for fd in saved:
                 os.close(fd)
     return code
+
+
+def _forget_accelerate_state() -> None:
+    """Clear accelerate's process-wide state (``AcceleratorState``, ``PartialState``): it keeps the first
+    ``Accelerator``'s settings and refuses another mixed precision in the same process (a bf16 training after an
+    fp32 one in one worker). Single-process jobs only: the bench's workers run no distributed launch."""
+    import accelerate.state as state
+
+    reset = getattr(state.AcceleratorState, "_reset_state", None)  # accelerate's own reset (its tests use it)
+    if reset is not None:
+        reset(reset_partial_state=True)
 
 
 @contextlib.contextmanager
