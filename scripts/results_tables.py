@@ -336,17 +336,35 @@ def bench_control(results: Path) -> str:
     return bench_table(results, "bench_control")
 
 
+MAKE_DEMO_RUNS = {"make_demo": "the first record, a loaded machine",  # folder -> what changed since the row above
+                  "make_demo_schedule": "jobs scheduled over both cores",
+                  "make_demo_malloc": "freed memory reused, lighter CLI imports, the last run sampled in shards",
+                  "make_demo_workers": "train / sample jobs inside the bench's worker processes, no test extras"}
+
+
+def _same_scores(results: Path, a: str, b: str) -> bool | None:
+    """Whether two recorded benches' summaries (PC, SA, Joint of every model) are equal; None without both."""
+    if not all((results / f / "bench.json").is_file() for f in (a, b)):
+        return None
+    summaries = [load(results, f"{f}/bench.json")["summaries"] for f in (a, b)]
+    means = [{m: {k: v["overall"][k]["mean"] for k in ("pc", "sa", "joint")} for m, v in s.items()} for s in summaries]
+    return means[0] == means[1]
+
+
 def make_demo(results: Path) -> str:
-    """`make demo`'s wall time on a fresh clone (/usr/bin/time -v): the first record, then the scheduler's."""
-    rows = []
-    for folder in ("make_demo", "make_demo_schedule"):
+    """`make demo`'s wall time on a fresh clone (/usr/bin/time -v), one row per recorded change, each row's scores
+    compared with the row above's (bench.json) where both were kept."""
+    rows, runs = [], [f for f in MAKE_DEMO_RUNS if (results / f / "time.json").is_file()]
+    for i, folder in enumerate(runs):
         t = load(results, f"{folder}/time.json")
         minutes, seconds = divmod(round(t["wall_seconds"]), 60)
-        rows.append([f"{minutes} min {seconds:02d} s", f"{t['cpu_percent']}%", f"{t['max_rss_kb'] / 2**20:.2f} GiB",
-                     "yes" if t["scores_equal_results_bench_quick"] else f"no: {t.get('scores_note', '')}", t["date"],
-                     t["commit"]])
-    md = table(["wall time", "CPU (of 200%)", "peak RSS", "scores equal bench_quick's", "date", "commit"], rows)
-    return with_source(md, "make_demo", "make_demo_schedule")
+        same = _same_scores(results, runs[i - 1], folder) if i else None
+        scores = ("equal results/bench_quick's" if t["scores_equal_results_bench_quick"] else "new: evaluator v2") \
+            if same is None else ("equal the row above's" if same else "differ from the row above's")
+        rows.append([f"{minutes} min {seconds:02d} s", f"{t['cpu_percent']}%", f"{t['max_rss_kb'] / 2**20:.2f} GiB", scores,
+                     MAKE_DEMO_RUNS[folder], t["date"], t["commit"]])
+    md = table(["wall time", "CPU (of 200%)", "peak RSS", "scores", "change", "date", "commit"], rows)
+    return with_source(md, *runs)
 
 
 def stss(results: Path) -> str:
