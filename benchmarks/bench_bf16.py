@@ -75,6 +75,30 @@ def losses(run: Path, pieces: int = 10) -> dict:
             "last_quarter": statistics.fmean(loss[-max(1, len(loss) // 4):])}
 
 
+def plot_losses(out: Path, methods: list[str], window: int = 10) -> Path:
+    """``out/loss.png``: each run's per-step training loss, a running mean over ``window`` steps, one panel per
+    method (fp32 seeds 0 and 1, bf16 seed 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        for (precision, seed), style in zip(RUNS, ("-", ":", "--")):
+            run = out / "runs" / run_name(method, precision, seed)
+            loss = np.array([json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines() if line.strip()])
+            k = min(window, len(loss))
+            ax.plot(np.arange(k, len(loss) + 1), np.convolve(loss, np.ones(k) / k, "valid"), style, label=f"{precision} seed {seed}")
+        ax.set(title=method, xlabel="step", ylabel=f"loss (mean of {window} steps)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=120)
+    plt.close(fig)
+    return out / "loss.png"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -106,6 +130,7 @@ def main() -> None:
         for metric in ("joint", "gravity_error"):
             print(f"  {metric}: bf16 - fp32 {r['bf16_vs_fp32'][metric]['mean']:+.3f}, "
                   f"seed 1 - seed 0 {r['seed1_vs_seed0'][metric]['mean']:+.3f}")
+    print("loss curves:", plot_losses(args.out, methods))
     if args.json:
         write_text_atomic(args.json, json.dumps(record, indent=2))
 
