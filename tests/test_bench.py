@@ -104,6 +104,21 @@ def test_schedule_runs_the_first_ready_job_first_and_each_after_those_it_waits_f
         schedule([Job("x", say("x"), after=("y",)), Job("y", say("y"), after=("x",))], 2, tmp_path / "logs")
 
 
+def test_a_finished_job_may_reorder_the_pending_jobs_and_add_some(tmp_path):
+    """What the step timing does: when it ends, the runs not started yet are put in the order it measured."""
+    order = tmp_path / "order.txt"
+
+    def say(name):
+        return [sys.executable, "-c", f"open({str(order)!r}, 'a').write({name!r} + ' ')"]
+
+    seen = []
+    reorder = lambda value, pending: seen.append((value, [j.name for j in pending])) or [*pending[::-1], Job("added", say("added"))]  # noqa: E731
+    jobs = [Job("timing", call=partial(sum, [2, 3]), then=reorder), Job("b", say("b"), after=("timing",)),
+            Job("c", say("c"), after=("timing",))]
+    values = schedule(jobs, 1, tmp_path / "logs")
+    assert seen == [(5, ["b", "c"])] and order.read_text().split() == ["c", "b", "added"] and "added" in values
+
+
 def test_timeline_summary_counts_busy_slots(tmp_path):
     rows = [("train a", 100, 110), ("score base", 100, 104), ("sample a", 110, 114), ("score a", 114, 115)]
     path = tmp_path / "timeline.jsonl"
@@ -176,7 +191,7 @@ def test_bench_end_to_end_on_a_tiny_base_and_resume(tmp_path):
     for name in ("report.html", "metrics.png", "curves.png", "samples.gif"):
         assert (out / name).stat().st_size > 0
     jobs = timeline_summary(out / "logs" / "timeline.jsonl")  # every job of both stages, timed
-    assert {"step", "train", "sample", "score"} <= set(jobs["by_kind"]) and 0 < jobs["busy"] <= 1
+    assert {"caches", "step", "train", "sample", "score"} <= set(jobs["by_kind"]) and 0 < jobs["busy"] <= 1
     assert all((out / "samples" / "fm-s0" / f"manifest.part-{k}-of-2.jsonl").is_file() for k in (0, 1))  # the last run's
     trained = (out / "runs" / "sft-s0" / "model" / "physalign_model.json").stat().st_mtime_ns
     run_bench(profile, out, base=base, jobs=2, data_root=tmp_path / "data", configs=configs)  # finished stages are reused

@@ -4,12 +4,13 @@ same steps and seeds, then sampled on held-out prompts with the same noise and s
 Stages (each resumable: a finished stage's outputs are reused, an interrupted training run resumes):
 
 1. data: post-training videos with counterfactuals (shared, ``data/post-N-sS``) and the test prompts;
-2. step times: each method's training step against SFT's, interleaved in one process (this also builds
-   every cache the methods need: latents, counterfactual latents, teacher features), while the other job
-   slots sample and score the base, then train, sample and score SFT;
-3. training, sampling and scoring: one run per (method, seed), trained, then sampled on the test prompts,
-   then scored, as jobs of one thread each, ``jobs`` at a time (:func:`schedule`: slowest run first, a
-   finished step's successor before a new run). The same sampling seed for all (paired comparisons);
+2. caches (every method's run built once: latents, counterfactual latents, teacher features), then each
+   method's training step against SFT's, interleaved in one process, while the other job slots sample and
+   score the base, then train, sample and score SFT;
+3. in the same schedule (:func:`schedule`), one run per (method, seed), trained once the caches are there,
+   then sampled on the test prompts (one shard per slot) and scored, as jobs of one thread each, ``jobs`` at a
+   time; when the step times are in, the runs not yet started are reordered by them (slowest first). The same
+   sampling seed for all (paired comparisons);
 4. the report (:mod:`physalign.bench.report`).
 """
 
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from physalign.assets import resolve, shipped
 from physalign.bench.profiles import CONTROLS, STARTS, VARIANTS, Profile, Recipe, recipe
-from physalign.bench.timing import REFERENCE, step_times
+from physalign.bench.timing import REFERENCE, step_times, warm_caches
 from physalign.eval import evaluate_manifest
 from physalign.models.sample_folder import part_manifest
 from physalign.files import write_text_atomic
@@ -100,11 +101,9 @@ def _run_stages(profile: Profile, out: Path, base: Path, jobs: int, data_root, c
             reference = starts[control.reference].name if control.reference in starts else control.reference
             bench.add_slice(control, [reference, *(a.name for a in arms if a.method == method)])
     early = [a for a in arms if a.method == REFERENCE][:1]  # SFT trains while the steps are timed
-    timing, results, curves = bench.time_and_score_base(
+    timing, results, curves = bench.main_stage(
         {a.method: bench.cfgs[a.name] for a in arms if a.seed == profile.seeds_of(a.method)[0] and a.method not in CONTROLS},
-        early)
-    scored, more_curves = bench.train_sample_score([*starts.values(), *(a for a in arms if a not in early)], starts, timing)
-    results, curves = results | scored, curves | more_curves
+        early, [*starts.values(), *(a for a in arms if a not in early)], starts)
     if profile.second_seeds and len(profile.seeds_of("sft")) > 1:
         # a method within SFT's seed spread gets SFT's second seed, so that it is not ranked on one run
         extra = [Arm(m, profile.seeds_of("sft")[1]) for m in second_seed_methods(arms, results)]
@@ -147,27 +146,33 @@ class _Stages:
             self.cfgs[arm.name] = arm_config(arm, self.profile, data, init, self.data_root / "cache", self.configs)
             save_config(self.cfgs[arm.name], _config_path(self.out, arm))
 
-    def time_and_score_base(self, timed: dict[str, Config], early: list[Arm]) -> tuple[dict, dict, dict]:
-        """The step times of the ``timed`` configs (kept in ``out/timing.json``), while the other job slots sample
-        and score the base, score the simulator's own videos, then train, sample and score the ``early`` runs: a
-        run that starts before all the others is never the long one left running alone at the end, and SFT's
-        data (the latents every method reads) are the first the timing builds. Returns the timing, the results
-        by model (and test set) and the early runs' learning curves."""
+    def main_stage(self, timed: dict[str, Config], early: list[Arm], rest: list[Arm], starts: dict[str, Arm]
+                   ) -> tuple[dict, dict, dict]:
+        """The caches and step times of the ``timed`` configs (kept in ``out/timing.json``), the base sampled and
+        scored, the simulator's own videos scored, the ``early`` runs (SFT: its data are the first the caches
+        hold) and then the ``rest`` trained, sampled and scored, as one schedule. The rest wait for the caches,
+        not for the timing: a slot that frees up while the steps are being timed starts one of them, and when the
+        timing is in, the runs not yet started are reordered by it (:func:`job_order`: the slowest first), so no
+        slot waits on the timing. Returns the timing, the results by model (and test set) and the learning curves."""
         path = self.out / "timing.json"
-        jobs = [] if path.is_file() else [Job("step times", call=partial(step_times, timed, self.profile.timing_rounds))]
+        timing = json.loads(path.read_text()) if path.is_file() else None
+        jobs = [] if timing else [
+            Job("caches", call=partial(warm_caches, timed)),
+            Job("step times", call=partial(step_times, timed, self.profile.timing_rounds), after=("caches",),
+                then=lambda measured, pending: sorted(pending, key=_rank(job_order(rest, starts, measured))))]
         jobs += [*self.sample_jobs("base"), score_job("simulator", self.test_manifest),
-                 *(job for arm in early for job in self.arm_jobs(arm, {}))]
-        values = schedule(jobs, self.jobs, self.out / "logs", "time steps; sample the base", self.pool)
+                 *(job for arm in early for job in self.arm_jobs(arm, {})),
+                 *(job for arm in job_order(rest, starts, timing or {}) for job in self.arm_jobs(arm, starts, ("caches",)))]
+        values = schedule(jobs, self.jobs, self.out / "logs", "train, sample and score", self.pool)
         if "step times" in values:
             write_text_atomic(path, json.dumps(values["step times"], indent=2))
-        results, curves = self.collect(values, early, ("base",))
+        results, curves = self.collect(values, [*early, *rest], ("base",))
         return json.loads(path.read_text()), {"simulator": values["score simulator"], **results}, curves
 
     def train_sample_score(self, trains: list[Arm], starts: dict[str, Arm], timing: dict) -> tuple[dict, dict]:
         """Train, sample and score the runs ``trains`` (:func:`job_order`); returns the results by model (and
         test set) and the learning curves."""
-        order = job_order(trains, starts, timing)  # the last run's sampling would run alone at the end: in shards
-        jobs = [job for arm in order for job in self.arm_jobs(arm, starts, self.jobs if arm == order[-1] else 1)]
+        jobs = [job for arm in job_order(trains, starts, timing) for job in self.arm_jobs(arm, starts)]
         return self.collect(schedule(jobs, self.jobs, self.out / "logs", "train, sample and score", self.pool), trains)
 
     def collect(self, values: dict, trains: list[Arm], models: tuple[str, ...] = ()) -> tuple[dict, dict]:
@@ -178,26 +183,28 @@ class _Stages:
                   for arm in trains}
         return results, curves
 
-    def arm_jobs(self, arm: Arm, starts: dict[str, Arm], shards: int = 1) -> list[Job]:
-        """Train (unless its export is there: exports are atomic) once the model it starts from is trained, then
-        sample (in ``shards`` jobs) and score it, and the learning curve's points."""
+    def arm_jobs(self, arm: Arm, starts: dict[str, Arm], after: tuple[str, ...] = ()) -> list[Job]:
+        """Train (unless its export is there: exports are atomic) once the model it starts from is trained and
+        the jobs ``after`` are done, then sample and score it, and the learning curve's points; each job's
+        ``group`` is the run's name."""
         start = recipe(arm.method).start
         train = f"train {arm.name}"
         done = (self.models[arm.name] / "physalign_model.json").is_file()
-        after = (f"train {starts[start].name}",) if start in starts else ()
-        return [*([] if done else [Job(train, cli=train_command(self.out, arm), after=after)]),
-                *self.sample_jobs(arm.name, (train,), shards), *curve_jobs(self.out, arm, self.profile, self.test_manifest)]
+        after = (*after, *((f"train {starts[start].name}",) if start in starts else ()))
+        jobs = [*([] if done else [Job(train, cli=train_command(self.out, arm), after=after)]),
+                *self.sample_jobs(arm.name, (train,)), *curve_jobs(self.out, arm, self.profile, self.test_manifest)]
+        return [replace(job, group=arm.name) for job in jobs]
 
     def test_sets(self, name: str) -> list[tuple[str, Path]]:
         """(key, test manifest) of each test set model ``name`` is read on: the test prompts (key ``name``), then
         each slice it is read on (``name:slice``, e.g. "control-positive-s0:force-none")."""
         return [(name, self.test_manifest), *((f"{name}:{s}", self.slices[s]) for s in self.on_slices.get(name, []))]
 
-    def sample_jobs(self, name: str, after: tuple[str, ...] = (), shards: int = 1) -> list[Job]:
+    def sample_jobs(self, name: str, after: tuple[str, ...] = ()) -> list[Job]:
         """Sample model ``name`` on each of its test sets (unless done), once the jobs ``after`` are, and score each.
-        With ``shards`` > 1 each sampling is that many jobs (``physalign sample --shard``) that the free slots
-        share; the score waits for all."""
-        jobs = []
+        Each sampling is one job per slot (``physalign sample --shard``; a job inside a worker costs a model load,
+        no imports), so that a model's sampling never runs alone on one slot; the score waits for all."""
+        jobs, shards = [], self.jobs
         for (key, manifest), s in zip(self.test_sets(name), ["", *self.on_slices.get(name, [])]):
             folder, sample = self.samples(name, s), f"sample {name} {s}".strip()
             command = sample_command(self.models[name], manifest, folder, self.profile)
@@ -463,6 +470,8 @@ class Job:
     call: Callable | None = None
     after: tuple[str, ...] = ()
     cli: list[str] = field(default_factory=list)
+    then: Callable[[object, list[Job]], list[Job]] | None = None  # (its value, the jobs pending) -> the jobs pending now
+    group: str = ""  # the run the job belongs to, for reordering (:func:`_rank`)
 
 
 def schedule(jobs: list[Job], slots: int, logs: Path, desc: str = "jobs", pool: ProcessPoolExecutor | None = None) -> dict[str, object]:
@@ -491,10 +500,20 @@ def schedule(jobs: list[Job], slots: int, logs: Path, desc: str = "jobs", pool: 
             for future in finished:
                 job, began = running.pop(future)
                 values[job.name] = _value(job, future.result(), logs)
+                if job.then:  # it may reorder the pending jobs or add some
+                    pending = job.then(values[job.name], pending)
+                    names |= {j.name for j in pending}
+                    bar.total = len(values) + len(running) + len(pending)
                 timeline.write(json.dumps({"job": job.name, "stage": desc, "start": began, "end": time.time()}) + "\n")
                 timeline.flush()
                 bar.update(1)
     return values
+
+
+def _rank(order: list[Arm]) -> Callable[[Job], int]:
+    """A sort key putting jobs in the order of their runs in ``order``; jobs of no run in it first, as they were."""
+    rank = {arm.name: i for i, arm in enumerate(order)}
+    return lambda job: rank.get(job.group, -1)
 
 
 def _submit(job: Job, threads: ThreadPoolExecutor, workers: ProcessPoolExecutor | None, logs: Path):

@@ -55,6 +55,14 @@ def step_times(configs: dict[str, Config], rounds: int, warmup: int = 1, threads
                    "reference": reference} for name, s in seconds.items()}
 
 
+def warm_caches(configs: dict[str, Config]) -> None:
+    """Build each config's run once and drop it: every cache the methods read (latents, counterfactual latents,
+    teacher features) is then on disk for the trainings and the step timing. Caches are written atomically, so a
+    training that starts meanwhile and builds one too only repeats the work."""
+    for cfg in tqdm(configs.values(), desc="caches", unit="method"):
+        build_run(cfg, engine=LocalEngine(cfg.train.mixed_precision))
+
+
 def cpu_description() -> dict:
     """The CPU a timing was measured on: its model name, torch's vector capability and whether oneDNN has bf16
     kernels for it (without them bf16 is emulated: slower than fp32, not faster)."""
