@@ -284,6 +284,27 @@ def malloc(results: Path) -> str:
     return md + "\n\n" + note + "\n" + source("malloc")
 
 
+def bf16_equivalence(results: Path) -> str:
+    """bf16 against fp32 training, against the seed-to-seed spread (bench_bf16.py)."""
+    d = load(results, "bf16_equivalence/bf16.json")
+    rows = []
+    for method, m in d["methods"].items():
+        loss = {k: v["last_quarter"] for k, v in m["loss"].items()}
+        rows.append([MODEL_NAMES.get(method, method), "training loss, last quarter (fp32 s0 / s1 / bf16 s0)",
+                     f"{loss['fp32-s0']:.4f} / {loss['fp32-s1']:.4f} / {loss['bf16-s0']:.4f}",
+                     *(f"{x:+.4f}".replace("-", "−") for x in (loss["bf16-s0"] - loss["fp32-s0"], loss["fp32-s1"] - loss["fp32-s0"]))])
+        for metric, label in (("pc", "PC"), ("joint", "Joint"), ("gravity_error", "gravity error"),
+                              ("fit_residual", "fit residual (px)")):
+            rows.append([MODEL_NAMES.get(method, method), f"{label}, paired over {m['bf16_vs_fp32'][metric]['n']} videos", "",
+                         signed_ci(m["bf16_vs_fp32"][metric]), signed_ci(m["seed1_vs_seed0"][metric])])
+    md = table(["method", "measure", "values", "bf16 − fp32 (seed 0)", "fp32 seed 1 − seed 0"], rows)
+    note = (f"{d['steps']} steps of batch {d['batch_size']} from the shipped base on the quick profile's data; every model "
+            f"sampled in fp32 on {d['prompts']} test prompts ({d['sample_steps']} Euler steps, the same noise); 95% "
+            f"bootstrap intervals. {d['cpu']['model']} ({d['cpu']['capability']}, bf16 instructions: "
+            f"{'yes' if d['cpu']['native_bf16'] else 'no, emulated'}).")
+    return md + "\n\n" + note + "\n" + source("bf16_equivalence")
+
+
 PROFILE_OPS = 6
 
 
@@ -445,7 +466,7 @@ def judge_heldout(results: Path) -> str:
 
 TABLES = {"eval_rates": eval_rates, "eval_jitter": eval_jitter, "parity_sft": parity_sft, "eval_speed": eval_speed, "base_scores": base_scores, "bench_quick": bench_quick, "make_demo": make_demo,
           "bench_control": bench_control, "bench_control_verdicts": bench_control_verdicts,
-          "speed_baseline": speed_baseline, "profile_steps": profile_steps, "quick_schedule": quick_schedule, "malloc": malloc, "speed_bf16": speed_bf16, "solver": solver,
+          "speed_baseline": speed_baseline, "profile_steps": profile_steps, "quick_schedule": quick_schedule, "malloc": malloc, "bf16_equivalence": bf16_equivalence, "speed_bf16": speed_bf16, "solver": solver,
           "stss": stss, "select": select, "select_left_out": select_left_out,
           "teacher_reconstruction": teacher_reconstruction, "teacher_probes": teacher_probes,
           "judge_heldout": judge_heldout}
