@@ -360,7 +360,8 @@ def bench_control(results: Path) -> str:
 MAKE_DEMO_RUNS = {"make_demo": "the first record, a loaded machine",  # folder -> what changed since the row above
                   "make_demo_schedule": "jobs scheduled over both cores",
                   "make_demo_malloc": "freed memory reused, lighter CLI imports, the last run sampled in shards",
-                  "make_demo_workers": "train / sample jobs inside the bench's worker processes, no test extras"}
+                  "make_demo_workers": "train / sample jobs inside the bench's worker processes, no test extras",
+                  "make_demo_onestage": "caches, step timing and runs in one schedule; every sampling in shards"}
 
 
 def _same_scores(results: Path, a: str, b: str) -> bool | None:
