@@ -572,9 +572,8 @@ def run_cli(args: list[str], log: str) -> int:
     tqdm, warnings, native libraries) into ``log``; returns its exit code (a traceback in the log and 1 if it
     raised). For a worker process that runs one job at a time."""
     import gc
+    import runpy
     import traceback
-
-    from physalign.cli import app
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -582,15 +581,17 @@ def run_cli(args: list[str], log: str) -> int:
     with open(log, "w") as f:
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
-        try:
-            code = app(args, standalone_mode=False, prog_name="physalign")
-            code = code if isinstance(code, int) else 0
+        argv, sys.argv = sys.argv, ["physalign", *args]
+        try:  # the program, as `python -m physalign.cli` runs it (the runner does not import the CLI layer above it)
+            runpy.run_module("physalign.cli", run_name="__main__", alter_sys=True)
+            code = 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
         except BaseException:  # noqa: BLE001 - the job failed; the bench reports it with this log's tail
             traceback.print_exc()
             code = 1
         finally:
+            sys.argv = argv
             _forget_accelerate_state()  # the next job starts as in a new process (its own mixed precision, say)
             gc.collect()  # the job's model and optimizer go now, not at some later job's collection
             sys.stdout.flush()
