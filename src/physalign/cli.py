@@ -6,13 +6,7 @@ arguments, call the library, and print. No logic of their own.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # a bench's child goes when the bench goes: before the slow imports below
-    from physalign.process import die_with_parent, reuse_freed_memory
-
-    die_with_parent()
-    reuse_freed_memory()
-
-import typer  # noqa: E402
+import typer
 
 app = typer.Typer(
     help="Post-train text-to-video generators toward physical plausibility.",
