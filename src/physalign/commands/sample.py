@@ -29,7 +29,7 @@ def sample_command(
     """Sample videos for prompts and write them with a manifest in the world's format."""
     import torch
 
-    from physalign.models.sample_folder import rows_for_prompts, sample_to_folder
+    from physalign.models.sample_folder import rows_for_prompts, sample_to_folder, shard_rows
     from physalign.models.sampling import SOLVERS
     from physalign.world.dataset import ManifestError, load_manifest
     from physalign.world.scene import PromptError
@@ -49,7 +49,8 @@ def sample_command(
     model = sampling_model(checkpoint)
     path = sample_to_folder(model, rows, out, samples_per_prompt, steps, guidance, seed, batch_size, solver, part)
     k, n = part or (0, 1)
-    count = (len(rows) * (k + 1) // n - len(rows) * k // n) * samples_per_prompt
+    a, b = shard_rows(len(rows), k, n)
+    count = (b - a) * samples_per_prompt
     typer.echo(f"wrote {count} videos" + (f" and {path}" if path.is_file() else f" (shard {k}/{n}; other shards to come)"))
 
 

@@ -41,7 +41,7 @@ def sample_to_folder(model, rows: list[dict], out, samples_per_prompt=1, steps=3
     k, n = shard or (0, 1)
     if not 0 <= k < n:
         raise ValueError(f"shard must be (k, n) with 0 <= k < n. Got {shard}.")
-    a, b = len(rows) * k // n, len(rows) * (k + 1) // n
+    a, b = shard_rows(len(rows), k, n)
     prompts = [r["prompt"] for r in rows[a:b] for _ in range(samples_per_prompt)]
     videos = sample(model, prompts, steps=steps, guidance=guidance, seed=seed, batch_size=batch_size, solver=solver,
                     first=a * samples_per_prompt)
@@ -60,6 +60,11 @@ def sample_to_folder(model, rows: list[dict], out, samples_per_prompt=1, steps=3
     if all(p.is_file() for p in parts):
         write_text_atomic(path, "".join(p.read_text() for p in parts))
     return path
+
+
+def shard_rows(rows: int, k: int, n: int) -> tuple[int, int]:
+    """The rows [a, b) of shard k of n: contiguous blocks whose sizes differ by at most one."""
+    return rows * k // n, rows * (k + 1) // n
 
 
 def part_manifest(k: int, n: int) -> str:
